@@ -1,0 +1,16 @@
+"""Command-line interface: parses arguments and calls one library function per subcommand.
+
+Each command module attaches its commands to the shared app when imported below; heavy
+libraries (torch, openslide, ray) are imported inside the commands, never at import time.
+"""
+
+from __future__ import annotations
+
+from histomil.cli import demo  # noqa: F401  (registers commands)
+from histomil.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,29 @@
+"""`histomil demo` and `histomil version`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histomil.cli._app import app
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("histomil-demo"), "--out", help="Output directory."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (used by tests)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
+) -> None:
+    """Run the whole pipeline on an embedded synthetic cohort (and the real slide when present)."""
+    from histomil.demo import run_demo
+
+    run_demo(out, quick=quick, seed=seed)
+
+
+@app.command()
+def version() -> None:
+    """Print the package version."""
+    from histomil import __version__
+
+    typer.echo(__version__)

@@ -1,0 +1,195 @@
+"""Run independent tasks (one per slide, fold or sweep point) locally or on a Ray cluster.
+
+Every batch command goes through :func:`run_tasks`, so failure isolation, progress and the
+choice of executor live in one place. A task is a picklable top-level function plus keyword
+arguments; a task that raises is reported in its :class:`TaskResult` and never stops the others.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ExecutorName = Literal["local", "ray"]
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: ``fn(**kwargs)``; ``key`` names it in reports (slide id, fold, ...)."""
+
+    key: str
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    key: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """How to run a batch: ``executor`` local|ray, ``workers`` processes (local), Ray options."""
+
+    executor: str = "local"
+    workers: int = 1
+    ray_address: str | None = None
+    num_cpus_per_task: float = 1.0
+    num_gpus_per_task: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+
+
+class BatchError(RuntimeError):
+    """Raised by callers (not by run_tasks) when failures must stop a command after the batch."""
+
+
+def _call(task: Task) -> TaskResult:
+    start = time.perf_counter()
+    try:
+        value = task.fn(**task.kwargs)
+    except BaseException as exc:  # noqa: BLE001 - isolate every failure, KeyboardInterrupt aside
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        err = f"{type(exc).__name__}: {exc}"
+        tb = traceback.format_exc(limit=6)
+        return TaskResult(task.key, False, None, f"{err}\n{tb}", time.perf_counter() - start)
+    return TaskResult(task.key, True, value, None, time.perf_counter() - start)
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    config: ExecutorConfig | None = None,
+    *,
+    description: str = "tasks",
+    on_result: Callable[[TaskResult], None] | None = None,
+) -> list[TaskResult]:
+    """Run ``tasks`` and return one result per task, in the order of ``tasks``.
+
+    ``on_result`` is called in the parent process as each task finishes (to append a status row,
+    for instance), so an interrupted batch keeps what it finished.
+    """
+    config = config or ExecutorConfig()
+    if not tasks:
+        return []
+    if config.executor == "ray":
+        results = _run_ray(tasks, config, description, on_result)
+    elif config.workers == 1 or len(tasks) == 1:
+        results = _run_serial(tasks, description, on_result)
+    else:
+        results = _run_processes(tasks, config.workers, description, on_result)
+    order = {t.key: i for i, t in enumerate(tasks)}
+    return sorted(results, key=lambda r: order[r.key])
+
+
+def _progress(description: str, total: int):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    return progress, progress.add_task(description, total=total, status="")
+
+
+def _report(progress, bar, result: TaskResult, failures: list[int], on_result) -> None:
+    if not result.ok:
+        failures[0] += 1
+    status = f"last: {result.key}" + (f" | failed: {failures[0]}" if failures[0] else "")
+    progress.update(bar, advance=1, status=status)
+    if on_result is not None:
+        on_result(result)
+
+
+def _run_serial(tasks, description, on_result) -> list[TaskResult]:
+    progress, bar = _progress(description, len(tasks))
+    failures = [0]
+    results = []
+    with progress:
+        for task in tasks:
+            result = _call(task)
+            results.append(result)
+            _report(progress, bar, result, failures, on_result)
+    return results
+
+
+def _run_processes(tasks, workers, description, on_result) -> list[TaskResult]:
+    # "spawn" keeps workers free of the parent's threads (torch, OpenSlide) and works everywhere.
+    ctx = mp.get_context("spawn")
+    progress, bar = _progress(description, len(tasks))
+    failures = [0]
+    results = []
+    with progress, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(_call, task): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker process itself died (e.g. segfault, OOM kill)
+                result = TaskResult(task.key, False, None, f"worker died: {exc!r}")
+            results.append(result)
+            _report(progress, bar, result, failures, on_result)
+    return results
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the Ray executor needs the optional extra: pip install 'histomil[ray]'"
+        ) from exc
+    return ray
+
+
+def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:
+    ray = _import_ray()
+    if not ray.is_initialized():
+        if config.ray_address:
+            ray.init(address=config.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=config.workers, log_to_driver=False, include_dashboard=False)
+    remote = ray.remote(_call).options(
+        num_cpus=config.num_cpus_per_task, num_gpus=config.num_gpus_per_task, max_retries=0
+    )
+    pending = {remote.remote(task): task for task in tasks}
+    progress, bar = _progress(description, len(tasks))
+    failures = [0]
+    results = []
+    with progress:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            task = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # the Ray worker died or the task could not be scheduled
+                result = TaskResult(task.key, False, None, f"ray task failed: {exc!r}")
+            results.append(result)
+            _report(progress, bar, result, failures, on_result)
+    return results
