@@ -1,0 +1,69 @@
+"""The objective contract: ``objective(model, bag) -> LossOutput``.
+
+An objective owns everything about *how* a model is trained (losses, teachers, masking) and
+never edits a model. It is an ``nn.Module`` so that strategies with their own trainable parts
+(MHIM's recycle network) are optimised with the model: the trainer optimises
+``model.parameters()`` plus ``objective.parameters()`` that require gradients.
+
+Lifecycle hooks (all optional; the defaults do nothing) let strategies with state work
+with the same trainer:
+
+- ``setup(model, context)`` once per fold before training (e.g. build the MHIM teacher from a
+  baseline checkpoint);
+- ``on_epoch_start(epoch, max_epochs)`` (schedules, e.g. MHIM's cosine decay of beta_h);
+- ``after_optimizer_step(model)`` (EMA updates);
+- ``predict(model, bag)`` at validation/test time (default: the model on the full bag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+from histomil.bags.bag import Bag
+from histomil.models.base import MILModel, MILOutput
+
+
+@dataclass
+class LossOutput:
+    """Total loss (scalar with graph) plus named detached components for logging."""
+
+    loss: Tensor
+    terms: dict[str, float] = field(default_factory=dict)
+    output: MILOutput | None = None
+
+
+@dataclass
+class TrainContext:
+    """What the trainer tells an objective in ``setup``: the fold, where things are, the task."""
+
+    fold: int = 0
+    task: str = "classification"
+    n_classes: int = 1
+    run_dir: str | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """Base class of every objective / training strategy."""
+
+    name: str = "objective"
+
+    def forward(self, model: MILModel, bag: Bag) -> LossOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def setup(self, model: MILModel, context: TrainContext) -> None:
+        """Called once per fold before the first epoch."""
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
+        """Called at the start of every training epoch (0-based)."""
+
+    def after_optimizer_step(self, model: MILModel) -> None:
+        """Called after every optimizer step."""
+
+    def predict(self, model: MILModel, bag: Bag) -> MILOutput:
+        """Inference on the full bag (used for validation, test and attention export)."""
+        return model(bag.features, coords=bag.coords)
