@@ -128,8 +128,18 @@ class MILModel(nn.Module):
         """First instance projection: (B, N, D) -> (B, N, H)."""
         raise NotImplementedError
 
-    def aggregate(self, h: Tensor, mask: Tensor | None, coords: Tensor | None = None) -> MILOutput:
-        """Everything after the projection: (B, N, H) -> MILOutput."""
+    def aggregate(
+        self,
+        h: Tensor,
+        mask: Tensor | None,
+        coords: Tensor | None = None,
+        label: Tensor | None = None,
+    ) -> MILOutput:
+        """Everything after the projection: (B, N, H) -> MILOutput.
+
+        ``label`` (B,) is given only in training, for label-dependent model-internal losses
+        (CLAM's instance clustering, DTFD's tier-1 loss); without it ``aux_loss`` is None.
+        """
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------------------
@@ -140,12 +150,19 @@ class MILModel(nn.Module):
         return threshold_attention(scores, mask, t)
 
     def forward(
-        self, features: Tensor, mask: Tensor | None = None, coords: Tensor | None = None
+        self,
+        features: Tensor,
+        mask: Tensor | None = None,
+        coords: Tensor | None = None,
+        label: Tensor | None = None,
     ) -> MILOutput:
+        """features (N, D) or (B, N, D); mask (B, N) True = real; coords (B, N, 2); label (B,)."""
         x, mask, coords = batchify(features, mask, coords)
         if self.needs_coords and coords is None:
             raise ValueError(f"{type(self).__name__} needs patch coordinates (coords=...)")
-        return self.aggregate(self.project(x), mask, coords)
+        if label is not None:
+            label = torch.as_tensor(label, device=x.device).reshape(-1)
+        return self.aggregate(self.project(x), mask, coords, label)
 
 
 def batchify(

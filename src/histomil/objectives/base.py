@@ -44,6 +44,7 @@ class TrainContext:
     n_classes: int = 1
     run_dir: str | None = None
     seed: int = 0
+    baseline_state: dict[str, Any] | None = None  # model state dict of a trained baseline
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,6 +52,10 @@ class Objective(nn.Module):
     """Base class of every objective / training strategy."""
 
     name: str = "objective"
+    #: True for strategies (MHIM) that start from a trained baseline of the same model: the
+    #: trainer then trains (or loads) that baseline per fold and passes its state dict in
+    #: ``TrainContext.baseline_state`` before calling ``setup``.
+    needs_baseline: bool = False
 
     def forward(self, model: MILModel, bag: Bag) -> LossOutput:  # pragma: no cover - abstract
         raise NotImplementedError
