@@ -1,1 +1,58 @@
-"""histomil.models."""
+"""MIL aggregators behind one output contract (see :mod:`histomil.models.base`).
+
+``create_model(name, in_dim, n_classes, **params)`` builds a model from the explicit registry
+below; ``names()`` lists the valid names.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from histomil.models.abmil import ABMIL
+from histomil.models.base import MILModel, MILOutput, masked_softmax, threshold_attention
+
+_REGISTRY: dict[str, Callable[..., MILModel]] = {
+    "abmil": ABMIL,
+}
+
+
+def names() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> Callable[..., MILModel]:
+    """The constructor registered under ``name`` (ValueError listing valid names if unknown)."""
+    key = name.lower().replace("-", "_")
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())}")
+    return _REGISTRY[key]
+
+
+def create_model(name: str, in_dim: int, n_classes: int, **params: Any) -> MILModel:
+    """Build model ``name`` for ``in_dim``-d features and ``n_classes`` logits.
+
+    Unknown ``params`` raise a ValueError naming them and the accepted ones.
+    """
+    cls = model_class(name)
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("in_dim", "n_classes")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) for model {name!r}: {', '.join(unknown)}; "
+            f"accepted: {', '.join(accepted)}"
+        )
+    return cls(in_dim=in_dim, n_classes=n_classes, **params)
+
+
+__all__ = [
+    "MILModel",
+    "MILOutput",
+    "create_model",
+    "masked_softmax",
+    "model_class",
+    "names",
+    "threshold_attention",
+]
