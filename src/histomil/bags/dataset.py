@@ -1,0 +1,157 @@
+"""Find bag files for manifest rows and load a cohort as in-memory :class:`Bag` objects.
+
+Supported folders (``bags_dir`` may point at any of them or at their parent job folder):
+our ``bags/<id>.h5``; CLAM ``h5_files/<id>.h5`` and ``pt_files/<id>.pt``; TRIDENT
+``features_<encoder>/<id>.h5`` (also one level deeper, e.g. ``20x_256px_0px_overlap/features_uni/``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from histomil.bags.bag import Bag
+from histomil.bags.io import BagError, load_bag
+
+log = logging.getLogger(__name__)
+
+_H5 = (".h5", ".hdf5")
+
+
+def _candidate_dirs(bags_dir: Path) -> list[Path]:
+    """Folders that may hold bag files, most specific first."""
+    dirs = [bags_dir, bags_dir / "bags", bags_dir / "h5_files", bags_dir / "pt_files"]
+    dirs += sorted(p for p in bags_dir.glob("features_*") if p.is_dir())
+    dirs += sorted(p for p in bags_dir.glob("*/features_*") if p.is_dir())
+    return [d for d in dirs if d.is_dir()]
+
+
+def index_bags(bags_dir: str | os.PathLike) -> dict[str, Path]:
+    """Map slide id -> bag file for every bag under ``bags_dir`` (one directory scan).
+
+    An ``.h5`` file wins over a CLAM ``.pt`` of the same id (it carries coords). The same id in
+    two TRIDENT ``features_*`` folders (two encoders) is ambiguous and raises :class:`BagError`.
+    """
+    bags_dir = Path(bags_dir)
+    if not bags_dir.is_dir():
+        raise BagError(f"bags folder {bags_dir} does not exist; run `histomil extract` first")
+    found: dict[str, Path] = {}
+    for folder in _candidate_dirs(bags_dir):
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue  # hidden files include in-progress atomic writes
+            if path.suffix not in (*_H5, ".pt"):
+                continue
+            sid = path.stem
+            prev = found.get(sid)
+            if prev is None or (prev.suffix == ".pt" and path.suffix in _H5):
+                found[sid] = path
+            elif _is_trident(prev) and _is_trident(path) and prev.parent != path.parent:
+                raise BagError(
+                    f"slide {sid}: bags in both {prev.parent} and {path.parent}; point "
+                    "--bags at the features_<encoder> folder you want"
+                )
+    return found
+
+
+def _is_trident(path: Path) -> bool:
+    return path.parent.name.startswith("features_")
+
+
+def find_bag(bags_dir: str | os.PathLike, slide_id: str) -> Path:
+    """Return the bag file of ``slide_id`` under ``bags_dir`` (any supported layout)."""
+    bags_dir = Path(bags_dir)
+    for folder in _candidate_dirs(bags_dir) if bags_dir.is_dir() else []:
+        for suffix in (*_H5, ".pt"):
+            path = folder / f"{slide_id}{suffix}"
+            if path.is_file():
+                return path
+    raise BagError(
+        f"no bag for slide {slide_id} under {bags_dir} (looked for <id>.h5 in ., bags/, "
+        "h5_files/, features_*/ and <id>.pt in pt_files/)"
+    )
+
+
+def _label(row: pd.Series) -> int | float:
+    value = row.get("label")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 0  # survival manifests may omit label; Bag.label is unused there
+    value = float(value)
+    return int(value) if value.is_integer() else value
+
+
+def _optional(row: pd.Series, col: str, cast):
+    value = row.get(col)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return cast(value)
+
+
+def load_cohort(
+    manifest: pd.DataFrame,
+    bags_dir: str | os.PathLike,
+    *,
+    half: bool = False,
+) -> dict[str, Bag]:
+    """Load one :class:`Bag` per manifest row (features (N, D) torch tensors).
+
+    Every manifest id without a bag is reported in one :class:`BagError`; bags without a
+    manifest row are logged as a warning. ``half=True`` keeps features as float16 in memory
+    (half the RAM); convert per step with :func:`bag_to_float32`.
+    """
+    import torch
+
+    if "slide_id" not in manifest.columns:
+        raise BagError("manifest has no slide_id column")
+    ids = manifest["slide_id"].astype(str)
+    dup = sorted(set(ids[ids.duplicated()]))
+    if dup:
+        raise BagError(f"manifest has duplicate slide_id(s): {', '.join(dup[:20])}")
+    index = index_bags(bags_dir)
+    missing = [sid for sid in ids if sid not in index]
+    if missing:
+        more = f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""
+        raise BagError(
+            f"{len(missing)} manifest slide(s) have no bag under {bags_dir}: "
+            f"{', '.join(missing[:20])}{more}; run `histomil extract` or fix the manifest"
+        )
+    extra = sorted(set(index) - set(ids))
+    if extra:
+        log.warning(
+            "%d bag(s) under %s have no manifest row and are ignored: %s",
+            len(extra),
+            bags_dir,
+            ", ".join(extra[:20]),
+        )
+    dtype = torch.float16 if half else torch.float32
+    cohort: dict[str, Bag] = {}
+    for (_, row), sid in zip(manifest.iterrows(), ids, strict=True):
+        data = load_bag(index[sid])
+
+        cohort[sid] = Bag(
+            slide_id=sid,
+            features=torch.from_numpy(data.features).to(dtype),
+            label=_label(row),
+            coords=None if data.coords is None else torch.from_numpy(data.coords),
+            patch_labels=None if data.patch_labels is None else torch.from_numpy(data.patch_labels),
+            overlap=None if data.overlap is None else torch.from_numpy(data.overlap),
+            attn_target=None if data.attn_target is None else torch.from_numpy(data.attn_target),
+            time=_optional(row, "time", float),
+            event=_optional(row, "event", lambda v: int(float(v))),
+            case_id=_optional(row, "case_id", str),
+        )
+    return cohort
+
+
+def bag_to_float32(bag: Bag) -> Bag:
+    """Return ``bag`` with float32 features (a no-op copy-free return when already float32)."""
+    import torch
+
+    if bag.features.dtype == torch.float32:
+        return bag
+    return replace(bag, features=bag.features.float())
