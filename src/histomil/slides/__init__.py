@@ -1,1 +1,31 @@
-"""histomil.slides."""
+"""histomil.slides: open slides, segment tissue, tile at a resolution, make synthetic slides."""
+
+from histomil.slides.backends import (
+    MissingMppError,
+    Slide,
+    SlideError,
+    available_backends,
+    open_slide,
+)
+from histomil.slides.tiling import (
+    TileSpec,
+    grid_coords,
+    mpp_from_magnification,
+    read_patch,
+    read_patches,
+    tissue_fractions,
+)
+
+__all__ = [
+    "MissingMppError",
+    "Slide",
+    "SlideError",
+    "TileSpec",
+    "available_backends",
+    "grid_coords",
+    "mpp_from_magnification",
+    "open_slide",
+    "read_patch",
+    "read_patches",
+    "tissue_fractions",
+]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from histomil.slides import (
+    MissingMppError,
+    SlideError,
+    TileSpec,
+    available_backends,
+    open_slide,
+    read_patches,
+)
+
+
+def test_registry_order():
+    assert available_backends()[:3] == ["openslide", "tiffslide", "pil"]
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+def test_real_slide_metadata(real_slide: Path, backend: str):
+    with open_slide(real_slide, backend=backend) as slide:
+        assert slide.backend == backend
+        assert slide.dimensions == (2220, 2967)
+        assert slide.level_count == 1
+        assert slide.mpp == pytest.approx(0.499)
+        assert slide.magnification == pytest.approx(20)
+        region = slide.read_region((0, 0), 0, (64, 32))
+        assert region.shape == (32, 64, 3) and region.dtype == np.uint8
+        # outside the image is white with every backend
+        outside = slide.read_region((2200, 2950), 0, (64, 64))
+        assert (outside[-10:, -10:] == 255).all()
+
+
+def test_backends_read_identical_pixels(real_slide: Path):
+    a = open_slide(real_slide, backend="openslide")
+    b = open_slide(real_slide, backend="tiffslide")
+    spec = TileSpec.for_slide(a)
+    coords = np.array([[448, 896], [1120, 1344]])
+    np.testing.assert_array_equal(read_patches(a, coords, spec), read_patches(b, coords, spec))
+
+
+def test_slide_pickles_by_path(real_slide: Path):
+    slide = open_slide(real_slide, mpp=0.5, backend="tiffslide")
+    clone = pickle.loads(pickle.dumps(slide))
+    assert clone.backend == "tiffslide" and clone.mpp == 0.5 and clone.metadata_mpp == 0.499
+    np.testing.assert_array_equal(
+        clone.read_region((100, 100), 0, (16, 16)), slide.read_region((100, 100), 0, (16, 16))
+    )
+
+
+def test_thumbnail_keeps_aspect(real_slide: Path):
+    thumb = open_slide(real_slide).get_thumbnail(300)
+    assert thumb.shape == (300, 224, 3)
+
+
+def test_jpeg_needs_mpp(tmp_path: Path):
+    path = tmp_path / "digest.jpg"
+    Image.fromarray(np.full((50, 80, 3), 200, np.uint8)).save(path)
+    slide = open_slide(path)
+    assert slide.backend == "pil" and slide.dimensions == (80, 50) and slide.mpp is None
+    with pytest.raises(MissingMppError, match=r"digest\.jpg.*--slide-mpp"):
+        TileSpec.for_slide(slide)
+    spec = TileSpec.for_slide(open_slide(path, mpp=0.25), patch_size=10)
+    assert spec.patch_size_level0 == 20 and spec.read_size == 20
+
+
+def test_corrupt_file_gives_clear_error(tmp_path: Path):
+    path = tmp_path / "broken.svs"
+    path.write_bytes(b"II*\x00" + b"\x13" * 200)
+    with pytest.raises(SlideError, match=r"broken\.svs.*corrupt"):
+        open_slide(path)
+
+
+def test_missing_file_and_bad_backend(tmp_path: Path):
+    with pytest.raises(SlideError, match="does not exist"):
+        open_slide(tmp_path / "nope.svs")
+    (tmp_path / "x.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="valid"):
+        open_slide(tmp_path / "x.png", backend="bioformats")
