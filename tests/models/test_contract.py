@@ -10,6 +10,7 @@ from histomil.models import MILOutput, create_model, names
 D = 24
 SMALL = {  # small hidden sizes keep the group fast on a shared 2-core machine
     "abmil": {"hidden": 16, "attn_dim": 8},
+    "transmil": {"hidden": 16, "heads": 2, "landmarks": 8},
 }
 
 

@@ -12,9 +12,11 @@ from typing import Any
 
 from histomil.models.abmil import ABMIL
 from histomil.models.base import MILModel, MILOutput, masked_softmax, threshold_attention
+from histomil.models.transmil import TransMIL
 
 _REGISTRY: dict[str, Callable[..., MILModel]] = {
     "abmil": ABMIL,
+    "transmil": TransMIL,
 }
 
 

@@ -1,0 +1,99 @@
+"""TransMIL (Shao et al., NeurIPS 2021): Nystrom transformer with a PPEG position encoding.
+
+Architecture as in the paper: Linear(D, 512) + ReLU, a class token, Nystrom layer
+(8 heads, 256 landmarks, residual value conv), PPEG (depthwise 7/5/3 convs on the tokens laid
+on a square grid), a second Nystrom layer, LayerNorm and a linear head on the class token.
+The sequence is padded to a square grid by repeating the bag's first tokens (cyclically).
+
+Contract decisions:
+
+- ``scores`` (B, N, 1): the class token's exact attention logits to each instance in the last
+  layer, averaged over heads (the quantity the rank loss orders). ``weights`` is their masked
+  softmax. TransMIL pools through its class token, not through these weights, so ``weights``
+  is a diagnostic and **attention thresholding is rejected** (``attention_threshold > 0``
+  raises) instead of silently doing nothing.
+- Padded (masked) instances are removed before the transformer (bags of a batch are run one by
+  one), so padding never changes a bag's output.
+- Not permutation invariant: PPEG depends on where an instance lands on the square grid,
+  i.e. on the instance order (as in the paper); tokens appended by MHIM are simply part of
+  the sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from histomil.models._common import check_dropout, projection
+from histomil.models.base import MILModel, MILOutput
+from histomil.nn.nystrom import PPEG, NystromLayer, square_side
+
+
+class TransMIL(MILModel):
+    """TransMIL aggregator; ``hidden`` must be divisible by ``heads``."""
+
+    permutation_invariant = False
+
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        hidden: int = 512,
+        heads: int = 8,
+        landmarks: int = 256,
+        dropout: float = 0.0,
+        attention_threshold: float = 0.0,
+        threshold_at_eval: bool = True,
+    ) -> None:
+        if attention_threshold > 0:
+            raise ValueError(
+                "transmil pools through its class token, not a softmax over instances; "
+                "attention_threshold is not defined for it (use 0)"
+            )
+        super().__init__(in_dim, n_classes, attention_threshold, threshold_at_eval)
+        self.fc = projection(in_dim, hidden, check_dropout(dropout))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, hidden))
+        self.layer1 = NystromLayer(hidden, heads, landmarks)
+        self.ppeg = PPEG(hidden)
+        self.layer2 = NystromLayer(hidden, heads, landmarks)
+        self.norm = nn.LayerNorm(hidden)
+        self.classifier = nn.Linear(hidden, n_classes)
+
+    def project(self, x: Tensor) -> Tensor:
+        """(B, N, D) -> (B, N, H)."""
+        return self.fc(x)
+
+    def _encode(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Unpadded bags h (B, N, H) -> (class embedding (B, H), scores (B, N))."""
+        b, n, _ = h.shape
+        side = square_side(n)
+        extra = side * side - n
+        idx = torch.arange(extra, device=h.device) % n
+        x = torch.cat([self.cls_token.expand(b, -1, -1), h, h[:, idx]], dim=1)  # (B, 1+s*s, H)
+        x = self.layer1(x)
+        x = self.ppeg(x, side)
+        x, logits = self.layer2.forward_with_query_logits(x, index=0)  # logits (B, heads, 1+s*s)
+        return self.norm(x[:, 0]), logits[:, :, 1 : n + 1].mean(dim=1)
+
+    def aggregate(
+        self,
+        h: Tensor,
+        mask: Tensor | None,
+        coords: Tensor | None = None,
+        label: Tensor | None = None,
+    ) -> MILOutput:
+        """(B, N, H) -> MILOutput (coords and label are not used)."""
+        if mask is None or bool(mask.all()):
+            z, s = self._encode(h)
+        else:
+            s = h.new_zeros(h.shape[:2])
+            zs = []
+            for i in range(h.shape[0]):
+                keep = mask[i].nonzero().squeeze(-1)
+                zi, si = self._encode(h[i : i + 1, keep])
+                zs.append(zi)
+                s = s.index_put((torch.full_like(keep, i), keep), si[0])
+            z = torch.cat(zs)
+        scores = s.unsqueeze(-1)  # (B, N, 1)
+        weights = self.pool_weights(scores, mask)
+        return MILOutput(logits=self.classifier(z), embedding=z, scores=scores, weights=weights)

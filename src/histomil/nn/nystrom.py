@@ -1,0 +1,132 @@
+"""Nystrom self-attention (Xiong et al., AAAI 2021) and TransMIL's PPEG, written for histomil.
+
+Follows the configuration TransMIL uses: landmarks are segment means of the (front zero-padded)
+sequence, the pseudo-inverse of the landmark kernel is computed with the iterative
+Moore-Penrose scheme (6 iterations), and a depthwise 1-D convolution over the values
+(kernel 33) is added as a residual. Deviation: the pseudo-inverse initialisation is
+normalised per matrix rather than by the maximum over the whole batch, so a bag's output
+does not depend on the other bags of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def iterative_pinv(a: Tensor, iters: int = 6) -> Tensor:
+    """Moore-Penrose pseudo-inverse of (..., M, M) matrices by Newton-Schulz-type iteration."""
+    abs_a = a.abs()
+    col = abs_a.sum(dim=-1).amax(dim=-1, keepdim=True)  # (..., 1)
+    row = abs_a.sum(dim=-2).amax(dim=-1, keepdim=True)  # (..., 1)
+    z = a.transpose(-1, -2) / (col * row).unsqueeze(-1)
+    eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
+    for _ in range(iters):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return z
+
+
+class NystromAttention(nn.Module):
+    """Multi-head Nystrom attention over (B, N, dim) tokens, O(N * landmarks) memory."""
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        landmarks: int = 256,
+        pinv_iters: int = 6,
+        residual_kernel: int = 33,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads, self.landmarks, self.pinv_iters = heads, landmarks, pinv_iters
+        self.dim_head = dim // heads
+        self.scale = self.dim_head**-0.5
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.res_conv = nn.Conv2d(
+            heads,
+            heads,
+            (residual_kernel, 1),
+            padding=(residual_kernel // 2, 0),
+            groups=heads,
+            bias=False,
+        )
+
+    def _split(self, t: Tensor) -> Tensor:
+        b, n, _ = t.shape
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (B, h, n, d)
+
+    def forward_with_query_logits(self, x: Tensor, index: int = 0) -> tuple[Tensor, Tensor]:
+        """x (B, N, dim) -> (out (B, N, dim), logits (B, h, N)).
+
+        ``logits`` are the exact scaled dot-product attention logits of token ``index`` (e.g. a
+        class token) to every token, per head, before the softmax.
+        """
+        b, n, _ = x.shape
+        m = self.landmarks
+        pad = (m - n % m) % m
+        if pad:
+            x = F.pad(x, (0, 0, pad, 0))  # zeros at the front, as in TransMIL
+        q, k, v = (self._split(t) for t in self.to_qkv(x).chunk(3, dim=-1))  # (B, h, n', d)
+        q = q * self.scale
+        seg = x.shape[1] // m
+        q_l = q.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3)  # (B, h, m, d)
+        k_l = k.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3)
+        a1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # (B, h, n', m)
+        a2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # (B, h, m, m)
+        a3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # (B, h, m, n')
+        out = (a1 @ iterative_pinv(a2, self.pinv_iters)) @ (a3 @ v)  # (B, h, n', d)
+        out = out + self.res_conv(v)
+        out = out.transpose(1, 2).reshape(b, -1, self.heads * self.dim_head)[:, pad:]
+        logits = q[:, :, pad + index : pad + index + 1] @ k[:, :, pad:].transpose(-1, -2)
+        return self.to_out(out), logits[:, :, 0]  # (B, N, dim), (B, h, N)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, N, dim) -> (B, N, dim)."""
+        return self.forward_with_query_logits(x)[0]
+
+
+class NystromLayer(nn.Module):
+    """TransMIL's TransLayer: ``x + NystromAttention(LayerNorm(x))`` (no MLP)."""
+
+    def __init__(self, dim: int, heads: int = 8, landmarks: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = NystromAttention(dim, heads, landmarks, dropout=dropout)
+
+    def forward_with_query_logits(self, x: Tensor, index: int = 0) -> tuple[Tensor, Tensor]:
+        """(B, N, dim) -> ((B, N, dim), class-token logits (B, heads, N))."""
+        out, logits = self.attn.forward_with_query_logits(self.norm(x), index)
+        return x + out, logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, N, dim) -> (B, N, dim)."""
+        return x + self.attn(self.norm(x))
+
+
+class PPEG(nn.Module):
+    """Pyramid position encoding generator: depthwise 7/5/3 convs on the token grid + identity."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) for k in (7, 5, 3))
+
+    def forward(self, x: Tensor, side: int) -> Tensor:
+        """x (B, 1 + side*side, dim) with a leading class token -> same shape."""
+        b, _, c = x.shape
+        cls, feat = x[:, :1], x[:, 1:]
+        grid = feat.transpose(1, 2).reshape(b, c, side, side)  # (B, dim, side, side)
+        grid = grid + sum(conv(grid) for conv in self.convs)
+        return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
+
+
+def square_side(n: int) -> int:
+    """Side of the smallest square grid holding ``n`` tokens."""
+    return max(1, math.ceil(math.sqrt(n)))
