@@ -10,6 +10,9 @@ from histomil.models import MILOutput, create_model, names
 D = 24
 SMALL = {  # small hidden sizes keep the group fast on a shared 2-core machine
     "abmil": {"hidden": 16, "attn_dim": 8},
+    "clam_sb": {"hidden": 16, "attn_dim": 8, "k_sample": 3},
+    "clam_mb": {"hidden": 16, "attn_dim": 8, "k_sample": 3},
+    "dsmil": {"hidden": 16, "q_dim": 8},
     "transmil": {"hidden": 16, "heads": 2, "landmarks": 8},
 }
 

@@ -12,10 +12,15 @@ from typing import Any
 
 from histomil.models.abmil import ABMIL
 from histomil.models.base import MILModel, MILOutput, masked_softmax, threshold_attention
+from histomil.models.clam import CLAMMB, CLAMSB
+from histomil.models.dsmil import DSMIL
 from histomil.models.transmil import TransMIL
 
 _REGISTRY: dict[str, Callable[..., MILModel]] = {
     "abmil": ABMIL,
+    "clam_mb": CLAMMB,
+    "clam_sb": CLAMSB,
+    "dsmil": DSMIL,
     "transmil": TransMIL,
 }
 
