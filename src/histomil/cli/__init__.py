@@ -6,7 +6,10 @@ libraries (torch, openslide, ray) are imported inside the commands, never at imp
 
 from __future__ import annotations
 
-from histomil.cli import demo  # noqa: F401  (registers commands)
+from histomil.cli import (
+    demo,  # noqa: F401  (registers commands)
+    labelling,  # noqa: F401  (registers commands)
+)
 from histomil.cli._app import app
 
 __all__ = ["app", "main"]

@@ -1,0 +1,378 @@
+"""`histomil label`: add patch labels, overlaps and attention targets to every patch file.
+
+For each ``DIR/<slide_id>.h5`` written by preprocessing (and ``DIR/../bags/<slide_id>.h5`` when
+features exist) this adds ``patch_labels`` (int8: 1 lesion, 0 non-lesion, -1 unknown),
+``overlap`` (float32, NaN when unknown) and ``attn_target`` (float32, sums to 1 on annotated
+positive slides, 0 otherwise) plus attributes describing how they were made. Files are copied,
+modified and moved into place, so an interrupted run never leaves a half-written file and a
+rerun replaces the datasets (idempotent). One task per slide through :func:`run_tasks`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from histomil._io import atomic_path, atomic_write_text
+from histomil.annotations.overlap import (
+    DEFAULT_MIN_OVERLAP,
+    attention_target,
+    patch_labels,
+    region_overlap,
+)
+from histomil.annotations.readers import (
+    AnnotationConfig,
+    AnnotationError,
+    find_annotation_file,
+    read_annotations,
+    read_geojson_geometry,
+)
+from histomil.executors import BatchError, ExecutorConfig, Task, TaskResult, run_tasks
+
+log = logging.getLogger(__name__)
+
+LABEL_DATASETS = ("patch_labels", "overlap", "attn_target")
+STATUS_COLUMNS = (
+    "slide_id",
+    "status",
+    "n_patches",
+    "n_lesion",
+    "slide_label",
+    "annotated",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How to turn annotations into labels.
+
+    ``padding_px`` / ``padding_um`` (at most one) grow the lesion (level-0 px, or micrometres
+    converted with the slide's level-0 mpp). ``unannotated``: what a slide without label and
+    without annotation file is, ``"unknown"`` (-1) or ``"negative"`` (0). ``qupath`` also writes
+    ``DIR/labels_geojson/<id>.geojson``.
+    """
+
+    padding_px: float | None = None
+    padding_um: float | None = None
+    min_overlap: float = DEFAULT_MIN_OVERLAP
+    unannotated: str = "unknown"
+    qupath: bool = False
+    annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
+
+    def __post_init__(self) -> None:
+        if self.padding_px is not None and self.padding_um is not None:
+            raise ValueError("give padding in level-0 px or in micrometres, not both")
+        for name in ("padding_px", "padding_um"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0.0 <= self.min_overlap < 1.0:
+            raise ValueError(f"min_overlap must be in [0, 1), got {self.min_overlap}")
+        if self.unannotated not in ("unknown", "negative"):
+            raise ValueError(
+                f"unannotated must be 'unknown' or 'negative', got {self.unannotated!r}"
+            )
+
+
+@dataclass(frozen=True)
+class SlideJob:
+    """One slide to label: its files, its slide label (1, 0, -1 unknown) and annotation."""
+
+    slide_id: str
+    patch_file: Path
+    slide_label: int
+    annotation_path: Path | None = None
+    bag_file: Path | None = None
+    tissue_file: Path | None = None
+    qupath_file: Path | None = None
+    problem: str | None = None  # found while planning; reported as this slide's error
+
+
+def label_patches_dir(
+    patches_dir: str | os.PathLike,
+    annotations: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
+    config: LabelConfig = LabelConfig(),
+    executor: ExecutorConfig | None = None,
+    skip_errors: bool = False,
+) -> pd.DataFrame:
+    """Label every ``patches_dir/*.h5``; ``annotations`` is a directory of ``<id>.xml|.geojson|
+    .json`` files or a manifest CSV with ``annotation_path``. Writes ``patches_dir/label.csv``
+    and returns it. Raises :class:`BatchError` after the batch when a slide failed, unless
+    ``skip_errors``."""
+    patches_dir = Path(patches_dir)
+    jobs = plan_jobs(patches_dir, Path(annotations), manifest, config)
+    rows: dict[str, dict] = {}
+
+    def on_result(result: TaskResult) -> None:
+        rows[result.key] = (
+            result.value
+            if result.ok
+            else _row(result.key, "error", error=(result.error or "").splitlines()[0])
+        )
+
+    tasks = [Task(j.slide_id, label_slide, {"job": j, "config": config}) for j in jobs]
+    run_tasks(tasks, executor, description="label", on_result=on_result)
+    table = pd.DataFrame([rows[j.slide_id] for j in jobs], columns=list(STATUS_COLUMNS))
+    atomic_write_text(patches_dir / "label.csv", table.to_csv(index=False))
+    failed = table[table["status"] != "ok"]
+    if len(failed) and not skip_errors:
+        first = failed.iloc[0]
+        raise BatchError(
+            f"{len(failed)} of {len(table)} slide(s) failed to label (see {patches_dir / 'label.csv'}); "
+            f"first: {first['slide_id']}: {first['error']}. Fix them or pass --skip-errors."
+        )
+    return table
+
+
+def plan_jobs(
+    patches_dir: Path,
+    annotations: Path,
+    manifest: str | os.PathLike | None,
+    config: LabelConfig,
+) -> list[SlideJob]:
+    """One :class:`SlideJob` per patch file, with slide labels and annotation files resolved."""
+    from histomil.manifest import read_manifest
+
+    if not patches_dir.is_dir():
+        raise FileNotFoundError(f"patches directory {patches_dir} does not exist")
+    patch_files = sorted(p for p in patches_dir.glob("*.h5") if not p.name.startswith("."))
+    if not patch_files:
+        raise FileNotFoundError(
+            f"no patch files (*.h5) in {patches_dir}; run `histomil preprocess` first"
+        )
+    ann_dir: Path | None = None
+    table = None
+    if annotations.is_file() and annotations.suffix.lower() == ".csv":
+        if manifest is not None and Path(manifest).resolve() != annotations.resolve():
+            raise ValueError(
+                f"--annotations is a manifest ({annotations}); do not pass another --manifest"
+            )
+        table = read_manifest(annotations, required=("slide_id",))
+        if "annotation_path" not in table.columns:
+            raise ValueError(f"manifest {annotations} has no annotation_path column")
+    elif annotations.is_dir():
+        ann_dir = annotations
+        if manifest is not None:
+            table = read_manifest(manifest, required=("slide_id",))
+    else:
+        raise FileNotFoundError(
+            f"--annotations {annotations} is neither a directory nor a manifest CSV"
+        )
+    rows = {} if table is None else {str(r["slide_id"]): r for _, r in table.iterrows()}
+    qupath_dir = patches_dir / "labels_geojson"
+    jobs = []
+    for patch_file in patch_files:
+        slide_id = patch_file.stem
+        row = rows.get(slide_id)
+        if table is not None and row is None:
+            source = manifest if manifest is not None else annotations
+            problem = f"slide {slide_id} is not in manifest {source}; add a row for it"
+            jobs.append(SlideJob(slide_id, patch_file, slide_label=-1, problem=problem))
+            continue
+        ann_path = _annotation_for(slide_id, row, ann_dir)
+        label = _label_from(row, ann_path, config.unannotated)
+        bag = patches_dir.parent / "bags" / f"{slide_id}.h5"
+        tissue = patches_dir.parent / "tissue" / f"{slide_id}.geojson"
+        jobs.append(
+            SlideJob(
+                slide_id=slide_id,
+                patch_file=patch_file,
+                slide_label=label,
+                annotation_path=ann_path,
+                bag_file=bag if bag.is_file() else None,
+                tissue_file=tissue if tissue.is_file() else None,
+                qupath_file=qupath_dir / f"{slide_id}.geojson" if config.qupath else None,
+            )
+        )
+    return jobs
+
+
+def label_slide(job: SlideJob, config: LabelConfig) -> dict:
+    """Label one slide's patch file (and bag file); returns its ``label.csv`` row."""
+    if job.problem:
+        raise ValueError(job.problem)
+    with h5py.File(job.patch_file, "r") as f:
+        if "coords" not in f:
+            raise ValueError(f"patch file {job.patch_file} has no 'coords' dataset")
+        coords = f["coords"][:]
+        tissue_frac = f["tissue"][:] if "tissue" in f else None
+        attrs = dict(f.attrs)
+    if "patch_size_level0" not in attrs:
+        raise ValueError(f"patch file {job.patch_file} lacks the 'patch_size_level0' attribute")
+    size0 = float(attrs["patch_size_level0"])
+    padding = _padding_px(job, config, attrs)
+    ann = None
+    if job.annotation_path is not None:
+        if job.slide_label == 0:
+            raise AnnotationError(
+                f"slide {job.slide_id} is labelled negative but has annotation file "
+                f"{job.annotation_path}; fix the label or remove the file"
+            )
+        ann = read_annotations(job.annotation_path, config.annotation, _slide_size(attrs))
+    tissue = read_geojson_geometry(job.tissue_file) if job.tissue_file and ann else None
+    values = _compute(coords, tissue_frac, size0, ann, padding, tissue, job, config)
+    meta = {
+        "slide_label": int(job.slide_label),
+        "annotated": ann is not None,
+        "label_min_overlap": float(config.min_overlap),
+        "label_padding_px": float(padding),
+        "annotation_path": str(job.annotation_path or ""),
+    }
+    write_labels(job.patch_file, values, meta)
+    if job.bag_file is not None:
+        _label_bag(job, coords, values, meta, size0, ann, padding, tissue, config)
+    if job.qupath_file is not None:
+        from histomil.annotations.qupath import write_labelled_patches
+
+        write_labelled_patches(
+            job.qupath_file, coords, size0, values["patch_labels"], values["overlap"], ann, padding
+        )
+    n_lesion = int((values["patch_labels"] == 1).sum())
+    return _row(job.slide_id, "ok", len(coords), n_lesion, job.slide_label, ann is not None)
+
+
+def write_labels(path: Path, values: dict[str, np.ndarray], meta: dict) -> None:
+    """Replace the label datasets/attributes of an HDF5 file atomically (copy, edit, rename)."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "a") as f:
+            n = f["coords"].shape[0] if "coords" in f else None
+            for name in LABEL_DATASETS:
+                if n is not None and len(values[name]) != n:
+                    raise ValueError(f"{path}: {name} has {len(values[name])} rows, coords {n}")
+                if name in f:
+                    del f[name]
+                f.create_dataset(name, data=values[name])
+            for key, value in meta.items():
+                f.attrs[key] = value
+
+
+def _compute(coords, tissue_frac, size0, ann, padding, tissue, job, config) -> dict:
+    n = len(coords)
+    if job.slide_label == 0:
+        overlap = np.zeros(n, dtype=np.float32)
+        return {
+            "patch_labels": np.zeros(n, dtype=np.int8),
+            "overlap": overlap,
+            "attn_target": np.zeros(n, dtype=np.float32),
+        }
+    if ann is None:  # positive or unknown slide without annotation: labels unknown
+        return {
+            "patch_labels": np.full(n, -1, dtype=np.int8),
+            "overlap": np.full(n, np.nan, dtype=np.float32),
+            "attn_target": np.zeros(n, dtype=np.float32),
+        }
+    region = ann.region(padding)
+    overlap = region_overlap(coords, size0, region)
+    target = attention_target(coords, size0, region, tissue, tissue_frac)
+    if target.sum() == 0:
+        log.warning(
+            "slide %s: annotation %s covers no patch; attention target is all 0",
+            job.slide_id, job.annotation_path,
+        )  # fmt: skip
+    return {
+        "patch_labels": patch_labels(overlap, config.min_overlap),
+        "overlap": overlap.astype(np.float32),
+        "attn_target": target.astype(np.float32),
+    }
+
+
+def _label_bag(job, coords, values, meta, size0, ann, padding, tissue, config) -> None:
+    with h5py.File(job.bag_file, "r") as f:
+        if "coords" not in f:
+            raise ValueError(f"bag file {job.bag_file} has no 'coords' dataset")
+        bag_coords = f["coords"][:]
+        bag_tissue = f["tissue"][:] if "tissue" in f else None
+        bag_size0 = float(f.attrs.get("patch_size_level0", size0))
+    if (
+        bag_coords.shape == coords.shape
+        and np.array_equal(bag_coords, coords)
+        and bag_size0 == size0
+    ):
+        bag_values = values
+    else:  # the bag keeps a different subset/order of patches: compute on its own grid
+        bag_values = _compute(bag_coords, bag_tissue, bag_size0, ann, padding, tissue, job, config)
+    write_labels(job.bag_file, bag_values, meta)
+
+
+def _padding_px(job: SlideJob, config: LabelConfig, attrs: dict) -> float:
+    if config.padding_um is None:
+        return float(config.padding_px or 0.0)
+    mpp = attrs.get("level0_mpp")
+    if mpp is None or not np.isfinite(float(mpp)) or float(mpp) <= 0:
+        raise ValueError(
+            f"slide {job.slide_id}: --padding-um needs the level-0 mpp, missing in "
+            f"{job.patch_file}; use --padding-px or rerun preprocess with a known mpp"
+        )
+    return float(config.padding_um) / float(mpp)
+
+
+def _slide_size(attrs: dict) -> tuple[int, int] | None:
+    """Level-0 (width, height) from the patch file's attributes or the slide itself, if known."""
+    for w_key, h_key in (("level0_width", "level0_height"), ("slide_width", "slide_height")):
+        if w_key in attrs and h_key in attrs:
+            return int(attrs[w_key]), int(attrs[h_key])
+    for key in ("level0_dimensions", "slide_dimensions"):
+        if key in attrs and len(attrs[key]) == 2:
+            return int(attrs[key][0]), int(attrs[key][1])
+    slide_path = attrs.get("slide_path")
+    if not slide_path or not Path(str(slide_path)).is_file():
+        return None
+    from histomil.slides import open_slide
+
+    try:
+        with open_slide(str(slide_path)) as slide:
+            return slide.dimensions
+    except Exception as exc:  # noqa: BLE001 - unknown size only disables the bounds check
+        log.info("cannot open %s for its size (%s); bounds check skipped", slide_path, exc)
+        return None
+
+
+def _annotation_for(slide_id: str, row, ann_dir: Path | None) -> Path | None:
+    if ann_dir is not None:
+        return find_annotation_file(ann_dir, slide_id)
+    value = None if row is None else row.get("annotation_path")
+    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+        return None
+    return Path(str(value))  # a missing file is reported by this slide's task
+
+
+def _label_from(row, ann_path: Path | None, unannotated: str) -> int:
+    value = None if row is None else row.get("label")
+    if value is not None and not (isinstance(value, float) and math.isnan(value)):
+        text = str(value).strip().lower()
+        if text in ("1", "1.0", "true", "positive", "tumor", "tumour", "abnormal", "lesion"):
+            return 1
+        if text in ("0", "0.0", "false", "negative", "normal"):
+            return 0
+        try:
+            return 1 if float(text) > 0 else 0
+        except ValueError as exc:
+            raise ValueError(
+                f"slide label {value!r} is not understood; use 1 (positive) or 0 (negative)"
+            ) from exc
+    if ann_path is not None:
+        return 1
+    return 0 if unannotated == "negative" else -1
+
+
+def _row(slide_id, status, n_patches=0, n_lesion=0, slide_label=None, annotated=None, error=""):
+    return {
+        "slide_id": slide_id,
+        "status": status,
+        "n_patches": n_patches,
+        "n_lesion": n_lesion,
+        "slide_label": slide_label,
+        "annotated": annotated,
+        "error": error,
+    }
