@@ -13,6 +13,7 @@ SMALL = {  # small hidden sizes keep the group fast on a shared 2-core machine
     "clam_sb": {"hidden": 16, "attn_dim": 8, "k_sample": 3},
     "clam_mb": {"hidden": 16, "attn_dim": 8, "k_sample": 3},
     "dsmil": {"hidden": 16, "q_dim": 8},
+    "dtfd": {"hidden": 16, "attn_dim": 8},
     "transmil": {"hidden": 16, "heads": 2, "landmarks": 8},
 }
 

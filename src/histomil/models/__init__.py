@@ -14,6 +14,7 @@ from histomil.models.abmil import ABMIL
 from histomil.models.base import MILModel, MILOutput, masked_softmax, threshold_attention
 from histomil.models.clam import CLAMMB, CLAMSB
 from histomil.models.dsmil import DSMIL
+from histomil.models.dtfd import DTFD
 from histomil.models.transmil import TransMIL
 
 _REGISTRY: dict[str, Callable[..., MILModel]] = {
@@ -21,6 +22,7 @@ _REGISTRY: dict[str, Callable[..., MILModel]] = {
     "clam_mb": CLAMMB,
     "clam_sb": CLAMSB,
     "dsmil": DSMIL,
+    "dtfd": DTFD,
     "transmil": TransMIL,
 }
 
