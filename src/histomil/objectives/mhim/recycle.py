@@ -1,0 +1,69 @@
+"""Global recycle network (GRN, paper Sec. 3.4, Eq. 10-11).
+
+``K`` global queries ``Q_G`` (K, D) cross-attend (multi-head, 8 heads) to the instances removed
+by large-scale random masking: ``Z~_m = MCA(Q_G, Z^_m)`` (K, D), appended to the kept instances.
+The attention weights (query/key/value/output projections, layer norm) are trained by gradient;
+``Q_G`` is a buffer (never a parameter, so no optimizer can touch it) updated only by EMA toward
+the attention outputs, ``Q_G <- lambda_q * Q_G + (1 - lambda_q) * Z~_m`` (mean over the batch).
+
+The EMA is applied by :meth:`GlobalRecycle.apply_ema` after the optimizer step (the outputs of
+the last training forward are remembered): updating the queries inside ``forward`` would modify
+a tensor that autograd still needs for the backward pass.
+
+Defaults follow the authors' code where the paper gives no number: K = 1 query
+(``--merge_k``), lambda_q = 0.9998 (``--merge_mm``), layer norm on queries and instances.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class GlobalRecycle(nn.Module):
+    """Cross-attention from ``n_queries`` EMA-updated global queries to masked instances."""
+
+    def __init__(
+        self,
+        dim: int,
+        n_queries: int = 1,
+        heads: int = 8,
+        momentum: float = 0.9998,
+        dropout: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if n_queries < 1:
+            raise ValueError(f"n_queries must be >= 1, got {n_queries}")
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"query momentum must be in [0, 1], got {momentum}")
+        self.momentum = float(momentum)
+        gen = torch.Generator().manual_seed(seed)
+        self.register_buffer("queries", torch.randn(n_queries, dim, generator=gen) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self._pending: Tensor | None = None
+
+    @property
+    def n_queries(self) -> int:
+        return int(self.queries.shape[0])
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h (B, M, D) masked instances (M >= 1) -> recycled tokens (B, K, D)."""
+        q = self.norm(self.queries).unsqueeze(0).expand(h.shape[0], -1, -1)  # (B, K, D)
+        kv = self.norm(h)
+        out, _ = self.attn(q, kv, kv, need_weights=False)  # (B, K, D)
+        if self.training:
+            self._pending = out.detach().mean(dim=0)  # (K, D) EMA target
+        return out
+
+    @torch.no_grad()
+    def apply_ema(self) -> bool:
+        """Move the queries toward the last training outputs; True if an update happened."""
+        if self._pending is None:
+            return False
+        self.queries.mul_(self.momentum).add_(self._pending, alpha=1.0 - self.momentum)
+        self._pending = None
+        return True
