@@ -148,8 +148,8 @@ def write_bag(
 
 
 def _attr_value(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (Path, str)):
+        return str(value)  # also plain-str subclasses such as torch's TorchVersion
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     return value
@@ -266,9 +266,10 @@ def _load_pt(path: Path) -> BagData:
         raise BagError(f"{path}: expected a (N, D) tensor, got {type(obj).__name__}")
     features = _squeeze_batch(path, obj.detach().float().numpy())
     coords, extras, attrs = None, {}, {}
-    sibling = path.parent.parent / "h5_files" / f"{path.stem}.h5"
-    if sibling.is_file():  # CLAM keeps coords in h5_files/<id>.h5 next to pt_files/
-        h5 = _load_h5(sibling, "clam_h5")
+    siblings = [path.parent.parent / d / f"{path.stem}.h5" for d in ("h5_files", "bags")]
+    sibling = next((s for s in siblings if s.is_file()), None)
+    if sibling is not None:  # CLAM keeps coords in h5_files/<id>.h5 next to pt_files/
+        h5 = _load_h5(sibling, detect_layout(sibling))
         coords, attrs = h5.coords, dict(h5.attrs)
         extras = {k: getattr(h5, k) for k in OPTIONAL_DATASETS if getattr(h5, k) is not None}
         attrs["coords_source"] = str(sibling)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from histomil.cli import (
     demo,  # noqa: F401  (registers commands)
+    extract,  # noqa: F401  (registers commands)
     labelling,  # noqa: F401  (registers commands)
 )
 from histomil.cli._app import app

@@ -1,0 +1,235 @@
+"""Patch encoder registry: a name -> a model that maps patches to feature vectors.
+
+- ``resnet50_trunc``: torchvision ResNet-50 up to ``layer3`` (the third residual stage) +
+  adaptive average pooling, 1024-d, ImageNet normalisation (the encoder of both papers, and
+  CLAM's default).
+- ``resnet50``: the full ResNet-50 pooled output, 2048-d.
+- ``timm:<name>``: any timm model with ``num_classes=0`` (pooled features) and the input size
+  and normalisation of its timm data config (how UNI, CONCH, Virchow, H-optimus ... are loaded).
+
+Weights come from ``weights=PATH`` or the local torch/timm caches; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from histomil.features.weights import (
+    HOW_TO_PROVIDE,
+    TORCH_HUB_RESNET50,
+    WeightsError,
+    hf_cache_file,
+    load_into,
+    read_state_dict,
+    torch_hub_file,
+    weights_identity,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM = "random"
+
+
+class EncoderError(ValueError):
+    """An unknown encoder name or an unusable request."""
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where weights come from: a file, the caches (default) or, only when asked, random."""
+
+    path: str | os.PathLike | None = None
+    random: bool = False
+    seed: int = 0
+
+
+@dataclass
+class Encoder:
+    """A ready-to-run encoder: ``model(x)`` maps (B, 3, S, S) normalised float to (B, D).
+
+    ``input_size`` None means the native patch size is used; otherwise patches are resized.
+    ``weights`` is the identity recorded in bag files (path + sha256, or ``"random"``).
+    """
+
+    name: str
+    model: object  # torch.nn.Module in eval mode
+    feature_dim: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int | None
+    weights: str
+    interpolation: str = "bilinear"
+
+
+_REGISTRY: dict[str, Callable[[WeightsSpec], Encoder]] = {}
+
+
+def register(name: str) -> Callable:
+    """Decorator adding an encoder builder to the registry (called at definition, no I/O)."""
+
+    def wrap(fn: Callable[[WeightsSpec], Encoder]) -> Callable[[WeightsSpec], Encoder]:
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_encoders() -> list[str]:
+    """Registered names plus the ``timm:<name>`` family."""
+    return sorted(_REGISTRY) + ["timm:<name>"]
+
+
+def create_encoder(name: str, weights: WeightsSpec | None = None) -> Encoder:
+    """Build encoder ``name`` in eval mode with weights from ``weights`` (see :class:`WeightsSpec`).
+
+    Raises :class:`EncoderError` for unknown names and :class:`WeightsError` when no weights are
+    available and random weights were not asked for.
+    """
+    weights = weights or WeightsSpec()
+    if weights.random and weights.path is not None:
+        raise EncoderError("give either --weights or --random-weights, not both")
+    if name.startswith("timm:"):
+        enc = _timm_encoder(name[len("timm:") :], weights)
+    elif name in _REGISTRY:
+        enc = _REGISTRY[name](weights)
+    else:
+        raise EncoderError(f"unknown encoder {name!r}; valid: {', '.join(list_encoders())}")
+    enc.model.eval()
+    for p in enc.model.parameters():
+        p.requires_grad_(False)
+    return enc
+
+
+def _seeded(weights: WeightsSpec) -> None:
+    import torch
+
+    torch.manual_seed(weights.seed)
+
+
+def _warn_random(name: str) -> None:
+    warnings.warn(
+        f"encoder {name}: using RANDOM weights as asked (--random-weights); features are only "
+        "good for tests and demos, and bag files record encoder_weights='random'",
+        stacklevel=3,
+    )
+
+
+def _resnet50_base(weights: WeightsSpec, ignore: tuple[str, ...], name: str):
+    """A torchvision ResNet-50 with weights loaded strictly for every layer not in ``ignore``."""
+    from torchvision.models import resnet50
+
+    _seeded(weights)
+    model = resnet50(weights=None)
+    path = weights.path
+    if weights.random:
+        _warn_random(name)
+        return model, RANDOM
+    if path is None:
+        path = torch_hub_file(TORCH_HUB_RESNET50)
+        if path is None:
+            raise WeightsError(
+                f"encoder {name}: no ImageNet ResNet-50 weights found locally (looked for "
+                f"{', '.join(TORCH_HUB_RESNET50)} in the torch hub cache); {HOW_TO_PROVIDE}"
+            )
+    state = read_state_dict(path)
+    # Checked against the full model so a typo in a dropped layer still counts as unexpected.
+    full_keys = set(model.state_dict())
+    kept = {k: v for k, v in state.items() if not k.startswith(ignore) or k not in full_keys}
+    load_into(_drop(model, ignore), kept, path)
+    return model, weights_identity(path)
+
+
+def _drop(model, prefixes: tuple[str, ...]):
+    """Replace top-level children named in ``prefixes`` (e.g. ``layer4.``) by Identity."""
+    import torch.nn as nn
+
+    for prefix in prefixes:
+        setattr(model, prefix.rstrip("."), nn.Identity())
+    return model
+
+
+@register("resnet50_trunc")
+def _resnet50_trunc(weights: WeightsSpec) -> Encoder:
+    import torch.nn as nn
+
+    model, ident = _resnet50_base(weights, ("layer4.", "fc."), "resnet50_trunc")
+    trunk = nn.Sequential(
+        model.conv1,
+        model.bn1,
+        model.relu,
+        model.maxpool,
+        model.layer1,
+        model.layer2,
+        model.layer3,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(1),
+    )
+    return Encoder("resnet50_trunc", trunk, 1024, IMAGENET_MEAN, IMAGENET_STD, None, ident)
+
+
+@register("resnet50")
+def _resnet50(weights: WeightsSpec) -> Encoder:
+    model, ident = _resnet50_base(weights, ("fc.",), "resnet50")
+    return Encoder("resnet50", model, 2048, IMAGENET_MEAN, IMAGENET_STD, None, ident)
+
+
+def _timm_encoder(model_name: str, weights: WeightsSpec) -> Encoder:
+    import timm
+
+    name = f"timm:{model_name}"
+    if not model_name:
+        raise EncoderError("timm encoder needs a model name, e.g. timm:resnet18")
+    _seeded(weights)
+    try:
+        model = timm.create_model(model_name, pretrained=False, num_classes=0)
+    except RuntimeError as exc:  # timm raises RuntimeError("Unknown model ...")
+        raise EncoderError(f"{name}: {exc}; see timm.list_models()") from exc
+    if weights.random:
+        _warn_random(name)
+        ident = RANDOM
+    else:
+        path = weights.path
+        if path is None:
+            cfg = getattr(model, "pretrained_cfg", {}) or {}
+            path = hf_cache_file(cfg.get("hf_hub_id"))
+            if path is None:
+                raise WeightsError(
+                    f"encoder {name}: no cached weights for {cfg.get('hf_hub_id') or model_name}"
+                    f" in the Hugging Face cache; {HOW_TO_PROVIDE}"
+                )
+        state = read_state_dict(path)
+        load_into(model, state, path, ignore_prefixes=_classifier_prefixes(model))
+        ident = weights_identity(path)
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    return Encoder(
+        name=name,
+        model=model,
+        feature_dim=int(model.num_features),
+        mean=tuple(data_cfg["mean"]),
+        std=tuple(data_cfg["std"]),
+        input_size=int(data_cfg["input_size"][-1]),
+        weights=ident,
+        interpolation="bicubic" if data_cfg.get("interpolation") == "bicubic" else "bilinear",
+    )
+
+
+def _classifier_prefixes(model) -> tuple[str, ...]:
+    """Head keys a full checkpoint carries but a ``num_classes=0`` model does not."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    heads = cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    own = set(model.state_dict())
+    return tuple(f"{h}." for h in heads if not any(k.startswith(f"{h}.") for k in own))
+
+
+def describe(enc: Encoder) -> dict[str, str | int]:
+    """The bag-file attributes that identify an encoder."""
+    return {
+        "encoder": enc.name,
+        "encoder_weights": enc.weights,
+        "feature_dim": enc.feature_dim,
+        "encoder_input_size": enc.input_size or 0,
+    }
