@@ -129,40 +129,25 @@ def write_synthetic_slide(out_dir: Path, cfg: SynthConfig, spec: SlideSpec, seed
 
 
 def write_bag_arrays(path: Path, arr: SlideArrays, attrs: dict, dtype: str) -> None:
-    """Write one bag (atomically) in the histomil HDF5 bag format plus synthetic ground truth."""
+    """Write one bag (atomically) with :func:`histomil.bags.io.write_bag`, then add the
+    synthetic ground truth ``true_overlap`` (N,) float32 and ``distractor`` (N,) int8."""
     import h5py
 
-    try:
-        from histomil.bags.io import write_bag
-    except ImportError:  # the shared writer is not there yet: same layout, written here
-        write_bag = None
+    from histomil.bags.io import write_bag
+
     with atomic_path(path) as tmp:
-        if write_bag is not None:
-            write_bag(
-                tmp,
-                arr.features,
-                arr.coords,
-                patch_labels=arr.patch_labels,
-                overlap=arr.overlap,
-                tissue=arr.tissue,
-                attn_target=arr.attn_target,
-                attrs=attrs,
-                dtype=dtype,
-            )
-            mode = "a"
-        else:
-            mode = "w"
-        with h5py.File(tmp, mode) as f:
-            if write_bag is None:
-                f.create_dataset("features", data=arr.features.astype(dtype))
-                f.create_dataset("coords", data=arr.coords.astype(np.int64))
-                f.create_dataset("patch_labels", data=arr.patch_labels.astype(np.int8))
-                if arr.overlap is not None:
-                    f.create_dataset("overlap", data=arr.overlap.astype(np.float32))
-                f.create_dataset("tissue", data=arr.tissue.astype(np.float32))
-                f.create_dataset("attn_target", data=arr.attn_target.astype(np.float32))
-                for key, value in attrs.items():
-                    f.attrs[key] = value
+        write_bag(
+            tmp,
+            arr.features,
+            arr.coords,
+            patch_labels=arr.patch_labels,
+            overlap=arr.overlap,
+            tissue=arr.tissue,
+            attn_target=arr.attn_target,
+            attrs=attrs,
+            dtype=dtype,
+        )
+        with h5py.File(tmp, "a") as f:
             f.create_dataset("true_overlap", data=arr.true_overlap.astype(np.float32))
             f.create_dataset("distractor", data=arr.distractor.astype(np.int8))
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-_SAMPLES = 6  # sample points per patch side for overlap fractions
+_SAMPLES = 8  # sample points per patch side for overlap fractions
 _HARMONICS = np.arange(1, 7)
 
 

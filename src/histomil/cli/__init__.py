@@ -10,6 +10,9 @@ from histomil.cli import (
     demo,  # noqa: F401  (registers commands)
     extract,  # noqa: F401  (registers commands)
     labelling,  # noqa: F401  (registers commands)
+    mhim,  # noqa: F401  (registers commands)
+    synth_bags,  # noqa: F401  (registers commands)
+    viz,  # noqa: F401  (registers commands)
 )
 from histomil.cli._app import app
 
