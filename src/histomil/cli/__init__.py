@@ -11,6 +11,7 @@ from histomil.cli import (
     extract,  # noqa: F401  (registers commands)
     labelling,  # noqa: F401  (registers commands)
     mhim,  # noqa: F401  (registers commands)
+    slides,  # noqa: F401  (registers commands)
     synth_bags,  # noqa: F401  (registers commands)
     viz,  # noqa: F401  (registers commands)
 )
