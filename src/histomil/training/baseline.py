@@ -1,0 +1,49 @@
+"""Baselines for strategies with ``needs_baseline`` (MHIM): same model, ``bag`` objective,
+same split and seed.
+
+Per fold the state dict comes from, in order: ``objective.params.teacher_init`` (a run folder,
+whose ``folds/<k>/checkpoint.pt`` is used, or a checkpoint file); an existing finished
+``RUN/baseline/folds/<k>/``; otherwise the baseline is trained now into ``RUN/baseline/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from histomil.training.config import ObjectiveConfig, OutputConfig, TrainConfig
+from histomil.training.splits import FoldSplit
+
+
+def _load(path: Path) -> dict[str, Any]:
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
+
+
+def baseline_state(
+    config: TrainConfig, split: FoldSplit, run_dir: str, baseline_dir: str | None = None
+) -> dict[str, Any]:
+    """Model state dict of the fold's trained baseline (trained here when missing)."""
+    from histomil.training.fold import read_fold_result, run_fold
+
+    teacher = config.objective.params.get("teacher_init")
+    if isinstance(teacher, str) and teacher:
+        path = Path(teacher)
+        if path.is_dir():
+            path = path / "folds" / str(split.fold) / "checkpoint.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"objective.params.teacher_init: no checkpoint at {path}")
+        return _load(path)
+    base = Path(baseline_dir) if baseline_dir else Path(run_dir) / "baseline"
+    ckpt = base / "folds" / str(split.fold) / "checkpoint.pt"
+    if read_fold_result(base, split.fold) is None or not ckpt.is_file():
+        base_cfg = replace(
+            config,
+            objective=ObjectiveConfig("bag", {}),
+            output=OutputConfig(attention=False, attention_splits=(), save_checkpoints=True),
+        )
+        run_fold(base_cfg, split, str(base))
+    return _load(ckpt)

@@ -1,0 +1,256 @@
+"""Training configuration: pydantic models at the YAML boundary, frozen dataclasses inside.
+
+``load_config(path)`` reads a YAML file, rejects unknown keys (the message names them), resolves
+relative paths against the config file's folder and returns a :class:`TrainConfig`.
+``config_to_dict`` gives the resolved form saved as ``RUN/config.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending keys."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Data(_Strict):
+    manifest: str
+    bags: str
+    labels_dir: str | None = None
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    annotated_fraction: float = Field(1.0, ge=0, le=1)
+    min_overlap: float | None = Field(None, ge=0, lt=1)
+    padding_px: float = Field(0.0, ge=0)
+    patch_size_level0: int | None = Field(None, gt=0)
+    patient_level: bool | None = None
+
+
+class _Model(_Strict):
+    name: str = "abmil"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Objective(_Strict):
+    name: str = "bag"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Train(_Strict):
+    lr: float = Field(2.0e-4, gt=0)
+    weight_decay: float = Field(1.0e-5, ge=0)
+    max_epochs: int = Field(200, ge=1)
+    warmup_epochs: int = Field(20, ge=0)
+    patience: int = Field(7, ge=1)
+    seed: int = 0
+    batch_accumulation: int = Field(1, ge=1)
+    balanced_sampling: bool = False
+    device: str = "cpu"
+    eval_every: int = Field(1, ge=1)
+    threshold: str = "youden"
+    survival_bins: int = Field(4, ge=2)
+
+
+class _Split(_Strict):
+    scheme: Literal["monte_carlo", "kfold"] = "monte_carlo"
+    repeats: int = Field(10, ge=1)
+    k: int = Field(5, ge=2)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    val: Literal["fraction", "manifest"] = "fraction"
+    test: Literal["manifest", "fold", "none"] | float = "manifest"
+
+    @field_validator("test")
+    @classmethod
+    def _fraction(cls, v):
+        if isinstance(v, float) and not 0 < v < 1:
+            raise ValueError("test fraction must be in (0, 1)")
+        return v
+
+
+class _Output(_Strict):
+    attention: bool = True
+    attention_splits: list[Literal["val", "test"]] = Field(default_factory=lambda: ["val", "test"])
+    save_checkpoints: bool = True
+
+
+class _Root(_Strict):
+    data: _Data
+    task: Literal["classification", "survival"] = "classification"
+    model: _Model = Field(default_factory=_Model)
+    objective: _Objective = Field(default_factory=_Objective)
+    train: _Train = Field(default_factory=_Train)
+    split: _Split = Field(default_factory=_Split)
+    output: _Output = Field(default_factory=_Output)
+
+
+# -- frozen dataclasses used inside the package ----------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    manifest: str
+    bags: str
+    labels_dir: str | None = None
+    train_fraction: float = 1.0
+    annotated_fraction: float = 1.0
+    min_overlap: float | None = None
+    padding_px: float = 0.0
+    patch_size_level0: int | None = None
+    patient_level: bool | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "abmil"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    name: str = "bag"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float = 2.0e-4
+    weight_decay: float = 1.0e-5
+    max_epochs: int = 200
+    warmup_epochs: int = 20
+    patience: int = 7
+    seed: int = 0
+    batch_accumulation: int = 1
+    balanced_sampling: bool = False
+    device: str = "cpu"
+    eval_every: int = 1
+    threshold: str = "youden"
+    survival_bins: int = 4
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    scheme: str = "monte_carlo"
+    repeats: int = 10
+    k: int = 5
+    val_fraction: float = 0.2
+    val: str = "fraction"
+    test: str | float = "manifest"
+
+    @property
+    def n_folds(self) -> int:
+        return self.repeats if self.scheme == "monte_carlo" else self.k
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    attention: bool = True
+    attention_splits: tuple[str, ...] = ("val", "test")
+    save_checkpoints: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs (paths absolute)."""
+
+    data: DataConfig
+    task: str = "classification"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _unknown_keys_message(exc: ValidationError) -> str:
+    extra = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    other = [
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+        for e in exc.errors()
+        if e["type"] != "extra_forbidden"
+    ]
+    parts = []
+    if extra:
+        parts.append(f"unknown key(s): {', '.join(extra)}")
+    if other:
+        parts.append("; ".join(other))
+    return "; ".join(parts)
+
+
+def _resolve(base: Path | None, value: str | None) -> str | None:
+    if value is None:
+        return None
+    p = Path(os.path.expanduser(value))
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    return str(p.resolve())
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike | None = None) -> TrainConfig:
+    """Validate a raw mapping (unknown keys rejected) and resolve paths against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
+    try:
+        root = _Root.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training config: {_unknown_keys_message(exc)}") from exc
+    base = Path(base_dir) if base_dir is not None else None
+    d = root.data
+    data = DataConfig(
+        manifest=_resolve(base, d.manifest),
+        bags=_resolve(base, d.bags),
+        labels_dir=_resolve(base, d.labels_dir),
+        train_fraction=d.train_fraction,
+        annotated_fraction=d.annotated_fraction,
+        min_overlap=d.min_overlap,
+        padding_px=d.padding_px,
+        patch_size_level0=d.patch_size_level0,
+        patient_level=d.patient_level,
+    )
+    obj_params = dict(root.objective.params)
+    teacher = obj_params.get("teacher_init")
+    if isinstance(teacher, str) and base is not None and not Path(teacher).is_absolute():
+        candidate = base / teacher
+        if candidate.exists():
+            obj_params["teacher_init"] = str(candidate.resolve())
+    out = root.output
+    return TrainConfig(
+        data=data,
+        task=root.task,
+        model=ModelConfig(root.model.name, dict(root.model.params)),
+        objective=ObjectiveConfig(root.objective.name, obj_params),
+        train=TrainSettings(**root.train.model_dump()),
+        split=SplitConfig(**root.split.model_dump()),
+        output=OutputConfig(out.attention, tuple(out.attention_splits), out.save_checkpoints),
+    )
+
+
+def load_config(path: str | os.PathLike) -> TrainConfig:
+    """Read a YAML config; relative paths are resolved against the file's folder."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return config_from_dict(raw or {}, base_dir=path.resolve().parent)
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain mapping of the resolved config (what ``RUN/config.yaml`` holds)."""
+    out = asdict(config)
+    out["output"]["attention_splits"] = list(config.output.attention_splits)
+    return out
+
+
+def dump_config(config: TrainConfig) -> str:
+    """YAML text of the resolved config."""
+    import yaml
+
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

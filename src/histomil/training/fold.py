@@ -1,0 +1,236 @@
+"""One fold end to end: data, (baseline), fit on train/val, freeze, predict test, write outputs.
+
+The order is the guarantee that test slides never influence a choice: :func:`fit` sees only
+training and validation bags; the decision threshold is computed from validation predictions;
+only then are test bags loaded into the loop and predicted by the frozen model.
+
+Outputs (``RUN/folds/<k>/``): ``checkpoint.pt``, ``history.csv``, ``predictions.csv``,
+``result.json`` (written last: its presence marks the fold as finished and final), and
+``RUN/attention/<k>/<slide_id>.h5``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from histomil._io import atomic_path, atomic_write_json, atomic_write_text
+from histomil.bags.bag import Bag
+from histomil.manifest import read_manifest
+from histomil.training import metrics as M
+from histomil.training.config import TrainConfig
+from histomil.training.data import (
+    bag_file_attrs,
+    load_cohort_bags,
+    patient_bags,
+    prepare_train_bags,
+    set_time_bins,
+)
+from histomil.training.splits import FoldSplit, stratified_subsample
+from histomil.training.trainer import Prediction, bag_probability, fit, predict, seed_everything
+
+log = logging.getLogger(__name__)
+DONE = "result.json"
+
+
+@dataclass
+class FoldData:
+    train: list[Bag]
+    val: list[Bag]
+    test: list[Bag]
+    n_classes: int
+    in_dim: int
+    manifest: pd.DataFrame
+
+
+def n_outputs(config: TrainConfig, manifest: pd.DataFrame) -> int:
+    """Logits of the model: bins (survival), 1 (binary) or the number of classes."""
+    if config.task == "survival":
+        return config.train.survival_bins
+    n = int(pd.to_numeric(manifest["label"]).max()) + 1
+    return 1 if n <= 2 else n
+
+
+def load_fold_data(config: TrainConfig, split: FoldSplit, seed: int) -> FoldData:
+    """Bags of the fold with training-only label regimes and (survival) training-only bins."""
+    required = ("slide_id", "time", "event") if config.task == "survival" else ("slide_id", "label")
+    df = read_manifest(config.data.manifest, required=required)
+    bags = load_cohort_bags(df, config.data.bags)
+    ids = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
+    patient = config.data.patient_level
+    if config.task == "survival" and patient is not False and "case_id" in df.columns:
+        bags, members = patient_bags(bags)
+        owner = {s: case for case, slides in members.items() for s in slides}
+        ids = {k: sorted({owner[s] for s in v}) for k, v in ids.items()}
+    train_ids = ids["train"]
+    if config.data.train_fraction < 1.0:
+        strata = [
+            int(bags[i].event or 0) if config.task == "survival" else int(bags[i].label)
+            for i in train_ids
+        ]
+        train_ids = stratified_subsample(train_ids, strata, config.data.train_fraction, seed)
+    train = prepare_train_bags([bags[i] for i in train_ids], config.data, seed)
+    val = [bags[i] for i in ids["val"]]
+    test = [bags[i] for i in ids["test"]]
+    if config.task == "survival":
+        edges = M.survival_bins(
+            np.array([b.time for b in train], dtype=float),
+            np.array([b.event for b in train]),
+            config.train.survival_bins,
+        )
+        train, val, test = (set_time_bins(x, edges) for x in (train, val, test))
+    in_dim = int(train[0].features.shape[1])
+    return FoldData(train, val, test, n_outputs(config, df), in_dim, df)
+
+
+def _rows(preds: list[Prediction], bags: list[Bag], split: str, fold: int, task: str) -> list[dict]:
+    rows = []
+    for p, b in zip(preds, bags, strict=True):
+        prob = bag_probability(p.logits, task)
+        row: dict[str, Any] = {"fold": fold, "slide_id": b.slide_id, "split": split}
+        if task == "survival":
+            row.update(risk=float(prob[0]), time=b.time, event=b.event, bin=int(b.label))
+        elif prob.shape[0] == 1:
+            row.update(label=int(b.label), prob=float(prob[0]))
+        else:
+            row.update(label=int(b.label), prob=float(prob.max()), pred=int(prob.argmax()))
+            row.update({f"prob_{c}": float(v) for c, v in enumerate(prob)})
+        rows.append(row)
+    return rows
+
+
+def fold_metrics(rows: pd.DataFrame, task: str, threshold: float | None) -> dict[str, float]:
+    """Metrics of one split's prediction rows."""
+    if rows.empty:
+        return {}
+    if task == "survival":
+        return {
+            "c_index": M.c_index(rows["time"].values, rows["risk"].values, rows["event"].values)
+        }
+    prob_cols = sorted(c for c in rows.columns if c.startswith("prob_") and rows[c].notna().all())
+    if prob_cols:
+        return M.multiclass_metrics(rows["label"].values, rows[prob_cols].values)
+    return M.binary_metrics(rows["label"].values, rows["prob"].values, threshold)
+
+
+def _export_attention(run_dir, fold, config, data, bags, preds, splits_of) -> None:
+    paths = {}
+    if "slide_path" in data.manifest.columns:
+        paths = dict(
+            zip(data.manifest["slide_id"].astype(str), data.manifest["slide_path"], strict=True)
+        )
+    for bag, pred in zip(bags, preds, strict=True):
+        bag_path, battrs = bag_file_attrs(config.data.bags, bag.slide_id)
+        psize = battrs.get("patch_size_level0", battrs.get("coords.patch_size_level0"))
+        prob = bag_probability(pred.logits, config.task)
+        attrs = {
+            "slide_id": bag.slide_id,
+            "label": bag.label,
+            "prob": float(prob[0]) if prob.shape[0] == 1 else float(prob.max()),
+            "split": splits_of[bag.slide_id],
+            "model": config.model.name,
+            "objective": config.objective.name,
+            "bag_path": bag_path,
+            "slide_path": paths.get(bag.slide_id),
+            "patch_size_level0": None if psize is None else int(psize),
+        }
+        from histomil.training.attention import write_attention
+
+        write_attention(
+            Path(run_dir) / "attention" / str(fold) / f"{bag.slide_id}.h5", bag, pred, attrs
+        )
+
+
+def run_fold(
+    config: TrainConfig, split: FoldSplit, run_dir: str, baseline_dir: str | None = None
+) -> dict:
+    """Train and evaluate one fold; returns (and writes) its result summary."""
+    import torch
+
+    from histomil.models import create_model
+    from histomil.objectives import TrainContext, create_objective
+
+    fold_dir = Path(run_dir) / "folds" / str(split.fold)
+    seed = config.train.seed + split.fold
+    seed_everything(seed)
+    data = load_fold_data(config, split, seed)
+    seed_everything(seed)
+    model = create_model(config.model.name, data.in_dim, data.n_classes, **config.model.params)
+    params = {k: v for k, v in config.objective.params.items() if k != "teacher_init"}
+    objective = create_objective(config.objective.name, **params)
+    context = TrainContext(split.fold, config.task, data.n_classes, str(run_dir), seed)
+    if objective.needs_baseline:
+        from histomil.training.baseline import baseline_state
+
+        context = replace(
+            context, baseline_state=baseline_state(config, split, run_dir, baseline_dir)
+        )
+        seed_everything(seed)
+    objective.setup(model, context)
+    history: list[dict] = []
+    result = fit(
+        model, objective, data.train, data.val, config.train, config.task, seed, history.append
+    )
+    # ---- the model is frozen from here on; threshold from validation predictions only ----
+    val_preds = predict(
+        model, objective, data.val, config.task, config.train.device, keep_attention=True
+    )
+    val_rows = pd.DataFrame(_rows(val_preds, data.val, "val", split.fold, config.task))
+    threshold = None
+    if config.task == "classification" and "prob" in val_rows and data.n_classes == 1:
+        threshold = M.pick_threshold(
+            val_rows["label"].values, val_rows["prob"].values, config.train.threshold
+        )
+    test_preds = predict(
+        model, objective, data.test, config.task, config.train.device, keep_attention=True
+    )
+    test_rows = pd.DataFrame(_rows(test_preds, data.test, "test", split.fold, config.task))
+    # ---- outputs ----
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    if config.output.save_checkpoints:
+        with atomic_path(fold_dir / "checkpoint.pt") as tmp:
+            torch.save(
+                {
+                    "model": result.state,
+                    "best_epoch": result.best_epoch,
+                    "n_classes": data.n_classes,
+                    "in_dim": data.in_dim,
+                },
+                tmp,
+            )
+    atomic_write_text(fold_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    preds = pd.concat([val_rows, test_rows], ignore_index=True)
+    atomic_write_text(fold_dir / "predictions.csv", preds.to_csv(index=False))
+    if config.output.attention:
+        splits_of = {b.slide_id: "val" for b in data.val} | {b.slide_id: "test" for b in data.test}
+        for name, bags, ps in (("val", data.val, val_preds), ("test", data.test, test_preds)):
+            if name in config.output.attention_splits:
+                _export_attention(run_dir, split.fold, config, data, bags, ps, splits_of)
+    summary = {
+        "fold": split.fold,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "epochs_run": len(history),
+        "threshold": threshold,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+        "val": fold_metrics(val_rows, config.task, threshold),
+        "test": fold_metrics(test_rows, config.task, threshold),
+    }
+    atomic_write_json(fold_dir / DONE, summary)
+    return summary
+
+
+def read_fold_result(run_dir: str | Path, fold: int) -> dict | None:
+    """The finished fold's summary, or None when the fold has not finished."""
+    path = Path(run_dir) / "folds" / str(fold) / DONE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,204 @@
+"""One model, one split: the training loop with early stopping, and frozen-model prediction.
+
+:func:`fit` only ever receives training and validation bags: model selection (early stopping on
+the validation loss, best checkpoint) cannot see test slides. :func:`predict` runs a frozen model
+(eval mode, no gradients) and is what the fold pipeline calls on test slides *after* the model
+and the decision threshold are fixed.
+
+Validation loss = mean slide-level loss (BCE / CE / survival NLL, without auxiliary or
+annotation terms) of ``objective.predict`` on the full validation bags: the same quantity for
+every objective, so runs with different objectives select models by the same criterion.
+Early stopping: the best epoch is tracked from the first epoch; training stops once
+``epoch + 1 >= warmup_epochs`` and the validation loss has not improved for ``patience`` epochs.
+The best state is restored at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from histomil.bags.bag import Bag
+from histomil.models.base import MILModel
+from histomil.objectives.base import Objective
+from histomil.objectives.slide import slide_loss
+from histomil.objectives.survival import risk_score
+from histomil.training.config import TrainSettings
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - libraries may use the global RNG
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Prediction:
+    """Frozen-model outputs for one bag (numpy, CPU)."""
+
+    slide_id: str
+    logits: np.ndarray  # (C,)
+    loss: float
+    scores: np.ndarray | None = None  # (N,) raw attention of the positive-class branch
+    weights: np.ndarray | None = None  # (N,) pooling weights of that branch
+    instance_prob: np.ndarray | None = None  # (N,)
+
+
+@dataclass
+class FitResult:
+    state: dict[str, Any]
+    best_epoch: int
+    best_val_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _to(bag: Bag, device: torch.device) -> Bag:
+    moved = {
+        k: getattr(bag, k).to(device)
+        for k in ("features", "coords", "patch_labels", "overlap", "attn_target")
+        if getattr(bag, k) is not None
+    }
+    if "features" in moved:
+        moved["features"] = moved["features"].float()
+    return replace(bag, **moved)
+
+
+def bag_probability(logits: np.ndarray, task: str) -> np.ndarray:
+    """Class probabilities (C,) (binary: (1,) positive prob) or survival risk (1,)."""
+    t = torch.from_numpy(np.asarray(logits, dtype=np.float64))[None]
+    if task == "survival":
+        return risk_score(t).numpy()
+    if t.shape[-1] == 1:
+        return torch.sigmoid(t)[0].numpy()
+    return torch.softmax(t, dim=-1)[0].numpy()
+
+
+@torch.no_grad()
+def predict(
+    model: MILModel,
+    objective: Objective,
+    bags: list[Bag],
+    task: str,
+    device: str = "cpu",
+    keep_attention: bool = False,
+) -> list[Prediction]:
+    """Frozen-model predictions (eval mode) with the slide loss of each bag."""
+    model.eval()
+    objective.eval()
+    dev = torch.device(device)
+    out: list[Prediction] = []
+    for bag in bags:
+        b = _to(bag, dev)
+        output = objective.predict(model, b)
+        loss = float(slide_loss(output.logits, b, task))
+        pred = Prediction(bag.slide_id, output.logits[0].detach().cpu().double().numpy(), loss)
+        if keep_attention:
+            cls = 1 if output.logits.shape[-1] == 1 else max(int(bag.label), 0)
+            if task == "survival":
+                cls = 0
+            s, w = output.class_scores(cls), output.class_weights(cls)
+            pred.scores = None if s is None else s[0].cpu().numpy()
+            pred.weights = None if w is None else w[0].cpu().numpy()
+            if output.instance_logits is not None:
+                il = output.instance_logits[0]
+                prob = (
+                    torch.sigmoid(il[:, 0]) if il.shape[-1] == 1 else torch.softmax(il, -1)[:, cls]
+                )
+                pred.instance_prob = prob.cpu().numpy()
+        out.append(pred)
+    return out
+
+
+def _order(train: list[Bag], settings: TrainSettings, gen: torch.Generator) -> list[int]:
+    n = len(train)
+    if not settings.balanced_sampling:
+        return torch.randperm(n, generator=gen).tolist()
+    labels = np.array([int(b.label) for b in train])
+    counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
+    w = torch.tensor([1.0 / counts[int(c)] for c in labels], dtype=torch.double)
+    return torch.multinomial(w, n, replacement=True, generator=gen).tolist()
+
+
+def _val_auroc(preds: list[Prediction], bags: list[Bag], task: str) -> float:
+    if task != "classification":
+        return float("nan")
+    labels = np.array([int(b.label) for b in bags])
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    from sklearn.metrics import roc_auc_score
+
+    probs = np.stack([bag_probability(p.logits, task) for p in preds])
+    if probs.shape[1] == 1:
+        return float(roc_auc_score(labels, probs[:, 0]))
+    return float(roc_auc_score(labels, probs, multi_class="ovr"))
+
+
+def fit(
+    model: MILModel,
+    objective: Objective,
+    train: list[Bag],
+    val: list[Bag],
+    settings: TrainSettings,
+    task: str,
+    seed: int,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` with ``objective`` on ``train``; select the epoch on ``val`` (never test).
+
+    The caller has already called ``objective.setup``. Returns the best state (restored into
+    ``model``), the best epoch and one history row per epoch.
+    """
+    dev = torch.device(settings.device)
+    model.to(dev)
+    objective.to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    params += [p for p in objective.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    if not val:
+        raise ValueError("fit needs validation bags for model selection")
+    best = FitResult(copy.deepcopy(model.state_dict()), -1, float("inf"))
+    history: list[dict[str, float]] = []
+    since_best = 0
+    for epoch in range(settings.max_epochs):
+        objective.on_epoch_start(epoch, settings.max_epochs)
+        model.train()
+        objective.train()
+        sums: dict[str, float] = {}
+        opt.zero_grad(set_to_none=True)
+        order = _order(train, settings, gen)
+        for step, i in enumerate(order, start=1):
+            result = objective(model, _to(train[i], dev))
+            (result.loss / settings.batch_accumulation).backward()
+            for k, v in result.terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            if step % settings.batch_accumulation == 0 or step == len(order):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                objective.after_optimizer_step(model)
+        row = {"epoch": float(epoch), **{f"train_{k}": v / len(order) for k, v in sums.items()}}
+        last = epoch == settings.max_epochs - 1
+        if (epoch + 1) % settings.eval_every == 0 or last:
+            preds = predict(model, objective, val, task, settings.device)
+            row["val_loss"] = float(np.mean([p.loss for p in preds]))
+            row["val_auroc"] = _val_auroc(preds, val, task)
+            if row["val_loss"] < best.best_val_loss:
+                best = FitResult(copy.deepcopy(model.state_dict()), epoch, row["val_loss"])
+                since_best = 0
+            else:
+                since_best += settings.eval_every
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if epoch + 1 >= settings.warmup_epochs and since_best >= settings.patience:
+            break
+    model.load_state_dict(best.state)
+    best.history = history
+    return best
