@@ -13,6 +13,7 @@ from histomil.cli import (
     mhim,  # noqa: F401  (registers commands)
     slides,  # noqa: F401  (registers commands)
     synth_bags,  # noqa: F401  (registers commands)
+    train,  # noqa: F401  (registers commands)
     viz,  # noqa: F401  (registers commands)
 )
 from histomil.cli._app import app

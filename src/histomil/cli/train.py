@@ -1,0 +1,37 @@
+"""`histomil train`: cross-validated training from a YAML config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histomil.cli._app import EXECUTOR_HELP, app, executor_config, fail
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", help="Training config (YAML)."),
+    out: Path = typer.Option(..., "--out", help="Run folder (outputs, checkpoints)."),
+    workers: int = typer.Option(1, "--workers", help="Folds trained in parallel (local)."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume", help="Skip finished folds of an existing run."
+    ),
+) -> None:
+    """Train and evaluate every fold; writes predictions.csv, metrics.json, attention files."""
+    from histomil.executors import BatchError
+    from histomil.training import ConfigError
+    from histomil.training import train as run_training
+
+    try:
+        result = run_training(config, out, executor_config(executor, workers), resume=resume)
+    except (BatchError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    test = result.metrics.get("test", {})
+    shown = ", ".join(
+        f"{k} {v['mean']:.3f}" for k, v in sorted(test.items()) if v.get("mean") is not None
+    )
+    typer.echo(
+        f"{len(result.folds)} fold(s) -> {result.run_dir}" + (f" | test {shown}" if shown else "")
+    )
