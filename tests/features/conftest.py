@@ -44,6 +44,16 @@ def write_patch_file(
 
 
 @pytest.fixture
+def make_patch_file(real_slide):
+    """``make_patch_file(folder, n, patch_size, slide_id=...)`` on the real slide."""
+
+    def make(folder: Path, n: int, patch_size: int, **kw) -> Path:
+        return write_patch_file(folder, real_slide, n, patch_size, **kw)
+
+    return make
+
+
+@pytest.fixture
 def patch_dir(tmp_path, real_slide) -> Path:
     """A patches folder with one 6-patch, 64-px patch file on the real slide."""
     folder = tmp_path / "patches"
