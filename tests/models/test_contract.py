@@ -14,6 +14,9 @@ SMALL = {  # small hidden sizes keep the group fast on a shared 2-core machine
     "clam_mb": {"hidden": 16, "attn_dim": 8, "k_sample": 3},
     "dsmil": {"hidden": 16, "q_dim": 8},
     "dtfd": {"hidden": 16, "attn_dim": 8},
+    "hipt": {"hidden": 16, "heads": 2, "region_size": 8, "local_layers": 1},
+    "max": {"hidden": 16},
+    "mean": {"hidden": 16},
     "transmil": {"hidden": 16, "heads": 2, "landmarks": 8},
 }
 

@@ -15,6 +15,8 @@ from histomil.models.base import MILModel, MILOutput, masked_softmax, threshold_
 from histomil.models.clam import CLAMMB, CLAMSB
 from histomil.models.dsmil import DSMIL
 from histomil.models.dtfd import DTFD
+from histomil.models.hipt import HIPT
+from histomil.models.pooling import MaxPooling, MeanPooling
 from histomil.models.transmil import TransMIL
 
 _REGISTRY: dict[str, Callable[..., MILModel]] = {
@@ -23,6 +25,9 @@ _REGISTRY: dict[str, Callable[..., MILModel]] = {
     "clam_sb": CLAMSB,
     "dsmil": DSMIL,
     "dtfd": DTFD,
+    "hipt": HIPT,
+    "max": MaxPooling,
+    "mean": MeanPooling,
     "transmil": TransMIL,
 }
 
