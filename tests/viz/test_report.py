@@ -1,0 +1,100 @@
+"""HTML report: self-contained, metrics from predictions.csv, experiment directories."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from histomil.viz._metrics import decisions, metric_table
+from histomil.viz.attention import VizError
+from histomil.viz.report import ReportOptions, build_report, pick_heatmap_slides
+
+FAST = ReportOptions(n_boot=100)
+
+
+def assert_self_contained(html: str) -> None:
+    assert "http" not in html.lower()
+    srcs = re.findall(r'src\s*=\s*"([^"]*)"', html)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(h.startswith("#") for h in re.findall(r'href\s*=\s*"([^"]*)"', html))
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+
+
+@pytest.fixture(scope="module")
+def run_report(run_dir):
+    return build_report(run_dir, run_dir / "out" / "report.html", FAST)
+
+
+def test_run_report_sections_and_embedding(run_report, run_dir):
+    html = run_report.read_text()
+    assert_self_contained(html)
+    for anchor in ("metrics", "curves", "heatmaps", "history", "predictions", "config"):
+        assert f'id="{anchor}"' in html
+    assert "Most confident positive" in html and "Least confident negative" in html
+    assert "dim: 128" in html  # the resolved config
+    assert html.count("<img") >= 1 + 4 + 1  # curves, 4 heatmaps (+ montage), history
+    assert "95% CI" in html and "auroc" in html
+
+
+def test_embedded_images_decode(run_report):
+    import base64
+    import io
+
+    html = run_report.read_text()
+    for b64 in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html):
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+            img.load()
+            assert img.size[0] > 50
+
+
+def test_heatmap_picks():
+    df = pd.DataFrame({"fold": 0, "slide_id": list("abcd"), "label": [1, 1, 0, 0],
+                       "prob": [0.9, 0.6, 0.1, 0.4], "split": "test"})  # fmt: skip
+    picks = {why: row["slide_id"] for why, row in pick_heatmap_slides(df)}
+    assert picks == {"most confident positive": "a", "least confident positive": "b",
+                     "most confident negative": "c", "least confident negative": "d"}  # fmt: skip
+
+
+def test_metrics_match_sklearn_and_threshold_comes_from_validation():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p = np.clip(0.3 * y + rng.random(60) * 0.7, 0, 1)
+    val = pd.DataFrame({"fold": 0, "slide_id": [f"v{i}" for i in range(4)], "label": [0, 0, 1, 1],
+                        "prob": [0.1, 0.2, 0.8, 0.9], "split": "val"})  # fmt: skip
+    test = pd.DataFrame({"fold": 0, "slide_id": [f"t{i}" for i in range(60)], "label": y,
+                         "prob": p, "split": "test"})  # fmt: skip
+    df = pd.concat([val, test], ignore_index=True)
+    rows = {r.name: r for r in metric_table(df, n_boot=200)}
+    assert rows["auroc"].estimate == pytest.approx(roc_auc_score(y, p))
+    assert rows["auprc"].estimate == pytest.approx(average_precision_score(y, p))
+    assert rows["auroc"].ci_low <= rows["auroc"].estimate <= rows["auroc"].ci_high
+    # Youden on val picks 0.8: a test prob of 0.7 is negative whatever the test labels are
+    yhat = decisions(df)
+    assert (yhat[df["prob"] >= 0.8] == 1).all() and (yhat[df["prob"] < 0.8] == 0).all()
+
+
+def test_experiment_report(tmp_path, run_dir):
+    exp = tmp_path / "exp"
+    (exp / "configs").mkdir(parents=True)
+    (exp / "configs" / "abmil.yaml").write_text("model: abmil\n")
+    pd.DataFrame({"method": ["abmil", "rank"], "auroc": [0.81, 0.9]}).to_csv(
+        exp / "results.csv", index=False
+    )
+    (exp / "table.md").write_text(
+        "| method | AUROC |\n|---|---|\n| abmil | 0.81 |\n| rank | 0.90 |\n"
+    )
+    Image.new("RGB", (120, 80), "red").save(exp / "comparison.png")
+    out = build_report(exp, None, FAST)
+    html = out.read_text()
+    assert out == exp / "report.html"
+    assert_self_contained(html)
+    assert "<th>AUROC</th>" in html and "<td>0.90</td>" in html  # markdown table rendered
+    assert "comparison.png" in html and "abmil.yaml" in html
+    with pytest.raises(VizError, match="neither a run"):
+        build_report(tmp_path / "exp" / "configs")
