@@ -11,27 +11,26 @@ rerun replaces the datasets (idempotent). One task per slide through :func:`run_
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
+from shapely.geometry.base import BaseGeometry
 
 from histomil._io import atomic_path, atomic_write_text
 from histomil.annotations.overlap import (
-    DEFAULT_MIN_OVERLAP,
     attention_target,
     patch_labels,
     region_overlap,
 )
+from histomil.annotations.planning import LabelConfig, SlideJob, plan_jobs
 from histomil.annotations.readers import (
-    AnnotationConfig,
     AnnotationError,
-    find_annotation_file,
+    Annotations,
     read_annotations,
     read_geojson_geometry,
 )
@@ -40,6 +39,15 @@ from histomil.executors import BatchError, ExecutorConfig, Task, TaskResult, run
 log = logging.getLogger(__name__)
 
 LABEL_DATASETS = ("patch_labels", "overlap", "attn_target")
+__all__ = [
+    "LabelConfig",
+    "SlideJob",
+    "label_patches_dir",
+    "label_slide",
+    "plan_jobs",
+    "write_labels",
+]
+
 STATUS_COLUMNS = (
     "slide_id",
     "status",
@@ -49,52 +57,6 @@ STATUS_COLUMNS = (
     "annotated",
     "error",
 )
-
-
-@dataclass(frozen=True)
-class LabelConfig:
-    """How to turn annotations into labels.
-
-    ``padding_px`` / ``padding_um`` (at most one) grow the lesion (level-0 px, or micrometres
-    converted with the slide's level-0 mpp). ``unannotated``: what a slide without label and
-    without annotation file is, ``"unknown"`` (-1) or ``"negative"`` (0). ``qupath`` also writes
-    ``DIR/labels_geojson/<id>.geojson``.
-    """
-
-    padding_px: float | None = None
-    padding_um: float | None = None
-    min_overlap: float = DEFAULT_MIN_OVERLAP
-    unannotated: str = "unknown"
-    qupath: bool = False
-    annotation: AnnotationConfig = field(default_factory=AnnotationConfig)
-
-    def __post_init__(self) -> None:
-        if self.padding_px is not None and self.padding_um is not None:
-            raise ValueError("give padding in level-0 px or in micrometres, not both")
-        for name in ("padding_px", "padding_um"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-        if not 0.0 <= self.min_overlap < 1.0:
-            raise ValueError(f"min_overlap must be in [0, 1), got {self.min_overlap}")
-        if self.unannotated not in ("unknown", "negative"):
-            raise ValueError(
-                f"unannotated must be 'unknown' or 'negative', got {self.unannotated!r}"
-            )
-
-
-@dataclass(frozen=True)
-class SlideJob:
-    """One slide to label: its files, its slide label (1, 0, -1 unknown) and annotation."""
-
-    slide_id: str
-    patch_file: Path
-    slide_label: int
-    annotation_path: Path | None = None
-    bag_file: Path | None = None
-    tissue_file: Path | None = None
-    qupath_file: Path | None = None
-    problem: str | None = None  # found while planning; reported as this slide's error
 
 
 def label_patches_dir(
@@ -134,69 +96,6 @@ def label_patches_dir(
     return table
 
 
-def plan_jobs(
-    patches_dir: Path,
-    annotations: Path,
-    manifest: str | os.PathLike | None,
-    config: LabelConfig,
-) -> list[SlideJob]:
-    """One :class:`SlideJob` per patch file, with slide labels and annotation files resolved."""
-    from histomil.manifest import read_manifest
-
-    if not patches_dir.is_dir():
-        raise FileNotFoundError(f"patches directory {patches_dir} does not exist")
-    patch_files = sorted(p for p in patches_dir.glob("*.h5") if not p.name.startswith("."))
-    if not patch_files:
-        raise FileNotFoundError(
-            f"no patch files (*.h5) in {patches_dir}; run `histomil preprocess` first"
-        )
-    ann_dir: Path | None = None
-    table = None
-    if annotations.is_file() and annotations.suffix.lower() == ".csv":
-        if manifest is not None and Path(manifest).resolve() != annotations.resolve():
-            raise ValueError(
-                f"--annotations is a manifest ({annotations}); do not pass another --manifest"
-            )
-        table = read_manifest(annotations, required=("slide_id",))
-        if "annotation_path" not in table.columns:
-            raise ValueError(f"manifest {annotations} has no annotation_path column")
-    elif annotations.is_dir():
-        ann_dir = annotations
-        if manifest is not None:
-            table = read_manifest(manifest, required=("slide_id",))
-    else:
-        raise FileNotFoundError(
-            f"--annotations {annotations} is neither a directory nor a manifest CSV"
-        )
-    rows = {} if table is None else {str(r["slide_id"]): r for _, r in table.iterrows()}
-    qupath_dir = patches_dir / "labels_geojson"
-    jobs = []
-    for patch_file in patch_files:
-        slide_id = patch_file.stem
-        row = rows.get(slide_id)
-        if table is not None and row is None:
-            source = manifest if manifest is not None else annotations
-            problem = f"slide {slide_id} is not in manifest {source}; add a row for it"
-            jobs.append(SlideJob(slide_id, patch_file, slide_label=-1, problem=problem))
-            continue
-        ann_path = _annotation_for(slide_id, row, ann_dir)
-        label = _label_from(row, ann_path, config.unannotated)
-        bag = patches_dir.parent / "bags" / f"{slide_id}.h5"
-        tissue = patches_dir.parent / "tissue" / f"{slide_id}.geojson"
-        jobs.append(
-            SlideJob(
-                slide_id=slide_id,
-                patch_file=patch_file,
-                slide_label=label,
-                annotation_path=ann_path,
-                bag_file=bag if bag.is_file() else None,
-                tissue_file=tissue if tissue.is_file() else None,
-                qupath_file=qupath_dir / f"{slide_id}.geojson" if config.qupath else None,
-            )
-        )
-    return jobs
-
-
 def label_slide(job: SlideJob, config: LabelConfig) -> dict:
     """Label one slide's patch file (and bag file); returns its ``label.csv`` row."""
     if job.problem:
@@ -220,7 +119,8 @@ def label_slide(job: SlideJob, config: LabelConfig) -> dict:
             )
         ann = read_annotations(job.annotation_path, config.annotation, _slide_size(attrs))
     tissue = read_geojson_geometry(job.tissue_file) if job.tissue_file and ann else None
-    values = _compute(coords, tissue_frac, size0, ann, padding, tissue, job, config)
+    geo = _SlideGeometry(ann, padding, tissue)
+    values = _compute(coords, tissue_frac, size0, geo, job, config)
     meta = {
         "slide_label": int(job.slide_label),
         "annotated": ann is not None,
@@ -230,7 +130,7 @@ def label_slide(job: SlideJob, config: LabelConfig) -> dict:
     }
     write_labels(job.patch_file, values, meta)
     if job.bag_file is not None:
-        _label_bag(job, coords, values, meta, size0, ann, padding, tissue, config)
+        _label_bag(job, coords, size0, (values, meta), geo, config)
     if job.qupath_file is not None:
         from histomil.annotations.qupath import write_labelled_patches
 
@@ -257,8 +157,19 @@ def write_labels(path: Path, values: dict[str, np.ndarray], meta: dict) -> None:
                 f.attrs[key] = value
 
 
-def _compute(coords, tissue_frac, size0, ann, padding, tissue, job, config) -> dict:
+@dataclass(frozen=True)
+class _SlideGeometry:
+    """What one slide's labels are computed from: annotations (None: unannotated), the padding
+    in level-0 px and the tissue polygons (None: use the patches' tissue fractions)."""
+
+    ann: Annotations | None
+    padding: float
+    tissue: BaseGeometry | None
+
+
+def _compute(coords, tissue_frac, size0, geo: _SlideGeometry, job, config) -> dict:
     n = len(coords)
+    ann = geo.ann
     if job.slide_label == 0:
         overlap = np.zeros(n, dtype=np.float32)
         return {
@@ -272,9 +183,9 @@ def _compute(coords, tissue_frac, size0, ann, padding, tissue, job, config) -> d
             "overlap": np.full(n, np.nan, dtype=np.float32),
             "attn_target": np.zeros(n, dtype=np.float32),
         }
-    region = ann.region(padding)
+    region = ann.region(geo.padding)
     overlap = region_overlap(coords, size0, region)
-    target = attention_target(coords, size0, region, tissue, tissue_frac)
+    target = attention_target(coords, size0, region, geo.tissue, tissue_frac)
     if target.sum() == 0:
         log.warning(
             "slide %s: annotation %s covers no patch; attention target is all 0",
@@ -287,7 +198,8 @@ def _compute(coords, tissue_frac, size0, ann, padding, tissue, job, config) -> d
     }
 
 
-def _label_bag(job, coords, values, meta, size0, ann, padding, tissue, config) -> None:
+def _label_bag(job, coords, size0, written: tuple[dict, dict], geo, config) -> None:
+    values, meta = written
     with h5py.File(job.bag_file, "r") as f:
         if "coords" not in f:
             raise ValueError(f"bag file {job.bag_file} has no 'coords' dataset")
@@ -301,7 +213,7 @@ def _label_bag(job, coords, values, meta, size0, ann, padding, tissue, config) -
     ):
         bag_values = values
     else:  # the bag keeps a different subset/order of patches: compute on its own grid
-        bag_values = _compute(bag_coords, bag_tissue, bag_size0, ann, padding, tissue, job, config)
+        bag_values = _compute(bag_coords, bag_tissue, bag_size0, geo, job, config)
     write_labels(job.bag_file, bag_values, meta)
 
 
@@ -336,34 +248,6 @@ def _slide_size(attrs: dict) -> tuple[int, int] | None:
     except Exception as exc:  # noqa: BLE001 - unknown size only disables the bounds check
         log.info("cannot open %s for its size (%s); bounds check skipped", slide_path, exc)
         return None
-
-
-def _annotation_for(slide_id: str, row, ann_dir: Path | None) -> Path | None:
-    if ann_dir is not None:
-        return find_annotation_file(ann_dir, slide_id)
-    value = None if row is None else row.get("annotation_path")
-    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
-        return None
-    return Path(str(value))  # a missing file is reported by this slide's task
-
-
-def _label_from(row, ann_path: Path | None, unannotated: str) -> int:
-    value = None if row is None else row.get("label")
-    if value is not None and not (isinstance(value, float) and math.isnan(value)):
-        text = str(value).strip().lower()
-        if text in ("1", "1.0", "true", "positive", "tumor", "tumour", "abnormal", "lesion"):
-            return 1
-        if text in ("0", "0.0", "false", "negative", "normal"):
-            return 0
-        try:
-            return 1 if float(text) > 0 else 0
-        except ValueError as exc:
-            raise ValueError(
-                f"slide label {value!r} is not understood; use 1 (positive) or 0 (negative)"
-            ) from exc
-    if ann_path is not None:
-        return 1
-    return 0 if unannotated == "negative" else -1
 
 
 def _row(slide_id, status, n_patches=0, n_lesion=0, slide_label=None, annotated=None, error=""):
