@@ -1,0 +1,150 @@
+"""Slide-level classification metrics and the validation-chosen decision threshold.
+
+Convention: a slide is predicted positive when ``prob >= threshold``. Thresholds are chosen
+on validation data only (:func:`choose_threshold`) and then applied to test predictions.
+Undefined metrics (one class only) are NaN with a :class:`MetricWarning`, never a crash.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+THRESHOLD_METHODS = ("youden", "f1", "fixed")
+
+
+class MetricWarning(UserWarning):
+    """A metric is undefined on these inputs (e.g. one class only) and was set to NaN."""
+
+
+def _binary_inputs(labels: ArrayLike, probs: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels).astype(float).ravel()
+    p = np.asarray(probs, dtype=float).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and probs {p.shape} differ in length")
+    if y.size == 0:
+        raise ValueError("no predictions to evaluate")
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"binary labels must be 0/1, got values {sorted(set(y.tolist()))[:5]}")
+    if not np.isfinite(p).all():
+        raise ValueError("probs contain NaN or Inf")
+    return y.astype(int), p
+
+
+def choose_threshold(labels: ArrayLike, probs: ArrayLike, method: str | float = "youden") -> float:
+    """Decision threshold from VALIDATION predictions (labels (N,), probs (N,)).
+
+    ``youden`` maximises sensitivity + specificity - 1 on the ROC curve, ``f1`` maximises F1 on
+    the precision-recall curve, ``fixed`` (or a number) returns 0.5 (or that number). With one
+    class only, 0.5 is returned with a :class:`MetricWarning`.
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if not isinstance(method, str):
+        return float(method)
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(
+            f"unknown threshold method {method!r}; valid: {', '.join(THRESHOLD_METHODS)}"
+        )
+    y, p = _binary_inputs(labels, probs)
+    if method == "fixed":
+        return 0.5
+    if y.min() == y.max():
+        warnings.warn("threshold on one class only: using 0.5", MetricWarning, stacklevel=2)
+        return 0.5
+    if method == "youden":
+        fpr, tpr, thr = roc_curve(y, p)
+        j = tpr - fpr
+        finite = np.isfinite(thr)
+        best = np.flatnonzero(finite)[np.argmax(j[finite])]
+        return float(thr[best])
+    prec, rec, thr = precision_recall_curve(y, p)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)[:-1]
+    return float(thr[int(np.argmax(f1))])
+
+
+def classification_metrics(labels: ArrayLike, probs: ArrayLike, threshold: float = 0.5) -> dict:
+    """AUROC, AUPRC (average precision), accuracy, F1, sensitivity, specificity (binary).
+
+    ``labels`` (N,) 0/1, ``probs`` (N,) positive-class probability; predictions use
+    ``probs >= threshold``. Returns a dict of floats (NaN where undefined) plus ``threshold``,
+    ``n`` and ``n_positive``.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        f1_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    y, p = _binary_inputs(labels, probs)
+    pred = (p >= threshold).astype(int)
+    n_pos, n_neg = int(y.sum()), int((1 - y).sum())
+    out = {"auroc": np.nan, "auprc": np.nan}
+    if n_pos and n_neg:
+        out["auroc"] = float(roc_auc_score(y, p))
+        out["auprc"] = float(average_precision_score(y, p))
+    else:
+        warnings.warn(
+            f"AUROC/AUPRC undefined with one class only ({n_pos} positive, {n_neg} negative)",
+            MetricWarning,
+            stacklevel=2,
+        )
+    out["accuracy"] = float(accuracy_score(y, pred))
+    out["f1"] = float(f1_score(y, pred, zero_division=0.0))
+    out["sensitivity"] = float(recall_score(y, pred, zero_division=0.0)) if n_pos else np.nan
+    out["specificity"] = (
+        float(recall_score(y, pred, pos_label=0, zero_division=0.0)) if n_neg else np.nan
+    )
+    out.update(threshold=float(threshold), n=int(y.size), n_positive=n_pos)
+    return out
+
+
+def multiclass_metrics(labels: ArrayLike, probs: ArrayLike) -> dict:
+    """Macro one-vs-rest AUROC, macro average precision, accuracy and macro F1.
+
+    ``labels`` (N,) int in [0, C), ``probs`` (N, C). Classes without both positives and
+    negatives are left out of the macro AUROC/AP (with a :class:`MetricWarning`).
+    """
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+
+    y = np.asarray(labels).astype(int).ravel()
+    p = np.asarray(probs, dtype=float)
+    if p.ndim != 2 or p.shape[0] != y.size:
+        raise ValueError(f"probs must be (N, C) with N = {y.size}, got {p.shape}")
+    n_classes = p.shape[1]
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got {y.min()}..{y.max()}")
+    aurocs, aps, skipped = [], [], []
+    for c in range(n_classes):
+        yc = (y == c).astype(int)
+        if 0 < yc.sum() < yc.size:
+            aurocs.append(roc_auc_score(yc, p[:, c]))
+            aps.append(average_precision_score(yc, p[:, c]))
+        else:
+            skipped.append(c)
+    if skipped:
+        warnings.warn(
+            f"class(es) {skipped} lack positives or negatives: left out of macro AUROC/AP",
+            MetricWarning,
+            stacklevel=2,
+        )
+    pred = p.argmax(1)
+    return {
+        "auroc": float(np.mean(aurocs)) if aurocs else np.nan,
+        "auprc": float(np.mean(aps)) if aps else np.nan,
+        "accuracy": float(accuracy_score(y, pred)),
+        "f1": float(f1_score(y, pred, average="macro", labels=range(n_classes), zero_division=0.0)),
+        "n": int(y.size),
+    }
+
+
+def metric_names(multiclass: bool = False) -> Sequence[str]:
+    """Names of the headline metrics, in report order."""
+    if multiclass:
+        return ("auroc", "auprc", "accuracy", "f1")
+    return ("auroc", "auprc", "accuracy", "f1", "sensitivity", "specificity")
