@@ -207,3 +207,18 @@ def test_cli_label_with_padding_um_and_qupath(job_dir: Path):
         ],  # fmt: skip
     )
     assert bad.exit_code != 0 and "not both" in bad.output
+
+
+def test_annotation_outside_the_real_slide_is_reported(tmp_path: Path, real_slide: Path):
+    patches = tmp_path / "patches"
+    write_patch_file(patches / "cmu.h5", "cmu")
+    with h5py.File(patches / "cmu.h5", "a") as f:
+        f.attrs["slide_path"] = str(real_slide)  # 2220 x 2967 level-0 px
+    lesion_geojson(tmp_path / "ann" / "cmu.geojson", (50_000, 50_000, 51_000, 51_000))
+    table = label_patches_dir(patches, tmp_path / "ann", skip_errors=True).set_index("slide_id")
+    assert table.loc["cmu", "status"] == "error"
+    assert "cmu.geojson: coordinates outside the slide" in table.loc["cmu", "error"]
+    assert "2220 x 2967" in table.loc["cmu", "error"]
+    lesion_geojson(tmp_path / "ann" / "cmu.geojson", (0, 0, 250, 200))
+    table = label_patches_dir(patches, tmp_path / "ann").set_index("slide_id")
+    assert table.loc["cmu", "n_lesion"] == 6
