@@ -18,7 +18,8 @@ SMALL = HeatmapOptions(thumbnail_size=384, panel_inches=3.0, dpi=60, top_k=4, mo
 def _blank_aspect() -> float:
     """Aspect of the blank canvas: level-0 extent of the patches, rounded to canvas pixels."""
     xy = tissue_coords()
-    w0, h0 = xy[:, 0].max() + PS0, xy[:, 1].max() + PS0
+    lo = np.maximum(xy.min(0) - PS0, 0)
+    w0, h0 = xy[:, 0].max() + 2 * PS0 - lo[0], xy[:, 1].max() + 2 * PS0 - lo[1]
     s = SMALL.thumbnail_size / max(w0, h0)
     return round(h0 * s) / round(w0 * s)
 
@@ -104,5 +105,6 @@ def test_clear_errors(run_dir, tmp_path):
 
 
 def test_percentile_rank_ties_and_range():
-    p = percentile_rank(np.array([0.1, 0.5, 0.5, 0.9]))
-    assert p[0] == 0 and p[-1] == 100 and p[1] == p[2] == pytest.approx(50)
+    p = percentile_rank(np.array([0.1, 0.5, 0.5, 0.9, 0.0, 0.0]))
+    assert p[4] == p[5] == 0 and p[3] == 100  # tied zeros stay at the bottom
+    assert p[1] == p[2] == pytest.approx(100 * 3 / 5) and p[0] == pytest.approx(40)

@@ -1,8 +1,8 @@
 """Metrics with bootstrap confidence intervals, recomputed from a run's ``predictions.csv``.
 
-Binary decisions use a threshold chosen per fold on that fold's validation rows (Youden's J),
-0.5 when a fold has no validation rows, or the ``pred`` column when the trainer wrote one; the test
-rows never choose a threshold. Intervals are percentile bootstraps over test slides (pooled across
+Binary decisions use, per fold, the threshold the trainer chose on validation data
+(``folds/<k>/result.json``), else Youden's J on that fold's validation rows (0.5 without any), or
+the ``pred`` column when present; the test rows never choose a threshold. Intervals are percentile bootstraps over test slides (pooled across
 folds), ``n_boot`` resamples with a fixed seed.
 """
 
@@ -50,19 +50,19 @@ def youden_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(min(thr[j], 1.0))
 
 
-def decisions(df: pd.DataFrame) -> pd.Series:
-    """Binary predictions of the test rows (index-aligned), threshold chosen on validation rows."""
+def decisions(df: pd.DataFrame, thresholds: dict[str, float] | None = None) -> pd.Series:
+    """Binary predictions of the test rows (index-aligned). Per fold, the threshold the trainer
+    chose on validation data (``thresholds[str(fold)]``), else Youden's J on the validation rows."""
     test = df[df["split"] == "test"]
     if "pred" in df.columns:
         return test["pred"].astype(int)
     out = pd.Series(0, index=test.index, dtype=int)
     for fold, rows in test.groupby("fold"):
         val = df[(df["fold"] == fold) & (df["split"] == "val")]
-        thr = (
-            youden_threshold(val["label"].to_numpy(int), val["prob"].to_numpy(float))
-            if len(val)
-            else 0.5
-        )
+        thr = (thresholds or {}).get(str(fold))
+        if thr is None:
+            y_val, p_val = val["label"].to_numpy(int), val["prob"].to_numpy(float)
+            thr = youden_threshold(y_val, p_val) if len(val) else 0.5
         out.loc[rows.index] = (rows["prob"].to_numpy(float) >= thr).astype(int)
     return out
 
@@ -153,7 +153,9 @@ def _metric_dict(df: pd.DataFrame, task: str, yhat: pd.Series | None) -> dict[st
     )
 
 
-def metric_table(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[MetricRow]:
+def metric_table(
+    df: pd.DataFrame, n_boot: int = 1000, seed: int = 0, thresholds: dict[str, float] | None = None
+) -> list[MetricRow]:
     """Pooled test metrics with percentile bootstrap 95% CIs, plus per-fold mean and sd."""
     df = df.reset_index(drop=True)
     task = task_of(df)
@@ -164,7 +166,7 @@ def metric_table(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> list[Me
     test = df[df["split"] == "test"]
     if test.empty:
         return []
-    yhat = decisions(df) if task == "binary" else None
+    yhat = decisions(df, thresholds) if task == "binary" else None
     point = _metric_dict(test, task, yhat)
     rng = np.random.default_rng(seed)
     boots: dict[str, list[float]] = {k: [] for k in point}

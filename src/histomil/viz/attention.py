@@ -266,18 +266,14 @@ def load_attention(
 
 
 def percentile_rank(values: np.ndarray) -> np.ndarray:
-    """Percentile (0-100) of each value among all values; ties share their mean rank."""
+    """Percentile (0-100): share of the other patches with strictly lower value.
+
+    Ties get the lowest rank of their group, so the many exact zeros of thresholded attention
+    stay at the bottom of the scale instead of looking average.
+    """
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
     if n <= 1:
         return np.full(n, 100.0)
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.arange(n, dtype=np.float64)
-    # average ranks of ties so equal attention gets equal colour
-    uniq, inverse = np.unique(values, return_inverse=True)
-    if len(uniq) < n:
-        sums = np.bincount(inverse, weights=ranks)
-        counts = np.bincount(inverse)
-        ranks = (sums / counts)[inverse]
-    return 100.0 * ranks / (n - 1)
+    lower = np.searchsorted(np.sort(values), values, side="left")
+    return 100.0 * lower / (n - 1)

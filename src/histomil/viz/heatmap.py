@@ -51,13 +51,15 @@ class HeatmapOptions:
 
 @dataclass(frozen=True)
 class Canvas:
-    """The background image and the level-0 -> canvas pixel scale."""
+    """The background image and the level-0 -> canvas mapping: ``(x - ox) * sx``."""
 
     image: np.ndarray  # (H, W, 3) uint8
     sx: float
     sy: float
     has_slide: bool
     note: str
+    ox: float = 0.0  # level-0 x of the canvas' left edge (blank canvases crop to the patches)
+    oy: float = 0.0
 
 
 def montage_path_for(out_png: str | os.PathLike) -> Path:
@@ -74,17 +76,19 @@ def default_heatmap_path(source: Path, data: AttentionData) -> Path:
 
 
 def build_canvas(data: AttentionData, slide: Any | None, note: str, max_size: int) -> Canvas:
-    """Slide thumbnail, or a blank canvas covering every patch when there is no slide."""
+    """Slide thumbnail, or a blank canvas around the patches (one patch of margin) without one."""
     if slide is not None:
         thumb = np.asarray(slide.get_thumbnail(max_size))[:, :, :3].astype(np.uint8)
         w0, h0 = slide.dimensions
         return Canvas(thumb, thumb.shape[1] / w0, thumb.shape[0] / h0, True, note)
     ps = data.patch_size_level0
-    w0 = int(data.coords[:, 0].max()) + ps if data.n_patches else ps
-    h0 = int(data.coords[:, 1].max()) + ps if data.n_patches else ps
+    ox, oy = (max(0, int(v) - ps) for v in data.coords.min(0))
+    w0 = int(data.coords[:, 0].max()) + 2 * ps - ox
+    h0 = int(data.coords[:, 1].max()) + 2 * ps - oy
     s = max_size / max(w0, h0)
     w, h = max(1, round(w0 * s)), max(1, round(h0 * s))
-    return Canvas(np.full((h, w, 3), 236, dtype=np.uint8), s, s, False, note + " (blank canvas)")
+    blank = np.full((h, w, 3), 236, dtype=np.uint8)
+    return Canvas(blank, s, s, False, note + " (blank canvas)", float(ox), float(oy))
 
 
 def paint_values(canvas: Canvas, data: AttentionData, rgb: np.ndarray) -> np.ndarray:
@@ -92,10 +96,12 @@ def paint_values(canvas: Canvas, data: AttentionData, rgb: np.ndarray) -> np.nda
     h, w = canvas.image.shape[:2]
     out = np.zeros((h, w, 4), dtype=np.float32)
     ps = data.patch_size_level0
-    xs0 = np.floor(data.coords[:, 0] * canvas.sx).astype(np.int64)
-    ys0 = np.floor(data.coords[:, 1] * canvas.sy).astype(np.int64)
-    xs1 = np.maximum(xs0 + 1, np.ceil((data.coords[:, 0] + ps) * canvas.sx).astype(np.int64))
-    ys1 = np.maximum(ys0 + 1, np.ceil((data.coords[:, 1] + ps) * canvas.sy).astype(np.int64))
+    x = data.coords[:, 0] - canvas.ox
+    y = data.coords[:, 1] - canvas.oy
+    xs0 = np.floor(x * canvas.sx).astype(np.int64)
+    ys0 = np.floor(y * canvas.sy).astype(np.int64)
+    xs1 = np.maximum(xs0 + 1, np.ceil((x + ps) * canvas.sx).astype(np.int64))
+    ys1 = np.maximum(ys0 + 1, np.ceil((y + ps) * canvas.sy).astype(np.int64))
     xs0, xs1 = np.clip(xs0, 0, w), np.clip(xs1, 0, w)
     ys0, ys1 = np.clip(ys0, 0, h), np.clip(ys1, 0, h)
     for i in range(data.n_patches):
@@ -190,7 +196,7 @@ def draw_heatmap(
     img_h = h_in - _HEADER_IN - _CBAR_IN - _FOOTER_IN
     title_text = "\n".join(textwrap.wrap(_title(data), max(20, int(w_in * 72 / 7.0)))[:2])
     fig.text(0.5, 1 - 0.3 / h_in, title_text, ha="center", va="center", fontsize=11, weight="bold")
-    rings = [r * (canvas.sx, canvas.sy) for r in polygon_rings(lesion)]
+    rings = [(r - (canvas.ox, canvas.oy)) * (canvas.sx, canvas.sy) for r in polygon_rings(lesion)]
     for i, (title, img, bar) in enumerate(images):
         left = i / len(images)
         box = [left + 0.01, (_CBAR_IN + _FOOTER_IN) / h_in, 1 / len(images) - 0.02, img_h / h_in]

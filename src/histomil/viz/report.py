@@ -57,6 +57,21 @@ def _read_text(path: Path, limit: int = 200_000) -> str | None:
     return text if len(text) <= limit else text[:limit] + "\n... (truncated)"
 
 
+def fold_thresholds(run: Path) -> dict[str, float]:
+    """Decision thresholds the trainer picked on validation data, per fold (``result.json``)."""
+    import json
+
+    out = {}
+    for path in (run / "folds").glob("*/result.json"):
+        try:
+            thr = json.loads(path.read_text(encoding="utf-8")).get("threshold")
+        except (OSError, ValueError):
+            continue
+        if isinstance(thr, (int, float)):
+            out[path.parent.name] = float(thr)
+    return out
+
+
 def read_predictions(run: Path) -> pd.DataFrame:
     """``predictions.csv`` with the required columns checked."""
     df = pd.read_csv(run / "predictions.csv")
@@ -87,8 +102,8 @@ def _metrics_section(rows: list[MetricRow], df: pd.DataFrame, n_boot: int) -> st
     note = (
         f"Recomputed from predictions.csv over {n_test} test predictions pooled across folds; "
         f"95% percentile bootstrap over slides ({n_boot} resamples). Decisions (accuracy, F1, "
-        "sensitivity, specificity) use a threshold chosen per fold on its validation rows "
-        "(Youden's J; 0.5 without validation rows), never on the test rows."
+        "sensitivity, specificity) use the threshold chosen per fold on validation data "
+        "(the trainer's, else Youden's J on the validation rows), never on the test rows."
     )
     return body + f'<p class="note">{H.esc(note)}</p>'
 
@@ -152,7 +167,8 @@ def _history_png(run: Path) -> bytes | None:
     for path in files[:20]:
         hist = pd.read_csv(path)
         x = hist["epoch"] if "epoch" in hist else np.arange(len(hist))
-        for col, ls in (("train_loss", "-"), ("val_loss", "--")):
+        train = next((c for c in ("train_loss", "train_total") if c in hist), None)
+        for col, ls in ((train, "-"), ("val_loss", "--")):
             if col in hist:
                 ax.plot(x, hist[col], ls=ls, lw=1, label=f"fold {path.parent.name} {col}")
     ax.set(xlabel="epoch", ylabel="loss", title="Training history")
@@ -197,16 +213,15 @@ def _heatmap_section(run: Path, df: pd.DataFrame, options: ReportOptions) -> str
             caption = (
                 f"{why}: {sid} (fold {fold}, label {row['label']}, P(positive) {row['prob']:.3f})"
             )
-            parts.append(f"<h3>{H.esc(why.capitalize())}: {H.esc(sid)}</h3>")
-            parts.append(H.figure(out.read_bytes(), caption))
+            item = f"<h3>{H.esc(why.capitalize())}: {H.esc(sid)}</h3>"
+            item += H.figure(out.read_bytes(), caption)
             montage = montage_path_for(out)
             if montage.is_file():
-                parts.append(
-                    H.figure(montage.read_bytes(), f"{sid}: top and bottom attention patches")
-                )
+                item += H.figure(montage.read_bytes(), f"{sid}: top and bottom attention patches")
+            parts.append(f"<div>{item}</div>")
     if not parts:
         return '<p class="note">No test slides with attention files to show.</p>'
-    return "".join(parts)
+    return '<div class="grid2">' + "".join(parts) + "</div>"
 
 
 def _predictions_section(df: pd.DataFrame) -> str:
@@ -249,7 +264,7 @@ def _config_section(run: Path) -> str:
 def run_sections(run: Path, options: ReportOptions) -> list[tuple[str, str, str]]:
     """(anchor, title, html) sections for one training run."""
     df = read_predictions(run)
-    rows = metric_table(df, options.n_boot, options.seed)
+    rows = metric_table(df, options.n_boot, options.seed, fold_thresholds(run))
     test = df[df["split"] == "test"]
     cards = [("task", task_of(df)), ("folds", df["fold"].nunique()), ("test predictions", len(test)),
              ("slides", df["slide_id"].nunique())]  # fmt: skip
@@ -279,7 +294,9 @@ def _run_summary_rows(exp: Path, options: ReportOptions) -> list[list[object]]:
     out = []
     for run in runs:
         try:
-            rows = metric_table(read_predictions(run), max(100, options.n_boot // 5), options.seed)
+            df = read_predictions(run)
+            n_boot = max(100, options.n_boot // 5)
+            rows = metric_table(df, n_boot, options.seed, fold_thresholds(run))
         except (VizError, ValueError, KeyError) as exc:
             out.append([str(run.relative_to(exp)), f"unreadable: {exc}", "", ""])
             continue
