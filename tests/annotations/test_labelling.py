@@ -107,6 +107,8 @@ def test_label_dir_with_manifest_labels_bags_and_is_idempotent(job_dir: Path):
     bag, _ = read(job_dir / "bags" / "pos.h5")
     np.testing.assert_array_equal(bag["patch_labels"], data["patch_labels"])
     np.testing.assert_array_equal(bag["features"].ravel(), np.arange(bag["features"].size))
+    settings = json.loads((patches / "label_config.json").read_text())
+    assert settings["min_overlap"] == 0.05 and settings["annotation"]["lesion_groups"][0] == "_0"
     status = pd.read_csv(patches / "label.csv")
     assert list(status.columns[:5]) == [
         "slide_id",

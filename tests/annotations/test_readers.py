@@ -96,6 +96,11 @@ def test_exclusion_group_and_unknown_groups(tmp_path, caplog):
             asap_xml([("a", "_0", SQUARE)]).replace('X="0"', 'X="abc"', 1),
             r"text\.xml: annotation 'a' has a non-numeric coordinate",
         ),
+        (
+            "nan.xml",
+            asap_xml([("b", "_0", SQUARE)]).replace('Y="0"', 'Y="nan"', 1),
+            r"nan\.xml: annotation 'b' has a non-finite coordinate",
+        ),
     ],
 )
 def test_unusable_files_give_clear_errors(tmp_path, name, text, pattern):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import h5py
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
-from histomil._io import atomic_path, atomic_write_text
+from histomil._io import atomic_path, atomic_write_json, atomic_write_text
 from histomil.annotations.overlap import (
     attention_target,
     patch_labels,
@@ -82,6 +82,8 @@ def label_patches_dir(
             else _row(result.key, "error", error=(result.error or "").splitlines()[0])
         )
 
+    settings = {**asdict(config), "annotations": str(annotations), "manifest": manifest}
+    atomic_write_json(patches_dir / "label_config.json", settings)
     tasks = [Task(j.slide_id, label_slide, {"job": j, "config": config}) for j in jobs]
     run_tasks(tasks, executor, description="label", on_result=on_result)
     table = pd.DataFrame([rows[j.slide_id] for j in jobs], columns=list(STATUS_COLUMNS))

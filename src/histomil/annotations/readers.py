@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -162,6 +163,11 @@ def _parse_asap_xml(path: Path, raw: bytes) -> list[_Item]:
                     f"annotation file {path}: annotation {name!r} has a non-numeric coordinate "
                     f"({dict(c.attrib)})"
                 ) from exc
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise AnnotationError(
+                    f"annotation file {path}: annotation {name!r} has a non-finite coordinate "
+                    f"({dict(c.attrib)})"
+                )
             points.append((order, x, y))
         points.sort(key=lambda p: p[0])
         items.append((name, group, _polygon(path, name, [(x, y) for _, x, y in points])))
