@@ -28,14 +28,15 @@ METHODS = ("otsu", "saturation")
 
 @dataclass(frozen=True)
 class SegmentationConfig:
-    """``white_level``: gray values above it are never tissue (0-1); ``min_saturation``: floor of
-    the saturation threshold; areas in level-0 um^2 (converted with the thumbnail's mpp)."""
+    """``white_level``: gray values above it are never tissue (0-1); the saturation threshold is
+    Otsu's clipped to [``min_saturation``, ``max_saturation``]; areas in level-0 um^2 (converted with the thumbnail's mpp)."""
 
     method: str = "otsu"
     white_level: float = 0.9
-    min_saturation: float = 0.05
-    min_area_um2: float = 20_000.0
-    max_hole_um2: float = 20_000.0
+    min_saturation: float = 0.04
+    max_saturation: float = 0.08
+    min_area_um2: float = 10_000.0  # just under one 224-px patch at 20x (12,544 um^2)
+    max_hole_um2: float = 10_000.0
     closing_um: float = 8.0
 
     def __post_init__(self) -> None:
@@ -71,12 +72,13 @@ def _raw_saturation(rgb: np.ndarray, config: SegmentationConfig) -> tuple[np.nda
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
     if np.ptp(sat) < 0.02:
         return np.zeros(sat.shape, dtype=bool), np.zeros(sat.shape, dtype=bool)
-    thr = max(float(threshold_otsu(sat)), config.min_saturation)
+    # Otsu separates glass from tissue; capping it keeps pale tissue that Otsu would give away
+    thr = float(np.clip(threshold_otsu(sat), config.min_saturation, config.max_saturation))
     # H&E is pink to purple (hue ~0.75-1 and 0-0.08); saturated blue/green/cyan is ink
     ink = (hue > 0.25) & (hue < 0.68) & (sat > 0.1)
     dark = val < 0.15
     exclude = ink | dark
-    return (sat > min(thr, 0.25)) & ~exclude, exclude
+    return (sat > thr) & ~exclude, exclude
 
 
 def segment_tissue(

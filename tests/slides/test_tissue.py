@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.draw import disk, line
+
+from histomil.slides.tissue import (
+    SegmentationConfig,
+    mask_to_polygons,
+    segment_tissue,
+    write_tissue_geojson,
+)
+
+
+def _image_with_tissue(h=300, w=400):
+    rng = np.random.default_rng(0)
+    img = np.full((h, w, 3), 242, np.uint8)
+    rr, cc = disk((150, 200), 80, shape=(h, w))
+    img[rr, cc] = (225, 150, 200)
+    rr, cc = disk((150, 200), 40, shape=(h, w))
+    img[rr, cc] = (140, 80, 170)  # darker core: a third Otsu class, still tissue
+    noise = rng.integers(-4, 5, img.shape)
+    return np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8), (150, 200, 80)
+
+
+@pytest.mark.parametrize("method", ["otsu", "saturation"])
+def test_mask_matches_tissue(method):
+    img, (cy, cx, r) = _image_with_tissue()
+    mask = segment_tissue(img, thumb_mpp=2.0, config=SegmentationConfig(method=method))
+    truth = np.zeros(mask.shape, bool)
+    truth[disk((cy, cx), r, shape=mask.shape)] = True
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    assert iou > 0.95
+
+
+@pytest.mark.parametrize("method", ["otsu", "saturation"])
+def test_all_white_gives_empty_mask(method):
+    img = np.full((200, 300, 3), 250, np.uint8)
+    assert not segment_tissue(img, 4.0, SegmentationConfig(method=method)).any()
+    img[::2] = 252  # faint scanner noise is still background
+    assert not segment_tissue(img, 4.0, SegmentationConfig(method=method)).any()
+
+
+def test_saturation_removes_pen_and_keeps_faint_tissue():
+    img, _ = _image_with_tissue()
+    rr, cc = disk((60, 340), 50, shape=img.shape[:2])
+    img[rr, cc] = (228, 205, 222)  # faint, pale tissue
+    for dy in range(-3, 4):
+        rr, cc = line(20 + dy, 10, 280 + dy, 390)
+        img[rr, cc] = (40, 75, 150)  # blue ink across everything
+    mask = segment_tissue(img, 2.0, SegmentationConfig(method="saturation"))
+    assert mask[60, 340]  # faint tissue kept
+    assert not mask[20, 10] and not mask[150 + 0, int(10 + (150 - 20) * 380 / 260)]  # ink removed
+    otsu = segment_tissue(img, 2.0, SegmentationConfig(method="otsu"))
+    assert otsu[20, 10]  # grayscale Otsu cannot tell ink from tissue (why the alternative exists)
+
+
+def test_small_objects_removed_and_small_holes_filled():
+    mask_img = np.full((200, 200, 3), 245, np.uint8)
+    mask_img[20:180, 20:180] = (200, 120, 180)
+    mask_img[95:100, 95:100] = 245  # small hole (25 px)
+    mask_img[40:80, 40:80] = 245  # large hole (1600 px)
+    mask_img[5:8, 190:193] = (200, 120, 180)  # speck
+    cfg = SegmentationConfig(min_area_um2=100.0, max_hole_um2=100.0, closing_um=0)
+    mask = segment_tissue(mask_img, 1.0, cfg)
+    assert mask[97, 97] and not mask[60, 60] and not mask[6, 191]
+
+
+def test_polygons_in_level0_with_holes(tmp_path: Path):
+    mask = np.zeros((100, 100), bool)
+    mask[10:60, 20:90] = True
+    mask[25:40, 40:60] = False  # a hole
+    mask[80:90, 5:15] = True  # second component
+    polys = mask_to_polygons(mask, scale=(4.0, 4.0), simplify_px=0)
+    assert len(polys.geoms) == 2
+    big = max(polys.geoms, key=lambda p: p.area)
+    assert len(big.interiors) == 1
+    x0, y0, x1, y1 = big.bounds
+    assert (x0, y0, x1, y1) == pytest.approx(
+        (20 * 4 + 2, 10 * 4 + 2, 90 * 4 - 2, 60 * 4 - 2), abs=2.1
+    )
+    assert big.area == pytest.approx((70 * 50 - 20 * 15) * 16, rel=0.06)
+    path = tmp_path / "t.geojson"
+    write_tissue_geojson(path, polys)
+    geo = json.loads(path.read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 2
+    assert geo["features"][0]["properties"]["objectType"] == "annotation"
+    assert geo["features"][0]["properties"]["classification"]["name"] == "Tissue"
