@@ -108,3 +108,23 @@ def test_percentile_rank_ties_and_range():
     p = percentile_rank(np.array([0.1, 0.5, 0.5, 0.9, 0.0, 0.0]))
     assert p[4] == p[5] == 0 and p[3] == 100  # tied zeros stay at the bottom
     assert p[1] == p[2] == pytest.approx(100 * 3 / 5) and p[0] == pytest.approx(40)
+
+
+def test_lesion_outline_from_annotation_file(run_dir, tmp_path):
+    pytest.importorskip("histomil.annotations")
+    import json
+
+    from histomil.viz._sources import lesion_geometry
+
+    ann = tmp_path / "ann.geojson"
+    ring = [[700, 400], [900, 400], [900, 700], [700, 700], [700, 400]]
+    ann.write_text(json.dumps({"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
+                               "geometry": {"type": "Polygon", "coordinates": [ring]}}))  # fmt: skip
+    data = load_attention(run_dir, "slide_pos0", fold=0)
+    geom, note = lesion_geometry(data, ann)
+    assert "annotation ann.geojson" in note and geom.bounds == (700, 400, 900, 700)
+    geom, note = lesion_geometry(data, tmp_path / "absent.xml")
+    assert "patches" in note and geom.bounds == (640, 384, 1024, 768)  # fallback: patch labels
+    opts = HeatmapOptions(**{**SMALL.__dict__, "annotation_path": ann, "top_k": 0})
+    out = render_heatmap(run_dir, tmp_path / "a.png", opts, slide_id="slide_pos0", fold=0)
+    assert not montage_path_for(out).exists()  # top_k = 0: no montage

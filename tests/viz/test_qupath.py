@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import h5py
+import pytest
 
 from conftest import LESION, PS0
 from histomil.viz.qupath import QuPathOptions, export_qupath
@@ -53,3 +54,27 @@ def test_legacy_measurement_list_and_no_extras(run_dir, tmp_path):
     assert len(feats) == _n_patches(run_dir, "slide_neg1", 0)
     m = feats[0]["properties"]["measurements"]
     assert isinstance(m, list) and {"name", "value"} <= set(m[0])
+
+
+def test_annotation_file_gives_lesion_and_exclusion(run_dir, tmp_path):
+    pytest.importorskip("histomil.annotations")
+    x0, y0, x1, y1 = LESION
+
+    def poly(a, b, c, d):
+        return {"type": "Polygon", "coordinates": [[[a, b], [c, b], [c, d], [a, d], [a, b]]]}
+
+    ann = tmp_path / "ann.geojson"
+    ann.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": poly(x0 + 10, y0 + 10, x1 - 10, y1 - 10),
+         "properties": {"classification": {"name": "Tumor"}}},
+        {"type": "Feature", "geometry": poly(100, 100, 200, 200),
+         "properties": {"classification": {"name": "Exclusion"}}},
+    ]}))  # fmt: skip
+    opts = QuPathOptions(include_tissue=False, annotation_path=ann)
+    out = export_qupath(run_dir, tmp_path / "a.geojson", opts, slide_id="slide_pos0", fold=0)
+    ann_feats = [f for f in json.loads(out.read_text())["features"]
+                 if f["properties"]["objectType"] == "annotation"]  # fmt: skip
+    names = sorted(f["properties"]["name"] for f in ann_feats)
+    assert names == ["Exclusion 1", "Tumor 1"]  # from the file, not from the patch labels
+    tumor = next(f for f in ann_feats if f["properties"]["name"] == "Tumor 1")
+    assert min(p[0] for p in tumor["geometry"]["coordinates"][0]) == x0 + 10

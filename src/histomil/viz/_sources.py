@@ -71,25 +71,26 @@ def lesion_from_labels(data: AttentionData) -> Any | None:
     return union_all([box(x, y, x + ps, y + ps) for x, y in xy])
 
 
+def read_annotation_file(path: Path | None) -> Any | None:
+    """:class:`histomil.annotations.Annotations` of ``path``, or None when absent/unreadable."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        from histomil.annotations import read_annotations
+
+        return read_annotations(path)
+    except Exception:  # ImportError or AnnotationError: the caller falls back to patch labels
+        return None
+
+
 def lesion_geometry(
     data: AttentionData, annotation_path: str | Path | None = None
 ) -> tuple[Any | None, str]:
     """Lesion polygons from the annotation file, else from lesion patch labels, else None."""
     path = resolve_path(data, "annotation_path", annotation_path)
-    if path is not None and path.is_file():
-        try:
-            from histomil.annotations import read_annotations
-
-            ann = read_annotations(path)
-            lesion = ann.lesion
-            if lesion is not None and not lesion.is_empty:
-                return lesion, f"lesion outline: annotation {path.name}"
-        except ImportError:
-            pass
-        except Exception as exc:  # a broken annotation file must not kill the figure
-            note = f"annotation unreadable ({type(exc).__name__}); "
-            geom = lesion_from_labels(data)
-            return geom, note + ("outline from patch labels" if geom is not None else "no outline")
+    ann = read_annotation_file(path)
+    if ann is not None and not ann.lesion.is_empty:
+        return ann.lesion, f"lesion outline: annotation {path.name}"
     geom = lesion_from_labels(data)
     if geom is not None:
         return geom, "lesion outline: lesion-labelled patches"

@@ -151,7 +151,7 @@ def _title(data: AttentionData) -> str:
     a = data.attrs
     parts = [data.slide_id]
     for key, fmt in (("model", "{}"), ("split", "{}"), ("label", "label {}"), ("prob", "P={:.3f}")):
-        value = a.get(key)
+        value = a.get(key, a.get("slide_label")) if key == "label" else a.get(key)
         if value is not None and str(value) not in ("", "nan", "None"):
             try:
                 parts.append(fmt.format(float(value) if key == "prob" else value))

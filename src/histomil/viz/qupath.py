@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from histomil.viz._sources import lesion_geometry, tissue_geometry
+from histomil.viz._sources import (
+    lesion_geometry,
+    read_annotation_file,
+    resolve_path,
+    tissue_geometry,
+)
 from histomil.viz.attention import AttentionData, load_attention, percentile_rank
 
 _NAMESPACE = uuid.UUID("5f1f7c1e-6a53-4d0c-9a0e-8f3b1c2d4e5a")
@@ -149,6 +154,11 @@ def qupath_collection(data: AttentionData, options: QuPathOptions | None = None)
         features += annotation_features(
             lesion, "Tumor", data.slide_id, options.legacy_measurements, title
         )
+        ann = read_annotation_file(resolve_path(data, "annotation_path", options.annotation_path))
+        if ann is not None:
+            features += annotation_features(
+                ann.exclusion, "Exclusion", data.slide_id, options.legacy_measurements
+            )
     features += patch_features(data, options.legacy_measurements)
     return {"type": "FeatureCollection", "features": features}
 
