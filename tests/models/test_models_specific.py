@@ -116,3 +116,26 @@ def test_hipt_needs_coords_and_groups_by_region() -> None:
 def test_abmil_parameter_count_at_1024(gated: bool) -> None:
     n = sum(p.numel() for p in create_model("abmil", 1024, 2, gated=gated).parameters())
     assert n == (657_283 if gated else 591_619)
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("abmil", {"hidden": 8, "attn_dim": 4}),
+        ("transmil", {"hidden": 8, "heads": 2, "landmarks": 4}),
+        ("dsmil", {"hidden": 8, "q_dim": 4}),
+    ],
+)
+def test_aggregate_accepts_kept_instances_plus_recycle_tokens(name: str, params: dict) -> None:
+    """MHIM calls ``aggregate`` on kept projected instances with appended global tokens."""
+    torch.manual_seed(0)
+    model = create_model(name, D, 2, **params).train()
+    h = model.project(torch.randn(2, 20, D))
+    recycle = torch.randn(2, 3, 8, requires_grad=True)  # no coords for these
+    tokens = torch.cat([h[:, :12], recycle], dim=1)  # (B, 15, H)
+    mask = torch.ones(2, 15, dtype=torch.bool)
+    mask[1, 10:12] = False  # bag 1 kept fewer instances
+    out = model.aggregate(tokens, mask)
+    assert out.logits.shape == (2, 2) and out.scores.shape[:2] == (2, 15)
+    out.logits.sum().backward()
+    assert recycle.grad is not None and recycle.grad.abs().sum() > 0
