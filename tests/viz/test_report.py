@@ -17,7 +17,9 @@ FAST = ReportOptions(n_boot=100)
 
 
 def assert_self_contained(html: str) -> None:
-    assert "http" not in html.lower()
+    # base64 payloads can spell "http" by chance: check the markup with them removed
+    markup = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:", html)
+    assert "http" not in markup.lower() and "file:" not in markup.lower()
     srcs = re.findall(r'src\s*=\s*"([^"]*)"', html)
     assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
     assert all(h.startswith("#") for h in re.findall(r'href\s*=\s*"([^"]*)"', html))
@@ -98,3 +100,26 @@ def test_experiment_report(tmp_path, run_dir):
     assert "comparison.png" in html and "abmil.yaml" in html
     with pytest.raises(VizError, match="neither a run"):
         build_report(tmp_path / "exp" / "configs")
+
+
+def test_survival_and_multiclass_runs(tmp_path):
+    rng = np.random.default_rng(0)
+    surv = tmp_path / "surv"
+    surv.mkdir()
+    t = rng.uniform(1, 100, 40)
+    pd.DataFrame({"fold": 0, "slide_id": [f"p{i}" for i in range(40)], "risk": -t + rng.normal(0, 5, 40),
+                  "time": t, "event": rng.integers(0, 2, 40), "split": "test"}).to_csv(
+        surv / "predictions.csv", index=False)  # fmt: skip
+    html = build_report(surv, None, FAST).read_text()
+    assert "c_index" in html and 'id="curves"' not in html
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    y = rng.integers(0, 3, 30)
+    probs = rng.dirichlet(np.ones(3), 30)
+    df = pd.DataFrame({"fold": 0, "slide_id": [f"s{i}" for i in range(30)], "label": y,
+                       "prob": probs.max(1), "split": "test"})  # fmt: skip
+    for c in range(3):
+        df[f"prob_{c}"] = probs[:, c]
+    df.to_csv(multi / "predictions.csv", index=False)
+    html = build_report(multi, None, FAST).read_text()
+    assert "macro_auroc" in html and "macro_f1" in html
