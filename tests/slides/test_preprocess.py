@@ -95,6 +95,7 @@ def test_jpeg_needs_slide_mpp_and_manifest_mpp(tmp_path: Path):
     assert table.loc[0, "n_patches"] == 16
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF:UserWarning")
 def test_empty_slide_and_corrupt_file(tmp_path: Path, synth_cohort: Path):
     Image.fromarray(np.full((500, 500, 3), 248, np.uint8)).save(tmp_path / "white.png")
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage" * 10)
@@ -152,3 +153,10 @@ def test_cli(tmp_path: Path):
     res = runner.invoke(app, ["preprocess", str(tmp_path / "x.jpg"), "--out", str(tmp_path / "q"),
                               "--mpp", "0.5", "--magnification", "20"])  # fmt: skip
     assert res.exit_code != 0
+
+
+def test_rerun_with_other_settings_is_refused(synth_cohort: Path, tmp_path: Path):
+    good = synth_cohort.parent / "slides" / "synth_7_001.tif"
+    preprocess_slides([good], tmp_path)
+    with pytest.raises(ValueError, match="other settings.*patch_size"):
+        preprocess_slides([good], tmp_path, PreprocessConfig(patch_size=256))

@@ -213,7 +213,7 @@ def preprocess_slides(
             run_rows[s.slide_id] = {
                 "slide_id": s.slide_id,
                 "status": "skipped",
-                "n_patches": _count(done),
+                "n_patches": _count(done, config),
                 "seconds": 0.0,
                 "error": "",
                 "slide_path": str(s.path),
@@ -248,14 +248,37 @@ def preprocess_slides(
     return table
 
 
-def _count(path: Path) -> int:
+def _count(path: Path, config: PreprocessConfig) -> int:
+    """Patches in a finished patch file; refuses one made with other tiling settings."""
     import h5py
 
     try:
         with h5py.File(path, "r") as h5:
-            return int(h5["coords"].shape[0])
-    except OSError:
-        return -1
+            n = int(h5["coords"].shape[0])
+            made = {k: h5.attrs.get(k) for k in ("patch_size", "target_mpp", "min_tissue")}
+            made["segmentation"] = h5.attrs.get("segmentation")
+    except (OSError, KeyError) as exc:
+        raise ValueError(f"{path}: unreadable patch file ({exc}); delete it and rerun") from exc
+    wanted = {
+        "patch_size": config.patch_size,
+        "target_mpp": config.target_mpp,
+        "min_tissue": config.min_tissue,
+        "segmentation": config.segmentation.method,
+    }
+    diff = [k for k, v in wanted.items() if made[k] is None or not _same(made[k], v)]
+    if diff:
+        detail = ", ".join(f"{k}: file {made[k]} vs now {wanted[k]}" for k in diff)
+        raise ValueError(
+            f"{path} was made with other settings ({detail}); use another --out folder or "
+            "delete the old outputs"
+        )
+    return n
+
+
+def _same(a, b) -> bool:
+    if isinstance(b, str):
+        return str(a) == b
+    return bool(np.isclose(float(a), float(b)))
 
 
 def _write_status(path: Path, rows: dict[str, dict]) -> None:
