@@ -122,4 +122,22 @@ def test_survival_and_multiclass_runs(tmp_path):
         df[f"prob_{c}"] = probs[:, c]
     df.to_csv(multi / "predictions.csv", index=False)
     html = build_report(multi, None, FAST).read_text()
-    assert "macro_auroc" in html and "macro_f1" in html
+    assert "<td>auroc</td>" in html and "<td>f1</td>" in html
+
+
+def test_fast_metrics_equal_evaluation_module():
+    from histomil.evaluation import classification_metrics
+    from histomil.evaluation import multiclass_metrics as ref_multiclass
+    from histomil.viz._metrics import binary_metrics, multiclass_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 80)
+    probs = rng.dirichlet(np.ones(3), 80)
+    ours, ref = multiclass_metrics(y, probs), ref_multiclass(y, probs)
+    for k in ours:
+        assert ours[k] == pytest.approx(ref[k]), k
+    yb = (y == 1).astype(int)
+    ours = binary_metrics(yb, probs[:, 1], (probs[:, 1] >= 0.4).astype(int))
+    ref = classification_metrics(yb, probs[:, 1], 0.4)
+    for k in ours:
+        assert ours[k] == pytest.approx(ref[k]), k
