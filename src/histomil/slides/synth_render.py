@@ -137,12 +137,15 @@ def render_region(
     stroma = stroma + stain * np.array([8.0, 14.0, 6.0], np.float32)
     rgb = _nuclei_layer(ctx, stroma, les, (x0, y0, x1, y1), size, downsample)
     rng = np.random.default_rng([ctx.seed, 11, int(x0), int(y0), int(downsample * 16)])
-    rgb += rng.normal(0.0, 5.0, (h, w, 1)).astype(np.float32)
-    img = BACKGROUND * (1 - t) + rgb * t
-    fa = np.clip((faint - 0.5) * 6 + 0.5, 0, 1)[..., None] * (1 - t)
-    img = img * (1 - fa) + (0.3 * np.array(NORMAL.stroma, np.float32) + 0.7 * BACKGROUND) * fa
-    pa = np.clip((pen - 0.5) * 6 + 0.5, 0, 1)[..., None] * 0.85
-    img = img * (1 - pa) + PEN * pa
+    rgb += rng.standard_normal((h, w, 1), dtype=np.float32) * 5.0
+    img = BACKGROUND + (rgb - BACKGROUND) * t
+    if faint.max() >= 0.02:
+        fa = np.clip((faint - 0.5) * 6 + 0.5, 0, 1)[..., None] * (1 - t)
+        pale = 0.3 * np.array(NORMAL.stroma, np.float32) + 0.7 * BACKGROUND
+        img += (pale - img) * fa
+    if pen.max() >= 0.02:
+        pa = np.clip((pen - 0.5) * 6 + 0.5, 0, 1)[..., None] * 0.85
+        img += (PEN - img) * pa
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
