@@ -128,3 +128,25 @@ def test_lesion_outline_from_annotation_file(run_dir, tmp_path):
     opts = HeatmapOptions(**{**SMALL.__dict__, "annotation_path": ann, "top_k": 0})
     out = render_heatmap(run_dir, tmp_path / "a.png", opts, slide_id="slide_pos0", fold=0)
     assert not montage_path_for(out).exists()  # top_k = 0: no montage
+
+
+def test_vectorised_painting_matches_per_patch_loop():
+    from histomil.viz.attention import AttentionData
+    from histomil.viz.heatmap import build_canvas, paint_values
+
+    xs, ys = np.meshgrid(np.arange(0, 60000, 256), np.arange(0, 40000, 256))
+    xy = np.stack([xs.ravel(), ys.ravel()], 1)
+    rng = np.random.default_rng(0)
+    data = AttentionData("big", xy, rng.random(len(xy)), 256)
+    canvas = build_canvas(data, None, "", 700)  # ~3 px per patch: the vectorised path
+    rgb = rng.random((len(xy), 3))
+    got = paint_values(canvas, data, rgb)
+    ref = np.zeros_like(got)
+    x, y = xy[:, 0] - canvas.ox, xy[:, 1] - canvas.oy
+    for i in range(len(xy)):
+        r0, c0 = round(y[i] * canvas.sy), round(x[i] * canvas.sx)
+        r1 = max(r0 + 1, round((y[i] + 256) * canvas.sy))
+        c1 = max(c0 + 1, round((x[i] + 256) * canvas.sx))
+        ref[r0:r1, c0:c1, :3], ref[r0:r1, c0:c1, 3] = rgb[i], 1
+    assert np.array_equal(got, ref)
+    assert got[:, :, 3].mean() > 0.5  # the grid is covered without gaps inside the margin

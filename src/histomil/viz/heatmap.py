@@ -98,15 +98,25 @@ def paint_values(canvas: Canvas, data: AttentionData, rgb: np.ndarray) -> np.nda
     ps = data.patch_size_level0
     x = data.coords[:, 0] - canvas.ox
     y = data.coords[:, 1] - canvas.oy
-    xs0 = np.floor(x * canvas.sx).astype(np.int64)
-    ys0 = np.floor(y * canvas.sy).astype(np.int64)
-    xs1 = np.maximum(xs0 + 1, np.ceil((x + ps) * canvas.sx).astype(np.int64))
-    ys1 = np.maximum(ys0 + 1, np.ceil((y + ps) * canvas.sy).astype(np.int64))
+    # rounding both edges tiles a patch grid exactly (no gaps, no overlaps); >= 1 px each
+    xs0 = np.round(x * canvas.sx).astype(np.int64)
+    ys0 = np.round(y * canvas.sy).astype(np.int64)
+    xs1 = np.maximum(xs0 + 1, np.round((x + ps) * canvas.sx).astype(np.int64))
+    ys1 = np.maximum(ys0 + 1, np.round((y + ps) * canvas.sy).astype(np.int64))
     xs0, xs1 = np.clip(xs0, 0, w), np.clip(xs1, 0, w)
     ys0, ys1 = np.clip(ys0, 0, h), np.clip(ys1, 0, h)
+    hs, ws = ys1 - ys0, xs1 - xs0
+    rgba = np.concatenate([np.asarray(rgb, np.float32), np.ones((len(rgb), 1), np.float32)], 1)
+    if hs.max(initial=0) * ws.max(initial=0) <= data.n_patches:
+        # many small squares (big slides): one vectorised write per pixel offset in a square;
+        # later patches overwrite earlier ones, like the per-patch loop below
+        for dy in range(int(hs.max())):
+            for dx in range(int(ws.max())):
+                keep = (dy < hs) & (dx < ws)
+                out[ys0[keep] + dy, xs0[keep] + dx] = rgba[keep]
+        return out
     for i in range(data.n_patches):
-        out[ys0[i] : ys1[i], xs0[i] : xs1[i], :3] = rgb[i]
-        out[ys0[i] : ys1[i], xs0[i] : xs1[i], 3] = 1.0
+        out[ys0[i] : ys1[i], xs0[i] : xs1[i]] = rgba[i]
     return out
 
 
