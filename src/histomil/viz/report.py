@@ -231,7 +231,7 @@ def _predictions_section(df: pd.DataFrame) -> str:
         if c in df
     ]
     cols += [c for c in df.columns if c.startswith("prob_") and c not in cols]
-    shown = df.sort_values(["split", "fold", "slide_id"], ascending=[False, True, True])
+    shown = df.sort_values(["split", "fold", "slide_id"], ascending=[True, True, True])
     rows = []
     for _, r in shown.head(MAX_TABLE_ROWS).iterrows():
         cells = []
