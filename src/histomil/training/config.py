@@ -58,6 +58,7 @@ class _Train(_Strict):
     eval_every: int = Field(1, ge=1)
     threshold: str = "youden"
     survival_bins: int = Field(4, ge=2)
+    threads: int | None = Field(None, ge=1)
 
 
 class _Split(_Strict):
@@ -132,6 +133,7 @@ class TrainSettings:
     eval_every: int = 1
     threshold: str = "youden"
     survival_bins: int = 4
+    threads: int | None = None  # torch intra-op threads per fold (None: leave torch's default)
 
 
 @dataclass(frozen=True)

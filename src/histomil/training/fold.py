@@ -156,6 +156,8 @@ def run_fold(
     from histomil.models import create_model
     from histomil.objectives import TrainContext, create_objective
 
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     fold_dir = Path(run_dir) / "folds" / str(split.fold)
     seed = config.train.seed + split.fold
     seed_everything(seed)

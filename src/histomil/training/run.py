@@ -52,6 +52,16 @@ def _check_same_config(run_dir: Path, config: TrainConfig, resume: bool) -> None
         )
 
 
+def _check_names(config: TrainConfig) -> None:
+    """Fail before any fold starts when the model/objective name or parameters are wrong."""
+    from histomil.models import model_class
+    from histomil.objectives import create_objective
+
+    model_class(config.model.name)
+    params = {k: v for k, v in config.objective.params.items() if k != "teacher_init"}
+    create_objective(config.objective.name, **params)
+
+
 def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-fold metrics plus mean and sd (ddof=1) over folds for every split and metric."""
     out: dict[str, Any] = {"folds": folds, "n_folds": len(folds)}
@@ -80,6 +90,7 @@ def train(
     """Run every fold of ``config`` into ``out_dir`` and aggregate the outputs."""
     if not isinstance(config, TrainConfig):
         config = load_config(config)
+    _check_names(config)
     run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_same_config(run_dir, config, resume)
