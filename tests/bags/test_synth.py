@@ -138,7 +138,8 @@ def test_annotation_noise_and_unannotated_slides():
     arr = make_slide(missed, make_world(missed, 0), SlideSpec("p", 1, "train"), seed=0)
     assert arr.true_overlap.sum() > 0 and arr.patch_labels.sum() == 0
     unann = make_slide(cfg, world, SlideSpec("p", 1, "train", annotated=False), seed=0)
-    assert (unann.patch_labels == -1).all() and unann.overlap is None
+    assert (unann.patch_labels == -1).all() and np.isnan(unann.overlap).all()
+    assert unann.attn_target.sum() == 0
 
 
 def test_overlap_fraction_of_a_disc():

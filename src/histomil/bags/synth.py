@@ -107,11 +107,12 @@ def write_synthetic_slide(out_dir: Path, cfg: SynthConfig, spec: SlideSpec, seed
         "feature_dim": cfg.feature_dim,
         "histomil_version": __version__,
         "synthetic_seed": seed,
-        "label": spec.label,
+        "slide_label": spec.label,
+        "annotated": bool(spec.label == 0 or spec.annotated),
     }
     write_bag_arrays(out_dir / "bags" / f"{spec.slide_id}.h5", arr, attrs, cfg.dtype)
     ann_path = None
-    if cfg.write_annotations and arr.overlap is not None and spec.label == 1:
+    if cfg.write_annotations and spec.annotated and spec.label == 1:
         ann_path = f"annotations/{spec.slide_id}.geojson"
         atomic_write_json(out_dir / ann_path, geojson_polygons(arr.annotation))
     n = arr.features.shape[0]
@@ -178,6 +179,14 @@ def _summary(
         }
         for split in ("train", "val", "test")
     }
+    if cases:
+        counts = {
+            split: {
+                "slides": int((manifest["split"] == split).sum()),
+                "cases": int(manifest.loc[manifest["split"] == split, "case_id"].nunique()),
+            }
+            for split in ("train", "val", "test")
+        }
     q = [0.0, 0.1, 0.5, 0.9, 1.0]
     stats = {
         "n_slides": len(manifest),

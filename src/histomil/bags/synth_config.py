@@ -48,7 +48,7 @@ class SynthConfig:
     lesions_extra_mean: float = 1.0  # number of lesions = 1 + Poisson(lesions_extra_mean)
     lesion_irregularity: float = 0.35  # amplitude of boundary harmonics (0 = discs)
     # feature space
-    signal: float = 2.0  # lesion shift along its unit direction, noise-sd units
+    signal: float = 5.0  # lesion shift along its unit direction, noise-sd units
     signal_jitter: float = 0.35  # per-patch relative spread of the lesion shift
     lesion_heterogeneity: float = (
         0.6  # per-slide deviation of the lesion direction from the shared one
@@ -119,7 +119,7 @@ _SMALL = dict(
     dtype="float32",
     lesion_share_median=0.05,
     lesion_share_sigma=0.8,
-    signal=3.0,
+    signal=4.0,
 )
 
 PRESETS: dict[str, dict[str, Any]] = {

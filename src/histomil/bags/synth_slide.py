@@ -56,7 +56,7 @@ class SlideArrays:
     coords: np.ndarray  # (N, 2) int64
     tissue: np.ndarray  # (N,) float32
     patch_labels: np.ndarray  # (N,) int8: 1 lesion, 0 non-lesion, -1 unknown
-    overlap: np.ndarray | None  # (N,) float32 annotated lesion fraction; None if unannotated
+    overlap: np.ndarray  # (N,) float32 annotated lesion fraction; NaN when unannotated
     attn_target: np.ndarray  # (N,) float32, sums to 1 on annotated positive slides
     true_overlap: np.ndarray  # (N,) float32 ground-truth lesion fraction (synthetic only)
     distractor: np.ndarray  # (N,) int8 1 on salient distractor patches
@@ -157,7 +157,7 @@ def make_slide(cfg: SynthConfig, world: World, spec: SlideSpec, seed: int) -> Sl
     attn_target = np.zeros(n, np.float32)
     if spec.label == 1 and not spec.annotated:
         labels = np.full(n, -1, np.int8)
-        overlap = None
+        overlap = np.full(n, np.nan, np.float32)  # unknown, as histomil.annotations writes
     else:
         overlap = overlap_fraction(coords, px, annotation)
         labels = (overlap > cfg.label_threshold).astype(np.int8)
