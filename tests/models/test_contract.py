@@ -164,3 +164,19 @@ def test_survival_head_has_one_logit_per_bin(name: str) -> None:
     model = _make(name, 4).eval()
     out = _run(model, torch.randn(17, D))
     assert out.logits.shape == (1, 4)
+
+
+@pytest.mark.parametrize("name", names())
+def test_all_padding_bag_in_a_batch_stays_finite(name: str) -> None:
+    model = _make(name, 2).eval()
+    x = torch.randn(2, 10, D)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1] = False
+    out = _run(model, x, mask=mask, label=torch.tensor([1, 0]))
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.embedding).all()
+    if out.weights is not None:
+        assert torch.all(out.weights[1] == 0)
+    if out.aux_loss is not None:
+        assert torch.isfinite(out.aux_loss)
+    single = _run(model, x[:1])
+    torch.testing.assert_close(out.logits[:1], single.logits, atol=1e-4, rtol=1e-4)

@@ -19,6 +19,7 @@ the bin index as a class; set ``max_instance_loss=False`` to switch it off.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -68,6 +69,7 @@ class DSMIL(MILModel):
         inst = self.instance_classifier(h)  # (B, N, C)
         ranked = inst if mask is None else inst.masked_fill(~mask[..., None], float("-inf"))
         max_logits, crit = ranked.max(dim=1)  # (B, C), (B, C)
+        max_logits = torch.nan_to_num(max_logits, neginf=0.0)  # all-padding bags
         q = self.q(h)  # (B, N, Q)
         q_crit = q.gather(1, crit[..., None].expand(-1, -1, q.shape[-1]))  # (B, C, Q)
         scores = (q @ q_crit.transpose(1, 2)) * self.q_scale  # (B, N, C)

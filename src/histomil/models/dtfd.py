@@ -129,6 +129,11 @@ class DTFD(MILModel):
         logits, zs, auxes = [], [], []
         for i in range(b):
             keep = torch.arange(n, device=h.device) if mask is None else mask[i].nonzero()[:, 0]
+            if keep.numel() == 0:  # an all-padding bag: zero embedding, no loss
+                zs.append(h.new_zeros(h.shape[-1]))
+                logits.append(self.classifier2(zs[-1]))
+                auxes.append(h.new_zeros(()))
+                continue
             li, zi, si, wi, ai = self._bag(h[i, keep], None if label is None else label[i])
             scores = scores.index_put((torch.full_like(keep, i), keep), si)
             weights = weights.index_put((torch.full_like(keep, i), keep), wi)

@@ -126,6 +126,9 @@ class HIPT(MILModel):
         scores, weights, zs = h.new_zeros(b, n), h.new_zeros(b, n), []
         for i in range(b):
             keep = torch.arange(n, device=h.device) if mask is None else mask[i].nonzero()[:, 0]
+            if keep.numel() == 0:  # an all-padding bag: zero embedding, zero scores
+                zs.append(h.new_zeros(h.shape[-1]))
+                continue
             zi, si, wi = self._bag(h[i, keep], coords[i, keep])
             rows = torch.full_like(keep, i)
             scores = scores.index_put((rows, keep), si)

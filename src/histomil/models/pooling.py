@@ -11,6 +11,7 @@ ranks instances can use ``instance_logits``) and ``attention_threshold`` is reje
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from histomil.models._common import check_dropout, projection
@@ -78,4 +79,6 @@ class MaxPooling(_Pooling):
             ranked, hm = inst.masked_fill(pad, float("-inf")), h.masked_fill(pad, float("-inf"))
         else:
             ranked, hm = inst, h
-        return MILOutput(logits=ranked.amax(dim=1), embedding=hm.amax(dim=1), instance_logits=inst)
+        logits = torch.nan_to_num(ranked.amax(dim=1), neginf=0.0)  # all-padding bags -> 0
+        emb = torch.nan_to_num(hm.amax(dim=1), neginf=0.0)
+        return MILOutput(logits=logits, embedding=emb, instance_logits=inst)

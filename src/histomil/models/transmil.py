@@ -90,6 +90,9 @@ class TransMIL(MILModel):
             zs = []
             for i in range(h.shape[0]):
                 keep = mask[i].nonzero().squeeze(-1)
+                if keep.numel() == 0:  # an all-padding bag: zero embedding, zero scores
+                    zs.append(h.new_zeros(1, h.shape[-1]))
+                    continue
                 zi, si = self._encode(h[i : i + 1, keep])
                 zs.append(zi)
                 s = s.index_put((torch.full_like(keep, i), keep), si[0])
