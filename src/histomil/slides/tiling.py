@@ -92,8 +92,9 @@ def tissue_fractions(
         return np.zeros(0, dtype=np.float32)
     mh, mw = mask.shape
     sx, sy = mw / dimensions[0], mh / dimensions[1]  # mask px per level-0 px
-    integral = np.zeros((mh + 1, mw + 1), dtype=np.float64)
-    integral[1:, 1:] = np.cumsum(np.cumsum(mask.astype(np.float64), axis=0), axis=1)
+    integral = np.zeros((mh + 1, mw + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
+    np.cumsum(mask, axis=0, dtype=integral.dtype, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
     x0 = coords[:, 0] * sx
     y0 = coords[:, 1] * sy
     x1 = (coords[:, 0] + size0) * sx
