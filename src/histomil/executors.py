@@ -3,11 +3,25 @@
 Every batch command goes through :func:`run_tasks`, so failure isolation, progress and the
 choice of executor live in one place. A task is a picklable top-level function plus keyword
 arguments; a task that raises is reported in its :class:`TaskResult` and never stops the others.
+
+- ``local``: ``workers`` = 1 runs in this process; more start that many "spawn" worker
+  processes, each limited to ``cpu_count // workers`` math threads (no oversubscription) unless
+  ``OMP_NUM_THREADS`` is set.
+- ``ray``: one Ray task per :class:`Task` (``num_cpus_per_task``/``num_gpus_per_task`` are the
+  resource request; extraction asks for a GPU with ``--device cuda``). Ray is reused when the
+  caller already initialised it; otherwise :func:`run_tasks` connects to ``ray_address`` /
+  ``RAY_ADDRESS`` or starts a local instance with ``workers`` CPUs, and shuts that connection
+  (and a local instance) down when the batch ends, so a library call leaves no processes behind.
+  Callers running many batches call ``ray.init`` once themselves. Tasks are never retried by
+  Ray: a failure is reported and a rerun resumes, because every job skips finished outputs.
+  Inputs and outputs must be on storage every node sees (docs/scale.md).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -76,12 +90,13 @@ def run_tasks(
     config: ExecutorConfig | None = None,
     *,
     description: str = "tasks",
-    on_result: Callable[[TaskResult], None] | None = None,
+    on_result: Callable[[TaskResult], str | None] | None = None,
 ) -> list[TaskResult]:
     """Run ``tasks`` and return one result per task, in the order of ``tasks``.
 
     ``on_result`` is called in the parent process as each task finishes (to append a status row,
-    for instance), so an interrupted batch keeps what it finished.
+    for instance), so an interrupted batch keeps what it finished; a string it returns is shown
+    next to the progress bar.
     """
     config = config or ExecutorConfig()
     if not tasks:
@@ -120,10 +135,12 @@ def _progress(description: str, total: int):
 def _report(progress, bar, result: TaskResult, failures: list[int], on_result) -> None:
     if not result.ok:
         failures[0] += 1
+    # on_result may return a short string (e.g. "1234 patches") shown next to the bar
+    extra = on_result(result) if on_result is not None else None
     status = f"last: {result.key}" + (f" | failed: {failures[0]}" if failures[0] else "")
+    if isinstance(extra, str) and extra:
+        status += f" | {extra}"
     progress.update(bar, advance=1, status=status)
-    if on_result is not None:
-        on_result(result)
 
 
 def _run_serial(tasks, description, on_result) -> list[TaskResult]:
@@ -138,13 +155,35 @@ def _run_serial(tasks, description, on_result) -> list[TaskResult]:
     return results
 
 
+def _limit_threads(threads: int) -> None:
+    """Worker initializer: ``threads`` math threads per process unless the user chose."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    torch = sys.modules.get("torch")  # imported already by the spawned main module
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def worker_threads(workers: int) -> int:
+    """Math threads per local worker process: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
 def _run_processes(tasks, workers, description, on_result) -> list[TaskResult]:
     # "spawn" keeps workers free of the parent's threads (torch, OpenSlide) and works everywhere.
     ctx = mp.get_context("spawn")
     progress, bar = _progress(description, len(tasks))
     failures = [0]
     results = []
-    with progress, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_limit_threads,
+        initargs=(worker_threads(workers),),
+    )
+    with progress, pool:
         futures = {pool.submit(_call, task): task for task in tasks}
         for future in as_completed(futures):
             task = futures[future]
@@ -167,13 +206,42 @@ def _import_ray():
     return ray
 
 
-def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:
+def ray_init_kwargs(config: ExecutorConfig) -> dict[str, Any]:
+    """The ``ray.init`` arguments for ``config``: a cluster address, or a fresh local instance.
+
+    ``ray_address`` (``auto``, ``HOST:6379`` or ``ray://HOST:10001``) wins; else the
+    ``RAY_ADDRESS`` environment variable (read by Ray itself); else a new local instance with
+    ``workers`` CPUs (``address="local"`` so a stray ``ray start`` on this machine is not joined).
+    """
+    quiet = {"log_to_driver": False}
+    if config.ray_address:
+        return {"address": config.ray_address, **quiet}
+    if os.environ.get("RAY_ADDRESS"):
+        return quiet
+    return {"address": "local", "num_cpus": config.workers, "include_dashboard": False, **quiet}
+
+
+def _ensure_ray(config: ExecutorConfig):
+    """Return (ray, started): ``started`` is True when this call connected/started Ray."""
     ray = _import_ray()
-    if not ray.is_initialized():
-        if config.ray_address:
-            ray.init(address=config.ray_address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=config.workers, log_to_driver=False, include_dashboard=False)
+    if ray.is_initialized():
+        return ray, False
+    ray.init(**ray_init_kwargs(config))
+    return ray, True
+
+
+def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:
+    """One Ray task per :class:`Task`; Ray is shut down again only if this call started it."""
+    ray, started = _ensure_ray(config)
+    try:
+        return _submit_ray(ray, tasks, config, description, on_result)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _submit_ray(ray, tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:
+    # max_retries=0: a task that failed is reported, not silently rerun (reruns resume instead).
     remote = ray.remote(_call).options(
         num_cpus=config.num_cpus_per_task, num_gpus=config.num_gpus_per_task, max_retries=0
     )
@@ -181,15 +249,21 @@ def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[Task
     progress, bar = _progress(description, len(tasks))
     failures = [0]
     results = []
-    with progress:
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            ref = done[0]
-            task = pending.pop(ref)
-            try:
-                result = ray.get(ref)
-            except Exception as exc:  # the Ray worker died or the task could not be scheduled
-                result = TaskResult(task.key, False, None, f"ray task failed: {exc!r}")
-            results.append(result)
-            _report(progress, bar, result, failures, on_result)
+    try:
+        with progress:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                ref = done[0]
+                task = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # the Ray worker died or the task could not run
+                    result = TaskResult(task.key, False, None, f"ray task failed: {exc!r}")
+                results.append(result)
+                _report(progress, bar, result, failures, on_result)
+    finally:
+        # Interrupted driver (Ctrl-C, an on_result error): cancel what has not finished so a
+        # cluster does not keep working for nobody; finished outputs stay and a rerun resumes.
+        for ref in pending:
+            ray.cancel(ref, force=True)
     return results

@@ -223,7 +223,9 @@ def preprocess_slides(
     rows.update(run_rows)
     by_id = {s.slide_id: s for s in slides}
 
-    def on_result(result: TaskResult) -> None:
+    total = [sum(max(0, int(r["n_patches"])) for r in run_rows.values())]
+
+    def on_result(result: TaskResult) -> str:
         row = {"slide_id": result.key, "seconds": round(result.seconds, 3)}
         if result.ok:
             row.update(result.value)
@@ -232,6 +234,8 @@ def preprocess_slides(
         row["slide_path"] = str(by_id[result.key].path)
         rows[result.key] = run_rows[result.key] = row
         _write_status(csv_path, rows)
+        total[0] += int(row["n_patches"])
+        return f"{total[0]:,} patches"
 
     tasks = [Task(s.slide_id, _task, {"slide": s, "out": str(out), "config": config}) for s in todo]
     _write_status(csv_path, rows)
