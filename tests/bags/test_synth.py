@@ -26,8 +26,8 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def survival(tmp_path_factory):
     out = tmp_path_factory.mktemp("surv")
-    return generate_bags(out, "survival-small", seed=2, n_cases=60, patches_median=80,
-                         patches_min=40, patches_max=150, feature_dim=8)  # fmt: skip
+    return generate_bags(out, "survival-small", seed=2, n_cases=50, patches_median=60,
+                         patches_min=30, patches_max=100, feature_dim=8)  # fmt: skip
 
 
 def test_camelyon16_preset_matches_paper_split():
@@ -161,7 +161,7 @@ def test_survival_preset(survival):
     assert 0.25 <= 1 - cases["event"].mean() <= 0.55
     assert (cases["time"] > 0).all() and set(df["label"]) <= {0, 1, 2, 3}
     meta = json.loads((survival.parent / "synth.json").read_text())
-    assert meta["stats"]["n_cases"] == 60
+    assert meta["stats"]["n_cases"] == 50
 
 
 def test_survival_hazard_depends_on_lesion_content():

@@ -9,6 +9,7 @@ format of DESIGN.md plus synthetic ground truth ``true_overlap`` and ``distracto
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ def write_synthetic_slide(out_dir: Path, cfg: SynthConfig, spec: SlideSpec, seed
     ann_path = None
     if cfg.write_annotations and spec.annotated and spec.label == 1:
         ann_path = f"annotations/{spec.slide_id}.geojson"
-        atomic_write_json(out_dir / ann_path, geojson_polygons(arr.annotation))
+        atomic_write_text(out_dir / ann_path, json.dumps(geojson_polygons(arr.annotation)))
     n = arr.features.shape[0]
     return {
         "slide_id": spec.slide_id,

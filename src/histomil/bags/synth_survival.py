@@ -12,7 +12,6 @@ from __future__ import annotations
 import zlib
 
 import numpy as np
-from scipy.optimize import brentq
 
 from histomil.bags.synth_config import SynthConfig
 from histomil.bags.synth_slide import SlideSpec
@@ -88,4 +87,8 @@ def _censoring_rate(rates: np.ndarray, target: float, max_time: float) -> float:
 
     if censored(0.0) >= target:
         return 0.0
-    return float(brentq(lambda c: censored(c) - target, 0.0, 100.0 * rates.max() + 1.0))
+    lo, hi = 0.0, 100.0 * float(rates.max()) + 1.0
+    for _ in range(100):  # bisection: censored() increases with the censoring rate
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if censored(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
