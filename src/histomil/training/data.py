@@ -48,7 +48,7 @@ def attention_target(bag: Bag) -> torch.Tensor | None:
     if bag.patch_labels is None or not bool((bag.patch_labels == 1).any()):
         return None
     lesion = (bag.patch_labels == 1).float()
-    w = lesion * bag.overlap.float() if bag.overlap is not None else lesion
+    w = lesion * torch.nan_to_num(bag.overlap.float()) if bag.overlap is not None else lesion
     if float(w.sum()) <= 0:
         w = lesion
     return w / w.sum()
@@ -104,7 +104,8 @@ def relabel(bag: Bag, cfg: DataConfig) -> Bag:
     labels = bag.patch_labels
     if cfg.min_overlap is not None and bag.overlap is not None and int(bag.label) != 0:
         known = labels >= 0
-        labels = torch.where(known, (bag.overlap > cfg.min_overlap).to(labels.dtype), labels)
+        above = torch.nan_to_num(bag.overlap.float()) > cfg.min_overlap
+        labels = torch.where(known, above.to(labels.dtype), labels)
         changed = True
     if cfg.padding_px > 0 and bag.coords is not None:
         step = cfg.patch_size_level0 or grid_step(bag.coords)
