@@ -86,3 +86,27 @@ def test_load_cohort_rejects_duplicate_ids(tmp_path):
 def test_bags_folder_missing_is_a_clear_error(tmp_path):
     with pytest.raises(BagError, match="does not exist"):
         load_cohort(pd.DataFrame({"slide_id": ["a"], "label": [0]}), tmp_path / "none")
+
+
+def test_same_slide_under_two_trident_encoders_is_ambiguous(tmp_path):
+    for enc in ("features_uni_v1", "features_conch_v1"):
+        folder = tmp_path / "20x_256px_0px_overlap" / enc
+        folder.mkdir(parents=True)
+        with h5py.File(folder / "s1.h5", "w") as f:
+            f["features"] = np.ones((2, 4), np.float32)
+            f["coords"] = np.zeros((2, 2), np.int64)
+    manifest = pd.DataFrame({"slide_id": ["s1"], "label": [1]})
+    with pytest.raises(BagError, match="point --bags at the features_<encoder> folder"):
+        load_cohort(manifest, tmp_path)
+    cohort = load_cohort(manifest, tmp_path / "20x_256px_0px_overlap" / "features_uni_v1")
+    assert cohort["s1"].features.shape == (2, 4) and cohort["s1"].label == 1
+
+
+def test_load_cohort_reads_clam_h5_files(tmp_path):
+    (tmp_path / "h5_files").mkdir()
+    with h5py.File(tmp_path / "h5_files" / "normal_001.h5", "w") as f:
+        f["features"] = np.full((3, 1024), 0.5, np.float32)
+        f["coords"] = np.arange(6, dtype=np.int64).reshape(3, 2)
+    cohort = load_cohort(pd.DataFrame({"slide_id": ["normal_001"], "label": [0]}), tmp_path)
+    bag = cohort["normal_001"]
+    assert bag.features.shape == (3, 1024) and bag.coords.tolist() == [[0, 1], [2, 3], [4, 5]]

@@ -137,3 +137,16 @@ def test_unwrap_state_dict_variants():
     assert unwrap_state_dict({"model": {"backbone.a": t}}).keys() == {"a"}
     with pytest.raises(WeightsError, match="no state dict"):
         unwrap_state_dict({"epoch": 3})
+
+
+def test_timm_hf_cache_is_used_without_download(empty_caches, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    model = timm.create_model("resnet18", pretrained=False)
+    hub_id = model.pretrained_cfg["hf_hub_id"]  # e.g. timm/resnet18.a1_in1k
+    snap = tmp_path / "hf" / "hub" / ("models--" + hub_id.replace("/", "--")) / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    save_file(model.state_dict(), str(snap / "model.safetensors"))
+    enc = create_encoder("timm:resnet18")
+    assert str(snap / "model.safetensors") in enc.weights
