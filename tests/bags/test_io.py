@@ -135,3 +135,19 @@ def test_trident_layout_with_batch_axis_and_coords_attrs(tmp_path):
     np.testing.assert_array_equal(bag.features, features)
     np.testing.assert_array_equal(bag.coords, coords)
     assert bag.attrs["patch_size_level0"] == 512
+
+
+def test_failure_while_writing_leaves_no_file(tmp_path, monkeypatch):
+    features, coords = _arrays()
+    target = tmp_path / "bags" / "s.h5"
+    original = h5py.Group.create_dataset
+
+    def failing(self, name, *args, **kwargs):
+        if name == "coords":  # after features were written to the temporary file
+            raise OSError("disk full")
+        return original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_bag(target, features, coords)
+    assert list((tmp_path / "bags").iterdir()) == []
