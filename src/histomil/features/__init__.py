@@ -6,6 +6,7 @@ from histomil.features.encoders import (
     WeightsSpec,
     create_encoder,
     list_encoders,
+    register_encoder,
 )
 from histomil.features.extract import ExtractConfig, extract_dir, extract_slide
 from histomil.features.weights import WeightsError, read_state_dict, weights_identity
@@ -21,5 +22,6 @@ __all__ = [
     "extract_slide",
     "list_encoders",
     "read_state_dict",
+    "register_encoder",
     "weights_identity",
 ]

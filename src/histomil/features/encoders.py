@@ -64,17 +64,11 @@ class Encoder:
     interpolation: str = "bilinear"
 
 
-_REGISTRY: dict[str, Callable[[WeightsSpec], Encoder]] = {}
-
-
-def register(name: str) -> Callable:
-    """Decorator adding an encoder builder to the registry (called at definition, no I/O)."""
-
-    def wrap(fn: Callable[[WeightsSpec], Encoder]) -> Callable[[WeightsSpec], Encoder]:
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
+def register_encoder(name: str, builder: Callable[[WeightsSpec], Encoder]) -> None:
+    """Add an encoder builder (``WeightsSpec -> Encoder``) under ``name`` (for extensions)."""
+    if name.startswith("timm:"):
+        raise EncoderError("names starting with 'timm:' are reserved for timm models")
+    _REGISTRY[name] = builder
 
 
 def list_encoders() -> list[str]:
@@ -151,7 +145,6 @@ def _drop(model, prefixes: tuple[str, ...]):
     return model
 
 
-@register("resnet50_trunc")
 def _resnet50_trunc(weights: WeightsSpec) -> Encoder:
     import torch.nn as nn
 
@@ -170,10 +163,16 @@ def _resnet50_trunc(weights: WeightsSpec) -> Encoder:
     return Encoder("resnet50_trunc", trunk, 1024, IMAGENET_MEAN, IMAGENET_STD, None, ident)
 
 
-@register("resnet50")
 def _resnet50(weights: WeightsSpec) -> Encoder:
     model, ident = _resnet50_base(weights, ("fc.",), "resnet50")
     return Encoder("resnet50", model, 2048, IMAGENET_MEAN, IMAGENET_STD, None, ident)
+
+
+# An explicit table (no import-time self-registration); extend with register_encoder.
+_REGISTRY: dict[str, Callable[[WeightsSpec], Encoder]] = {
+    "resnet50_trunc": _resnet50_trunc,
+    "resnet50": _resnet50,
+}
 
 
 def _timm_encoder(model_name: str, weights: WeightsSpec) -> Encoder:
