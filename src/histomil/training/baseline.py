@@ -2,7 +2,8 @@
 same split and seed.
 
 Per fold the state dict comes from, in order: ``objective.params.teacher_init`` (a run folder,
-whose ``folds/<k>/checkpoint.pt`` is used, or a checkpoint file); an existing finished
+whose ``folds/<k>/checkpoint.pt`` is used, or a checkpoint file; ``auto`` or unset means the
+next two options); an existing finished
 ``RUN/baseline/folds/<k>/``; otherwise the baseline is trained now into ``RUN/baseline/``.
 """
 
@@ -30,7 +31,7 @@ def baseline_state(
     from histomil.training.fold import read_fold_result, run_fold
 
     teacher = config.objective.params.get("teacher_init")
-    if isinstance(teacher, str) and teacher:
+    if isinstance(teacher, str) and teacher and teacher != "auto":
         path = Path(teacher)
         if path.is_dir():
             path = path / "folds" / str(split.fold) / "checkpoint.pt"

@@ -11,6 +11,7 @@ Outputs (``RUN/folds/<k>/``): ``checkpoint.pt``, ``history.csv``, ``predictions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -147,6 +148,31 @@ def _export_attention(run_dir, fold, config, data, bags, preds, splits_of) -> No
         )
 
 
+@contextlib.contextmanager
+def _epoch_bar(fold: int, max_epochs: int):
+    """Per-epoch progress (val loss/AUROC) in the main process; silent in worker processes."""
+    import multiprocessing as mp
+
+    if mp.parent_process() is not None:
+        yield lambda row: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn(f"fold {fold} epochs"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), transient=True,
+    )  # fmt: skip
+    bar = progress.add_task("epochs", total=max_epochs, status="")
+
+    def update(row: dict) -> None:
+        status = f"val loss {row.get('val_loss', float('nan')):.4f}"
+        status += f" | val AUROC {row.get('val_auroc', float('nan')):.3f}"
+        progress.update(bar, advance=1, status=status)
+
+    with progress:
+        yield update
+
+
 def run_fold(
     config: TrainConfig, split: FoldSplit, run_dir: str, baseline_dir: str | None = None
 ) -> dict:
@@ -176,9 +202,15 @@ def run_fold(
         seed_everything(seed)
     objective.setup(model, context)
     history: list[dict] = []
-    result = fit(
-        model, objective, data.train, data.val, config.train, config.task, seed, history.append
-    )
+    with _epoch_bar(split.fold, config.train.max_epochs) as show:
+
+        def record(row: dict) -> None:
+            history.append(row)
+            show(row)
+
+        result = fit(
+            model, objective, data.train, data.val, config.train, config.task, seed, record
+        )
     # ---- the model is frozen from here on; threshold from validation predictions only ----
     val_preds = predict(
         model, objective, data.val, config.task, config.train.device, keep_attention=True
