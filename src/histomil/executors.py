@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 ExecutorName = Literal["local", "ray"]
 EXECUTORS: tuple[str, ...] = ("local", "ray")
+_CANCEL_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,9 @@ def _submit_ray(ray, tasks, config: ExecutorConfig, description, on_result) -> l
     finally:
         # Interrupted driver (Ctrl-C, an on_result error): cancel what has not finished so a
         # cluster does not keep working for nobody; finished outputs stay and a rerun resumes.
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        # Not ``force``: killing workers races with the next batch's scheduling.
+        if pending:
+            for ref in pending:
+                ray.cancel(ref)
+            ray.wait(list(pending), num_returns=len(pending), timeout=_CANCEL_WAIT_S)
     return results

@@ -40,6 +40,11 @@ def label(
     ),
     workers: int = typer.Option(1, "--workers", help="Parallel worker processes."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
+    ),
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Exit 0 even when some slides fail (see label.csv)."
     ),
@@ -48,7 +53,7 @@ def label(
     from histomil.annotations.labelling import LabelConfig, label_patches_dir
     from histomil.executors import BatchError
 
-    exec_config = executor_config(executor, workers)
+    exec_config = executor_config(executor, workers, ray_address)
     try:
         config = LabelConfig(
             padding_px=padding_px,

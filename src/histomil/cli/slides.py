@@ -30,6 +30,11 @@ def preprocess(
     backend: str | None = typer.Option(None, "--backend", help="openslide | tiffslide | pil."),
     workers: int = typer.Option(1, "--workers", help="Parallel slide processes."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
+    ),
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Exit 0 even when some slides fail (they are reported)."
     ),
@@ -55,7 +60,7 @@ def preprocess(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    exec_config = executor_config(executor, workers)
+    exec_config = executor_config(executor, workers, ray_address)
     try:
         table = preprocess_slides(slides, out, config, exec_config, slide_mpp, skip_errors)
     except BatchError as exc:

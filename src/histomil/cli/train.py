@@ -15,6 +15,11 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder (outputs, checkpoints)."),
     workers: int = typer.Option(1, "--workers", help="Folds trained in parallel (local)."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
+    ),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Skip finished folds of an existing run."
     ),
@@ -25,7 +30,9 @@ def train(
     from histomil.training import train as run_training
 
     try:
-        result = run_training(config, out, executor_config(executor, workers), resume=resume)
+        result = run_training(
+            config, out, executor_config(executor, workers, ray_address), resume=resume
+        )
     except (BatchError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     test = result.metrics.get("test", {})
