@@ -10,6 +10,14 @@ from histomil.models.base import MILModel, MILOutput
 from histomil.objectives import TrainContext, create_objective, objective_names
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _model(seed: int = 0) -> MILModel:
     torch.manual_seed(seed)
     return create_model("abmil", in_dim=8, n_classes=1, dropout=0.0)

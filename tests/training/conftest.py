@@ -42,3 +42,14 @@ def survival_cohort(tmp_path_factory) -> Path:
         hazard_grade=2.5,
         censoring=0.2,
     )
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is faster, and far faster on a busy shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
