@@ -111,9 +111,7 @@ def fold_metrics(rows: pd.DataFrame, task: str, threshold: float | None) -> dict
     if rows.empty:
         return {}
     if task == "survival":
-        return {
-            "c_index": M.c_index(rows["time"].values, rows["risk"].values, rows["event"].values)
-        }
+        return M.c_index_with_ci(rows["time"].values, rows["risk"].values, rows["event"].values)
     prob_cols = sorted(c for c in rows.columns if c.startswith("prob_") and rows[c].notna().all())
     if prob_cols:
         return M.multiclass_metrics(rows["label"].values, rows[prob_cols].values)

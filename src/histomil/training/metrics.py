@@ -101,6 +101,22 @@ def c_index(times: np.ndarray, risks: np.ndarray, events: np.ndarray) -> float:
     return float(concordance_index(times, -np.asarray(risks), events))
 
 
+def c_index_with_ci(
+    times: np.ndarray, risks: np.ndarray, events: np.ndarray, n: int = 500, seed: int = 0
+) -> dict[str, float]:
+    """C-index plus a percentile bootstrap 95 % CI (``c_index_low``/``c_index_high``)."""
+    out = {"c_index": c_index(times, risks, events)}
+    fn = _evaluation("concordance_ci")
+    if fn is not None and len(times) >= 3:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ci = fn(times, risks, events, n=n, seed=seed)
+        out.update(c_index_low=float(ci.low), c_index_high=float(ci.high))
+    return out
+
+
 def survival_bins(times: np.ndarray, events: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin edges (n_bins + 1,) from training data only."""
     fn = _evaluation("time_bins")
