@@ -100,7 +100,8 @@ def predict(
         loss = float(slide_loss(output.logits, b, task))
         pred = Prediction(bag.slide_id, output.logits[0].detach().cpu().double().numpy(), loss)
         if keep_attention:
-            cls = 1 if output.logits.shape[-1] == 1 else max(int(bag.label), 0)
+            # positive class (binary) or the predicted class: no label is used at prediction time
+            cls = 1 if output.logits.shape[-1] == 1 else int(output.logits[0].argmax())
             if task == "survival":
                 cls = 0
             s, w = output.class_scores(cls), output.class_weights(cls)
