@@ -82,3 +82,20 @@ def test_missing_file_and_bad_backend(tmp_path: Path):
     (tmp_path / "x.png").write_bytes(b"")
     with pytest.raises(ValueError, match="valid"):
         open_slide(tmp_path / "x.png", backend="bioformats")
+
+
+@pytest.mark.parametrize(("length", "thumb"), [(5000, 300), (100000, 3), (300, 300), (10000, 1)])
+def test_thumbnail_blocks_cover_both_axes(length: int, thumb: int):
+    from histomil.slides.backends import _block_edges
+
+    edges = _block_edges(length, thumb)
+    assert edges[0][0][0] == 0 and edges[0][1][0] == 0
+    assert edges[-1][0][1] == length and edges[-1][1][1] == thumb
+    for (a_l, a_t), (b_l, b_t) in zip(edges, edges[1:], strict=False):
+        assert a_l[1] == b_l[0] and a_t[1] == b_t[0] and b_t[1] > b_t[0]
+
+
+def test_blockwise_thumbnail_matches_full_read(real_slide: Path):
+    slide = open_slide(real_slide)
+    full = slide.get_thumbnail(4000)  # larger than the slide: level 0 as is, read in blocks
+    np.testing.assert_array_equal(full, slide.read_region((0, 0), 0, slide.dimensions))

@@ -23,7 +23,7 @@ from histomil._io import slide_id_from_path
 
 _INCH_UM = 25_400.0
 _CM_UM = 10_000.0
-_STRIP_ROWS = 2048  # rows read at once when a thumbnail must be built from a large level
+_BLOCK = 2048  # level px per side read at once when a thumbnail is built from a large level
 
 
 class SlideError(RuntimeError):
@@ -131,8 +131,8 @@ class Slide:
     def get_thumbnail(self, max_size: int | tuple[int, int] = 1024) -> np.ndarray:
         """RGB uint8 (h, w, 3) of the whole slide, longest side <= ``max_size`` (aspect kept).
 
-        Reads the coarsest level still at least as large as the thumbnail, in horizontal strips,
-        so memory stays bounded even for a non-pyramidal gigapixel file.
+        Reads the coarsest level still at least as large as the thumbnail, block by block, so
+        memory stays bounded even for a non-pyramidal gigapixel file.
         """
         from PIL import Image
 
@@ -148,16 +148,16 @@ class Slide:
         lw, lh = self.level_dimensions[level]
         ds = self.level_downsamples[level]
         out = np.empty((th, tw, 3), dtype=np.uint8)
-        done = 0
-        for y in range(0, lh, _STRIP_ROWS):
-            rows = min(_STRIP_ROWS, lh - y)
-            y_end = th if y + rows >= lh else min(th, round((y + rows) * th / lh))
-            if y_end <= done:
-                continue
-            strip = self.read_region((0, int(round(y * ds))), level, (lw, rows))
-            img = Image.fromarray(strip).resize((tw, y_end - done), Image.Resampling.BILINEAR)
-            out[done:y_end] = np.asarray(img)
-            done = y_end
+        ys = _block_edges(lh, th)
+        xs = _block_edges(lw, tw)
+        for (ly0, ly1), (ty0, ty1) in ys:
+            for (lx0, lx1), (tx0, tx1) in xs:
+                loc = (int(round(lx0 * ds)), int(round(ly0 * ds)))
+                block = self.read_region(loc, level, (lx1 - lx0, ly1 - ly0))
+                img = Image.fromarray(block).resize(
+                    (tx1 - tx0, ty1 - ty0), Image.Resampling.BILINEAR
+                )
+                out[ty0:ty1, tx0:tx1] = np.asarray(img)
         return out
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -180,6 +180,24 @@ class Slide:
             f"Slide({self.slide_id!r}, backend={self.backend}, dims={self.dimensions}, "
             f"levels={self.level_count}, mpp={self.mpp})"
         )
+
+
+def _block_edges(level_len: int, thumb_len: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Split a level axis into blocks of about ``_BLOCK`` px and the thumbnail axis accordingly;
+    blocks are widened so each maps to at least one thumbnail pixel."""
+    edges = []
+    start_l = start_t = end_l = 0
+    while start_l < level_len:
+        end_l = min(level_len, max(end_l, start_l) + _BLOCK)
+        end_t = thumb_len if end_l >= level_len else round(end_l * thumb_len / level_len)
+        if end_t > start_t:
+            edges.append(((start_l, end_l), (start_t, end_t)))
+            start_l, start_t = end_l, end_t
+        elif end_l >= level_len:  # the thumbnail is full: the last block takes the rest
+            (prev_l, _), prev_t = edges.pop()
+            edges.append(((prev_l, level_len), prev_t))
+            break
+    return edges
 
 
 def to_rgb(arr: Any) -> np.ndarray:
