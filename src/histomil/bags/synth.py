@@ -88,7 +88,9 @@ def generate_bags(
     atomic_write_text(manifest_path, manifest[columns].to_csv(index=False))
     summary = _summary(cfg, preset, seed, manifest, stats_cols, cases)
     summary["seconds"] = round(time.perf_counter() - start, 2)
-    summary["bytes_on_disk"] = sum(p.stat().st_size for p in (out / "bags").glob("*.h5"))
+    summary["bytes_on_disk"] = sum(
+        (out / "bags" / f"{sid}.h5").stat().st_size for sid in manifest["slide_id"]
+    )
     atomic_write_json(out / "synth.json", summary)
     return manifest_path
 

@@ -126,7 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "camelyon16": {},
     # same cohort, smaller bags and features: for quick experiments on a laptop CPU
     "camelyon16-medium": dict(
-        patches_median=2000, patches_min=400, patches_max=8000, feature_dim=256
+        patches_median=2000, patches_min=400, patches_max=8000, feature_dim=256, signal=4.0
     ),
     "camelyon16-small": _SMALL,
     "tiny": dict(

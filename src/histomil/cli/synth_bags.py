@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from histomil.bags.synth_config import PRESETS
 from histomil.cli._app import fail, synth_app
 
 
@@ -17,7 +18,7 @@ def bags(
     preset: str = typer.Option(
         "camelyon16",
         "--preset",
-        help="camelyon16 | camelyon16-medium | camelyon16-small | tiny | survival | survival-small.",
+        help=" | ".join(PRESETS) + ".",
     ),
     seed: int = typer.Option(0, "--seed", help="Master seed; each slide's seed derives from it."),
     feature_dim: int | None = typer.Option(None, "--feature-dim", help="Feature dimension D."),
