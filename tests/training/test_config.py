@@ -54,3 +54,15 @@ def test_invalid_values_rejected(tmp_path: Path):
     path.write_text("data: {manifest: m.csv, bags: b/, train_fraction: 1.5}\n")
     with pytest.raises(ConfigError, match="train_fraction"):
         load_config(path)
+
+
+def test_cli_reports_unknown_keys(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from histomil.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {manifest: m.csv, bags: b/}\ntrain: {epochs: 3}\n")
+    result = CliRunner().invoke(app, ["train", "--config", str(path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1
+    assert "train.epochs" in result.output
