@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PS0, SLIDE_H, SLIDE_W, tissue_coords
+from .conftest import PS0, SLIDE_H, SLIDE_W, tissue_coords
 from histomil.viz.attention import VizError, load_attention, percentile_rank
 from histomil.viz.heatmap import HeatmapOptions, figure_size_px, montage_path_for, render_heatmap
 from histomil.viz.montage import HEADER_PX, PAD, montage_size

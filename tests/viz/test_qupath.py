@@ -7,7 +7,7 @@ import json
 import h5py
 import pytest
 
-from conftest import LESION, PS0
+from .conftest import LESION, PS0
 from histomil.viz.qupath import QuPathOptions, export_qupath
 
 
