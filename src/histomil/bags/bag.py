@@ -28,6 +28,8 @@ class Bag:
     time: float | None = None  # survival time
     event: int | None = None  # 1 = event observed, 0 = censored
     case_id: str | None = None
+    # set for a streamed bag: features still on disk (see histomil.bags.stream.materialize)
+    features_path: str | None = None
 
     @property
     def n_instances(self) -> int:

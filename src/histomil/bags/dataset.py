@@ -96,15 +96,21 @@ def load_cohort(
     manifest: pd.DataFrame,
     bags_dir: str | os.PathLike,
     *,
-    half: bool = False,
+    half: bool | str = False,
+    stream: bool | None = False,
 ) -> dict[str, Bag]:
     """Load one :class:`Bag` per manifest row (features (N, D) torch tensors).
 
     Every manifest id without a bag is reported in one :class:`BagError`; bags without a
     manifest row are logged as a warning. ``half=True`` keeps features as float16 in memory
-    (half the RAM); convert per step with :func:`bag_to_float32`.
+    (half the RAM); convert per step with :func:`bag_to_float32`; ``half="auto"`` keeps them
+    float16 only where the file stores float16 (no precision lost). ``stream=True`` leaves the
+    features of HDF5 bags on disk (:mod:`histomil.bags.stream`); ``stream=None`` streams only
+    when the cohort's features exceed :func:`~histomil.bags.stream.memory_budget`.
     """
     import torch
+
+    from histomil.bags import stream as st
 
     if "slide_id" not in manifest.columns:
         raise BagError("manifest has no slide_id column")
@@ -128,9 +134,25 @@ def load_cohort(
             bags_dir,
             ", ".join(extra[:20]),
         )
-    dtype = torch.float16 if half else torch.float32
+    if stream is None:
+        need = sum(st.feature_nbytes(index[sid]) for sid in ids)
+        stream = need > st.memory_budget()
+        if stream:
+            log.info("cohort features (%.1f GB) exceed the memory budget: streaming", need / 2**30)
     cohort: dict[str, Bag] = {}
     for (_, row), sid in zip(manifest.iterrows(), ids, strict=True):
+        if stream and index[sid].suffix in _H5:
+            cohort[sid] = st.lazy_bag(
+                index[sid],
+                slide_id=sid,
+                label=_label(row),
+                time=_optional(row, "time", float),
+                event=_optional(row, "event", lambda v: int(float(v))),
+                case_id=_optional(row, "case_id", str),
+            )
+            continue
+        keep16 = half is True or (half == "auto" and st.stored_dtype(index[sid]) == "float16")
+        dtype = torch.float16 if keep16 else torch.float32
         data = load_bag(index[sid])
 
         cohort[sid] = Bag(
