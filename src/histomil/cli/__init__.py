@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from histomil.cli import (
     demo,  # noqa: F401  (registers commands)
+    experiment,  # noqa: F401  (registers commands)
     extract,  # noqa: F401  (registers commands)
     labelling,  # noqa: F401  (registers commands)
     mhim,  # noqa: F401  (registers commands)

@@ -1,0 +1,89 @@
+"""`histomil experiment NAME`: the papers' experiments as sweeps (docs/experiments.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from histomil.cli._app import EXECUTOR_HELP, app, fail
+
+NAMES = (
+    "compare",
+    "low-data",
+    "granularity",
+    "annotation-fraction",
+    "threshold",
+    "localization",
+    "mhim-ablation",
+)
+
+
+def _split(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    return items or None
+
+
+def _grid(text: str | None) -> tuple[float | str, ...] | None:
+    items = _split(text)
+    if items is None:
+        return None
+    out: list[float | str] = []
+    for item in items:
+        try:
+            out.append(float(item))
+        except ValueError:
+            out.append(item)  # named grids (MHIM variants)
+    return tuple(out)
+
+
+def _runs(items: list[str]) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise typer.BadParameter(f"--runs expects NAME=RUN_DIR, got {item!r}")
+        out.append((name, path))
+    return tuple(out)
+
+
+@app.command()
+def experiment(
+    name: str = typer.Argument(..., help=" | ".join(NAMES)),
+    config: Path = typer.Option(..., "--config", help="Base training config (YAML)."),
+    out: Path = typer.Option(..., "--out", help="Experiment folder."),
+    workers: int = typer.Option(1, "--workers", help="Sweep points trained in parallel."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    grid: str | None = typer.Option(
+        None,
+        "--grid",
+        help="Comma-separated grid values (fractions, paddings, T, alphas, variants).",
+    ),
+    methods: str | None = typer.Option(None, "--methods", help="Comma-separated method names."),
+    repeats: int | None = typer.Option(None, "--repeats", help="Monte Carlo repeats (folds)."),
+    runs: list[str] = typer.Option(
+        [], "--runs", help="localization: existing run NAME=DIR (repeatable)."
+    ),
+) -> None:
+    """Run one paper experiment: results.csv, table.md, PNG figures, summary.json."""
+    from histomil.experiments import ExperimentOptions, SweepError, run_experiment
+    from histomil.training import ConfigError
+
+    if name not in NAMES:
+        raise fail(f"unknown experiment {name!r}; valid: {', '.join(NAMES)}")
+    try:
+        options = ExperimentOptions(
+            workers=workers,
+            executor=executor,
+            grid=_grid(grid),
+            methods=_split(methods),
+            repeats=repeats,
+            runs=_runs(runs),
+        )
+        run_experiment(name, config, out, options)
+    except (SweepError, ConfigError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    typer.echo((out / "table.md").read_text(encoding="utf-8"))
+    typer.echo(f"results -> {out}")

@@ -1,0 +1,172 @@
+"""MHIM-v2 ablations in the shape of the MHIM paper's Tables 7-10, via ``mhim_v2`` params.
+
+Every variant of a student model uses the same trained baseline (the ``baseline`` point, an
+ordinary ``bag`` run of the student) as its teacher initialisation (``teacher_init`` = that run
+folder), so the baseline is trained once and is also the table's first row.
+
+Variants (``--grid`` selects by name):
+
+- Table 7 (modules): ``baseline``, ``rhsm`` (randomly-high-score masking only: no large-scale
+  masking, no recycle network, alpha 0), ``rhsm_grn`` (+ random large-scale masking and the
+  global recycle network), ``rhsm_cl`` (+ consistency loss), ``full`` (all, paper defaults).
+- Table 8 (easy-instance assessment): ``attention_scoring`` (v1 attention scores) vs ``full``
+  (class-aware instance probability).
+- Table 9 (mining): ``rhsm_cl``, ``rhsm_cl_rsm`` (+ random large-scale masking, no GRN),
+  ``rhsm_cl_lsm_grn`` (low-score masking + GRN), ``full`` (random + GRN).
+- Table 10 (teacher): ``teacher_frozen`` (initialised, momentum 1: never updated),
+  ``teacher_copy`` (momentum 0: copies the student after every step), ``teacher_cosine``
+  (momentum cosine-scheduled to 1), ``no_student_init`` (student projection not initialised from
+  the baseline), ``full`` (initialised + EMA momentum 0.9999). A teacher that is *not*
+  initialised from the baseline is not expressible: the strategy always builds it from the
+  baseline checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from histomil.experiments.common import Context
+from histomil.experiments.methods import DISPLAY, select_methods
+from histomil.experiments.plots import Axes, Series, line_figure
+from histomil.experiments.sweep import Point
+from histomil.experiments.tables import (
+    decorate,
+    fmt_mean_sd,
+    fmt_p,
+    markdown_table,
+    pvalue,
+    rank_marks,
+    summary_frame,
+    write_outputs,
+)
+
+_NO_LARGE = {"large_scale": "none"}
+_OFF = {"enabled": False}
+_NO_CL = {"alpha": 0.0}
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "rhsm": {"masking": _NO_LARGE, "recycle": _OFF, "consistency": _NO_CL},
+    "rhsm_grn": {"masking": {"large_scale": "random"}, "consistency": _NO_CL},
+    "rhsm_cl": {"masking": _NO_LARGE, "recycle": _OFF},
+    "full": {},
+    "attention_scoring": {"masking": {"scoring": "attention"}},
+    "rhsm_cl_rsm": {"masking": {"large_scale": "random"}, "recycle": _OFF},
+    "rhsm_cl_lsm_grn": {"masking": {"large_scale": "low"}},
+    "teacher_frozen": {"teacher": {"momentum": 1.0}},
+    "teacher_copy": {"teacher": {"momentum": 0.0}},
+    "teacher_cosine": {"teacher": {"schedule": "cosine"}},
+    "no_student_init": {"teacher": {"init_student": "none"}},
+}
+
+TABLES: dict[str, tuple[str, list[str]]] = {
+    "modules": ("Table 7: modules", ["baseline", "rhsm", "rhsm_grn", "rhsm_cl", "full"]),
+    "assessment": ("Table 8: easy-instance assessment", ["baseline", "attention_scoring", "full"]),
+    "mining": (
+        "Table 9: mining / masking strategies",
+        ["baseline", "rhsm_cl", "rhsm_cl_rsm", "rhsm_cl_lsm_grn", "full"],
+    ),
+    "teacher": (
+        "Table 10: teacher",
+        ["baseline", "teacher_copy", "teacher_frozen", "teacher_cosine", "no_student_init", "full"],
+    ),
+}
+
+
+def variant_names() -> list[str]:
+    return ["baseline", *VARIANTS]
+
+
+def mhim_ablation(ctx: Context) -> dict[str, Any]:
+    """Baseline and MHIM-v2 variants for each student (default AB-MIL); AUROC/AUPRC mean (sd),
+    difference to the baseline and Mann-Whitney U p-value against it, grouped by paper table."""
+    students = select_methods(ctx.experiment, ctx.methods(["abmil"]), ["abmil"])
+    chosen = [str(v) for v in ctx.grid(variant_names(), key="variants")]
+    unknown = sorted(set(chosen) - set(variant_names()))
+    if unknown:
+        raise ValueError(f"unknown MHIM variant(s) {unknown}; valid: {', '.join(variant_names())}")
+    base_params = dict(ctx.experiment.get("mhim_params") or {})
+    baselines = [
+        Point(
+            f"{s.name}__baseline",
+            {**s.overrides, "objective": {"name": "bag"}},
+            {"student": s.name, "variant": "baseline"},
+        )
+        for s in students
+    ]
+    runs, rows = ctx.run(baselines)
+    points = []
+    for s in students:
+        for v in chosen:
+            if v == "baseline":
+                continue
+            params = _merge(base_params, VARIANTS[v])
+            params["teacher_init"] = str(runs[f"{s.name}__baseline"])
+            objective = {"name": "mhim_v2", "params": params}
+            points.append(
+                Point(
+                    f"{s.name}__{v}",
+                    {**s.overrides, "objective": objective},
+                    {"student": s.name, "variant": v},
+                )
+            )
+    if points:
+        _, more = ctx.run(points)
+        rows = pd.concat([rows, more], ignore_index=True)
+    rows = rows[rows.variant.isin(["baseline", *chosen])]
+    summ = summary_frame(rows, ["student", "variant"], ["auroc", "auprc"])
+    md, stats = "# MHIM-v2 ablation (test split)\n", []
+    for key, (title, variants) in TABLES.items():
+        present = [v for v in variants if v in chosen or v == "baseline"]
+        if len(present) < 2:
+            continue
+        md += f"\n## {title}\n\n"
+        header = ["Student", "Variant", "AUROC, mean (SD)", "AUPRC, mean (SD)", "dAUROC", "P"]
+        table = []
+        for s in students:
+            sel = summ[(summ.student == s.name) & summ.variant.isin(present)].reset_index()
+            marks = rank_marks(sel.auroc_mean)
+            base = sel[sel.variant == "baseline"].auroc_mean
+            base_mean = float(base.iloc[0]) if len(base) else float("nan")
+            for i, rec in sel.iterrows():
+                p = float("nan")
+                if rec.variant != "baseline":
+                    p = pvalue(
+                        rows.loc[(rows.student == s.name) & (rows.variant == rec.variant), "auroc"],
+                        rows.loc[(rows.student == s.name) & (rows.variant == "baseline"), "auroc"],
+                    )
+                stats.append({"table": key, **rec.drop("index").to_dict(), "p_auroc": p})
+                table.append(
+                    [
+                        DISPLAY.get(s.name, s.name),
+                        rec.variant,
+                        decorate(fmt_mean_sd(rec.auroc_mean, rec.auroc_sd), marks[i]),
+                        fmt_mean_sd(rec.auprc_mean, rec.auprc_sd),
+                        f"{rec.auroc_mean - base_mean:+.3f}",
+                        "" if rec.variant == "baseline" else fmt_p(p),
+                    ]
+                )
+        md += markdown_table(header, table)
+    md += "\nP: two-sided Mann-Whitney U against the baseline; **bold** best per table.\n"
+    order = {v: i for i, v in enumerate(["baseline", *chosen])}
+    series = [
+        Series(
+            DISPLAY.get(s.name, s.name),
+            [order[v] for v in summ[summ.student == s.name].variant],
+            summ[summ.student == s.name].auroc_mean.tolist(),
+            summ[summ.student == s.name].auroc_sd.tolist(),
+        )
+        for s in students
+    ]
+    note = "x: " + ", ".join(f"{i}={v}" for v, i in order.items())
+    line_figure(ctx.out / "mhim_ablation.png", [(series, Axes("variant", "AUROC"))], note)
+    summary = {"experiment": "mhim-ablation", "variants": chosen, "rows": stats}
+    write_outputs(ctx.out, rows, md, summary)
+    return summary
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    from histomil.experiments.sweep import deep_merge
+
+    return deep_merge(base, over)

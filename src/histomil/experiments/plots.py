@@ -1,0 +1,87 @@
+"""PNG figures of sweep results (matplotlib with the Agg backend, imported inside functions)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from histomil._io import atomic_path
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line: ``mean`` and ``sd`` (error bars) at ``x``; ``stars`` annotate points by x."""
+
+    label: str
+    x: Sequence[float]
+    mean: Sequence[float]
+    sd: Sequence[float] | None = None
+    stars: dict[float, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Axes:
+    """Labels of one panel."""
+
+    xlabel: str
+    ylabel: str
+    title: str = ""
+    categorical_x: bool = False
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _draw(ax, series: Sequence[Series], axes: Axes) -> None:
+    import numpy as np
+
+    xs_all = sorted({float(x) for s in series for x in s.x})
+    pos = {x: i for i, x in enumerate(xs_all)} if axes.categorical_x else None
+    for s in series:
+        x = [pos[float(v)] for v in s.x] if pos else list(s.x)
+        sd = None if s.sd is None else np.nan_to_num(np.asarray(s.sd, dtype=float))
+        line = ax.errorbar(x, s.mean, yerr=sd, marker="o", capsize=3, label=s.label)
+        for xv, m in zip(s.x, s.mean, strict=True):
+            star = s.stars.get(float(xv), "")
+            if star and star not in ("ns", "n/a") and np.isfinite(m):
+                xp = pos[float(xv)] if pos else xv
+                ax.annotate(
+                    star,
+                    (xp, m),
+                    textcoords="offset points",
+                    xytext=(0, 8),
+                    ha="center",
+                    color=line[0].get_color(),
+                    fontsize=9,
+                )
+    if pos:
+        ax.set_xticks(range(len(xs_all)), [f"{x:g}" for x in xs_all])
+    ax.set_xlabel(axes.xlabel)
+    ax.set_ylabel(axes.ylabel)
+    if axes.title:
+        ax.set_title(axes.title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def line_figure(
+    path: str | os.PathLike, panels: Sequence[tuple[Sequence[Series], Axes]], note: str = ""
+) -> None:
+    """One PNG with a row of panels, each a set of lines with error bars; written atomically."""
+    plt = _pyplot()
+    fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    for ax, (series, axes) in zip(axs[0], panels, strict=True):
+        _draw(ax, series, axes)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

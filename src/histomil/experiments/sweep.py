@@ -1,0 +1,163 @@
+"""A sweep: one base training config, named points (config overrides), the same splits and seeds.
+
+Every point is trained with :func:`histomil.training.train` into ``DIR/runs/<point>/`` and its
+resolved config is saved as ``DIR/configs/<point>.yaml``. Points run in parallel through
+:func:`histomil.executors.run_tasks` (one task per point; the folds of a point run inside its
+task). A point whose run is complete (every fold's ``result.json`` and ``metrics.json``) is
+skipped, so an interrupted sweep resumes; a partly finished point resumes at fold level.
+
+The experiment YAML is a training config plus an optional ``experiment:`` section (grid values,
+methods, alphas, ...) that the experiment reads; the rest must be a valid training config.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from histomil._io import atomic_write_text
+from histomil.executors import ExecutorConfig, Task, run_tasks
+from histomil.training.config import TrainConfig, config_from_dict, dump_config
+
+#: sections a method replaces as a whole (a CLAM model must not inherit AB-MIL's params)
+REPLACED = ("model", "objective")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One sweep point: ``name`` (folder name), config ``overrides`` and ``labels`` for tables.
+
+    ``overrides`` are deep-merged into the base config, except ``model`` and ``objective``
+    (when present), which replace the base section as a whole.
+    """
+
+    name: str
+    overrides: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BaseConfig:
+    """The experiment YAML split into the training part and the ``experiment:`` section."""
+
+    raw: dict[str, Any]
+    base_dir: str | None
+    experiment: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How points run: executor and worker count, optional Monte Carlo ``repeats`` override."""
+
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    repeats: int | None = None
+
+
+class SweepError(RuntimeError):
+    """Some points failed; finished ones are kept and a rerun resumes the others."""
+
+
+def load_base(path: str | os.PathLike) -> BaseConfig:
+    """Read an experiment YAML (training config + optional ``experiment:`` section)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment config {path} does not exist")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: the config must be a mapping")
+    experiment = raw.pop("experiment", None) or {}
+    if not isinstance(experiment, dict):
+        raise ValueError(f"{path}: the experiment section must be a mapping")
+    return BaseConfig(raw, str(path.resolve().parent), experiment)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated recursively with ``over`` (new dicts; inputs untouched)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_point(base: BaseConfig, point: Point, options: SweepOptions) -> TrainConfig:
+    """The validated training config of one point (model/objective sections replaced)."""
+    raw = copy.deepcopy(base.raw)
+    over = dict(point.overrides)
+    for section in REPLACED:
+        if section in over:
+            raw[section] = copy.deepcopy(over.pop(section))
+    raw = deep_merge(raw, over)
+    if options.repeats is not None:
+        raw = deep_merge(raw, {"split": {"repeats": int(options.repeats)}})
+    try:
+        return config_from_dict(raw, base_dir=base.base_dir)
+    except ValueError as exc:
+        raise ValueError(f"sweep point {point.name!r}: {exc}") from exc
+
+
+def point_done(run_dir: str | os.PathLike, config: TrainConfig) -> bool:
+    """True when the run holds ``metrics.json`` and every fold's ``result.json``."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        return False
+    folds = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("n_folds")
+    return folds == config.split.n_folds and all(
+        (run_dir / "folds" / str(k) / "result.json").is_file() for k in range(folds)
+    )
+
+
+def train_point(config: TrainConfig, run_dir: str) -> str:
+    """Executor task: train every fold of one point (folds serially inside this task)."""
+    from histomil.training import train
+
+    train(config, run_dir, executor=ExecutorConfig(workers=1), resume=True)
+    return run_dir
+
+
+def run_sweep(
+    base: BaseConfig, points: list[Point], out_dir: str | os.PathLike, options: SweepOptions
+) -> dict[str, Path]:
+    """Train every unfinished point; returns ``{point: run_dir}`` (raises after the batch if
+    any point failed, naming it)."""
+    out = Path(out_dir).resolve()
+    names = [p.name for p in points]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate sweep point names: {names}")
+    tasks, runs = [], {}
+    for point in points:
+        config = resolve_point(base, point, options)
+        atomic_write_text(out / "configs" / f"{point.name}.yaml", dump_config(config))
+        run_dir = out / "runs" / point.name
+        runs[point.name] = run_dir
+        if point_done(run_dir, config):
+            continue
+        tasks.append(Task(point.name, train_point, {"config": config, "run_dir": str(run_dir)}))
+    results = run_tasks(tasks, options.executor, description=f"sweep {out.name}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        msg = "; ".join(f"{r.key}: {(r.error or '').splitlines()[0]}" for r in failed)
+        raise SweepError(f"{len(failed)} point(s) failed ({msg}); rerun to resume")
+    return runs
+
+
+def fold_rows(points: list[Point], runs: dict[str, Path], split: str = "test") -> pd.DataFrame:
+    """Raw per-fold rows: ``point``, the point's labels, ``fold`` and every ``split`` metric."""
+    rows = []
+    for point in points:
+        folds_dir = runs[point.name] / "folds"
+        for result in sorted(folds_dir.glob("*/result.json"), key=lambda p: int(p.parent.name)):
+            data = json.loads(result.read_text(encoding="utf-8"))
+            metrics = {k: v for k, v in data.get(split, {}).items() if k not in ("n", "threshold")}
+            rows.append({"point": point.name, **point.labels, "fold": data["fold"], **metrics})
+    return pd.DataFrame(rows)

@@ -1,0 +1,102 @@
+"""Tables of sweep results: mean (sd) over folds, best/second-best marks, Mann-Whitney p-values.
+
+Statistics come from :mod:`histomil.evaluation` (``summarize``: sd with ddof=1;
+``mann_whitney``: two-sided scipy test; ``significance_stars``: the paper's levels).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from histomil._io import atomic_write_json, atomic_write_text
+from histomil.evaluation import mann_whitney, significance_stars
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample sd (ddof=1; NaN for one value) and count of the finite values."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+
+
+def fmt_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
+    """``"0.839 (0.050)"`` like the paper's tables; ``"n/a"`` when undefined."""
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" + ("" if not np.isfinite(sd) else f" ({sd:.{digits}f})")
+
+
+def rank_marks(means: Sequence[float], higher_is_better: bool = True) -> list[str]:
+    """``"best"``, ``"second"`` or ``""`` per value (ties share the mark; NaN never marked)."""
+    m = np.asarray(means, dtype=float)
+    finite = sorted({float(x) for x in m[np.isfinite(m)]}, reverse=higher_is_better)
+    best = finite[0] if finite else None
+    second = finite[1] if len(finite) > 1 else None
+    return [
+        "best" if best is not None and x == best else "second" if x == second else ""
+        for x in m.tolist()
+    ]
+
+
+def decorate(text: str, mark: str) -> str:
+    """Markdown: best bold, second best underlined."""
+    if mark == "best":
+        return f"**{text}**"
+    if mark == "second":
+        return f"<u>{text}</u>"
+    return text
+
+
+def summary_frame(rows: pd.DataFrame, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per group of ``by``: ``<metric>_mean``, ``<metric>_sd``, ``n`` (in order seen)."""
+    out = []
+    for key, group in rows.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        rec: dict[str, Any] = dict(zip(by, key, strict=True))
+        for metric in metrics:
+            mean, sd, n = mean_sd(group[metric]) if metric in group else (math.nan, math.nan, 0)
+            rec[f"{metric}_mean"], rec[f"{metric}_sd"] = mean, sd
+            rec["n"] = n
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def pvalue(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U p-value of two sets of per-fold values (NaN when undefined)."""
+    try:
+        return mann_whitney(a, b).pvalue
+    except ValueError:
+        return math.nan
+
+
+def fmt_p(p: float) -> str:
+    """p-value with its stars, e.g. ``"0.012 *"``."""
+    if not np.isfinite(p):
+        return "n/a"
+    return f"{p:.3g} {significance_stars(p)}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    out_dir: str | os.PathLike, rows: pd.DataFrame, table_md: str, summary: dict[str, Any]
+) -> None:
+    """``results.csv`` (raw per-fold rows), ``table.md`` and ``summary.json``, atomically."""
+    out = Path(out_dir)
+    atomic_write_text(out / "results.csv", rows.to_csv(index=False))
+    atomic_write_text(out / "table.md", table_md)
+    atomic_write_json(out / "summary.json", summary)
