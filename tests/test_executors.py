@@ -76,7 +76,7 @@ def test_missing_ray_names_the_extra(monkeypatch):
         run_tasks(_tasks(), ExecutorConfig(executor="ray"))
 
 
-@pytest.mark.parametrize("command", ["preprocess", "label", "extract", "train"])
+@pytest.mark.parametrize("command", ["preprocess", "label", "extract", "train", "experiment"])
 def test_batch_commands_expose_executor_options(command):
     from histomil.cli import app
 

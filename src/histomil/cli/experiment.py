@@ -56,6 +56,11 @@ def experiment(
     out: Path = typer.Option(..., "--out", help="Experiment folder."),
     workers: int = typer.Option(1, "--workers", help="Sweep points trained in parallel."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
+    ),
     grid: str | None = typer.Option(
         None,
         "--grid",
@@ -77,6 +82,7 @@ def experiment(
         options = ExperimentOptions(
             workers=workers,
             executor=executor,
+            ray_address=ray_address,
             grid=_grid(grid),
             methods=_split(methods),
             repeats=repeats,
