@@ -66,6 +66,14 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
+def _wants_gpu(device: str) -> bool:
+    """Ray tasks ask for a GPU for ``cuda`` (decided on the workers, not this driver) or for
+    ``auto`` when this machine has one."""
+    import torch
+
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def resolve_precision(precision: str, device) -> str:
     """``auto`` -> bf16 where the device runs it natively (recent CPUs, Ampere+ GPUs), else
     fp16 on older GPUs and fp32 on CPUs without bf16; an explicit bf16 that the device cannot
@@ -292,8 +300,8 @@ def extract_dir(
             f"no patch files (*.h5) in {patches_dir}; run `histomil preprocess` first"
         )
     executor = executor or ExecutorConfig()
-    if executor.executor == "ray" and resolve_device(config.device).type == "cuda":
-        executor = replace(executor, num_gpus_per_task=1.0)
+    if executor.executor == "ray" and _wants_gpu(config.device):
+        executor = replace(executor, num_gpus_per_task=1.0)  # one encoder per GPU
     tasks = [
         Task(
             key=p.stem,
