@@ -26,7 +26,7 @@ def _outputs(out: Path, figure: str) -> pd.DataFrame:
     for name in ("results.csv", "table.md", "summary.json"):
         assert (out / name).is_file(), name
     _png_ok(out / figure)
-    json.loads((out / "summary.json").read_text())
+    json.loads((out / "summary.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     return pd.read_csv(out / "results.csv")
 
 

@@ -53,7 +53,7 @@ def _series(summ: pd.DataFrame, key: str, names: list[str], stars=None) -> list[
 def granularity(ctx: Context) -> dict[str, Any]:
     """Lesion padding 0..2240 px (40x) for rank vs attention induction."""
     default = ["rank_induction", "attention_induction"]
-    methods = select_methods(ctx.experiment, ctx.methods(default), default)
+    methods = select_methods(ctx.experiment, ctx.requested_methods(), default)
     paddings = [float(p) for p in ctx.grid(PADDINGS)]
     if any(p < 0 for p in paddings):
         raise ValueError("paddings must be >= 0")
@@ -116,7 +116,7 @@ def annotation_fraction(ctx: Context) -> dict[str, Any]:
     """Share of annotated positive training slides for rank induction, with the AB-MIL
     (0 % annotated) baseline; P-values against the baseline."""
     default = ["rank_induction"]
-    methods = select_methods(ctx.experiment, ctx.methods(default), default)
+    methods = select_methods(ctx.experiment, ctx.requested_methods(), default)
     baseline_name = ctx.experiment.get("baseline", "abmil")
     (baseline,) = select_methods(ctx.experiment, [baseline_name], [baseline_name])
     fractions = as_fractions(ctx.grid(ANNOTATED), "annotated fraction")

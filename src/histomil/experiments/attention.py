@@ -70,7 +70,7 @@ def threshold(ctx: Context) -> dict[str, Any]:
     """Rank induction with T in {0, .25, .5, 1, 2, 5}: AUROC, AUPRC and the summed attention
     on non-lesion patches of positive test slides (mean (sd) over slides of every fold)."""
     default = ["rank_induction"]
-    methods = select_methods(ctx.experiment, ctx.methods(default), default)
+    methods = select_methods(ctx.experiment, ctx.requested_methods(), default)
     values = [float(t) for t in ctx.grid(THRESHOLDS)]
     if any(t < 0 for t in values):
         raise ValueError("thresholds T must be >= 0")
@@ -187,7 +187,7 @@ def localization(ctx: Context) -> dict[str, Any]:
     runs: dict[str, Path] = {n: Path(p) for n, p in ctx.options.runs}
     if not runs:
         default = ["abmil", "attention_induction", "rank_induction"]
-        methods = select_methods(ctx.experiment, ctx.methods(default), default)
+        methods = select_methods(ctx.experiment, ctx.requested_methods(), default)
         points = [Point(m.name, m.overrides, {"method": m.name}) for m in methods]
         runs, _ = ctx.run(points)
     rows = pd.DataFrame(

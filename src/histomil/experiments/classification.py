@@ -33,7 +33,7 @@ def _values(rows: pd.DataFrame, mask, metric: str) -> list[float]:
 def compare(ctx: Context) -> dict[str, Any]:
     """Every method under the same splits: AUROC/AUPRC mean (sd), best bold, second underlined,
     Mann-Whitney U p-values of the reference (rank induction) against each method."""
-    methods = select_methods(ctx.experiment, ctx.methods(PAPER_METHODS), PAPER_METHODS)
+    methods = select_methods(ctx.experiment, ctx.requested_methods(), PAPER_METHODS)
     ref = ctx.experiment.get("reference", REFERENCE)
     points = [Point(m.name, m.overrides, {"method": m.name}) for m in methods]
     _, rows = ctx.run(points)
@@ -84,7 +84,7 @@ def _strip(ctx: Context, rows: pd.DataFrame, names: list[str]) -> None:
 def low_data(ctx: Context) -> dict[str, Any]:
     """Training fractions x methods; AUROC vs fraction with sd bars and stars of the
     reference against every other method at each fraction."""
-    methods = select_methods(ctx.experiment, ctx.methods(PAPER_METHODS), PAPER_METHODS)
+    methods = select_methods(ctx.experiment, ctx.requested_methods(), PAPER_METHODS)
     ref = ctx.experiment.get("reference", REFERENCE)
     fractions = as_fractions(ctx.grid(FRACTIONS), "training fraction")
     if any(f <= 0 for f in fractions):

@@ -51,7 +51,8 @@ class Context:
             raise ValueError("the grid is empty")
         return values
 
-    def methods(self, default: list[str]) -> list[str] | None:
+    def requested_methods(self) -> list[str] | None:
+        """Methods named on the CLI (``--methods``), if any."""
         return list(self.options.methods) if self.options.methods else None
 
     def run(self, points: list[Point]) -> tuple[dict[str, Path], pd.DataFrame]:

@@ -81,7 +81,7 @@ def variant_names() -> list[str]:
 def mhim_ablation(ctx: Context) -> dict[str, Any]:
     """Baseline and MHIM-v2 variants for each student (default AB-MIL); AUROC/AUPRC mean (sd),
     difference to the baseline and Mann-Whitney U p-value against it, grouped by paper table."""
-    students = select_methods(ctx.experiment, ctx.methods(["abmil"]), ["abmil"])
+    students = select_methods(ctx.experiment, ctx.requested_methods(), ["abmil"])
     chosen = [str(v) for v in ctx.grid(variant_names(), key="variants")]
     unknown = sorted(set(chosen) - set(variant_names()))
     if unknown:

@@ -99,4 +99,17 @@ def write_outputs(
     out = Path(out_dir)
     atomic_write_text(out / "results.csv", rows.to_csv(index=False))
     atomic_write_text(out / "table.md", table_md)
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", _finite(summary))
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf -> None so that summary.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float | np.floating) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
