@@ -120,3 +120,9 @@ def test_unknown_settings_are_rejected() -> None:
         MHIM(masking={"beta_hh": 0.1})
     with pytest.raises(ValueError, match="needs a trained baseline"):
         MHIM().setup(_model("abmil", 0), TrainContext())
+
+
+def test_no_recycle_network_without_large_scale_masking() -> None:
+    obj = MHIM(masking={"large_scale": "none"})
+    obj.setup(_model("abmil", 0), TrainContext(baseline_state=_model("abmil", 9).state_dict()))
+    assert obj.recycle is None

@@ -97,7 +97,10 @@ class MHIM(Objective):
         self.teacher = build_teacher(model, state)
         self.generator = torch.Generator().manual_seed(int(context.seed) * 1009 + context.fold)
         self.recycle = None
-        if self.recycle_cfg.enabled:
+        masks_some = self.masking.large_scale != "none" and self.masking.beta_l > 0
+        # without large-scale masking the recycle network would never be trained; do not build
+        # one (it would only append untrained tokens at inference)
+        if self.recycle_cfg.enabled and masks_some:
             if model.needs_coords:
                 raise ValueError(
                     f"the recycle network cannot give coordinates to {type(model).__name__}"
