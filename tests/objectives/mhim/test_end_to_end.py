@@ -33,8 +33,8 @@ def test_mhim_trains_its_baseline_then_itself_and_reuses_it(tiny: Path, tmp_path
         pytest.skip("the trainer has not landed")
     from histomil.training.config import config_from_dict
 
-    # two stages in one command: no teacher_init -> the baseline is trained first
-    cfg = config_from_dict(_config(tiny, {"name": "mhim_v2", "params": {}}))
+    # two stages in one command: teacher_init auto -> the baseline is trained first
+    cfg = config_from_dict(_config(tiny, {"name": "mhim_v2", "params": {"teacher_init": "auto"}}))
     training.train(cfg, tmp_path / "run")
     baseline = tmp_path / "run" / "baseline"
     assert (baseline / "folds" / "0" / "checkpoint.pt").is_file()
