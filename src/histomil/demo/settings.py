@@ -1,0 +1,129 @@
+"""Sizes, paths and the settings record of a demo directory."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REAL_SLIDE_RELATIVE = Path("shared") / "data" / "slides" / "CMU-1-Small-Region.svs"
+METHODS = ("abmil", "rank_induction", "mhim_v2")
+METHOD_TITLES = {
+    "abmil": "AB-MIL",
+    "rank_induction": "Rank induction (AB-MIL + rank loss)",
+    "mhim_v2": "MHIM-v2 (AB-MIL student)",
+}
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """How big the demo cohort is and how long models train.
+
+    ``n_slides`` synthetic slides of ``slide_size`` level-0 px at 0.5 um/px (half positive);
+    patches of ``patch_size`` px at 20x; ``folds``-fold cross-validation (each fold tests its
+    own slides, validation is ``val_fraction`` of the rest); early stopping settings.
+    """
+
+    n_slides: int
+    slide_size: tuple[int, int]
+    patch_size: int
+    folds: int
+    max_epochs: int
+    warmup_epochs: int
+    patience: int
+    val_fraction: float = 0.25
+
+
+# Patches of 112 px at 20x (not the papers' 224) cut the encoder's work by 4 so the full demo
+# fits in minutes on 2 CPU cores; 56 um fields still hold many nuclei.
+QUICK = DemoSettings(12, (1600, 1200), 112, 3, 12, 4, 3)
+FULL = DemoSettings(40, (3000, 2250), 112, 5, 40, 10, 5)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where each step of the demo writes."""
+
+    root: Path
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / "synthetic"
+
+    @property
+    def manifest(self) -> Path:
+        return self.synthetic / "manifest.csv"
+
+    @property
+    def preprocess(self) -> Path:
+        """Patch files, tissue polygons, thumbnails and (after extraction) bags."""
+        return self.root / "preprocess"
+
+    @property
+    def patches(self) -> Path:
+        return self.preprocess / "patches"
+
+    @property
+    def bags(self) -> Path:
+        return self.preprocess / "bags"
+
+    @property
+    def real(self) -> Path:
+        return self.root / "real_slide"
+
+    @property
+    def results(self) -> Path:
+        """The experiment folder: configs, runs, table, heatmaps, QuPath export, report."""
+        return self.root / "results"
+
+    def run(self, method: str) -> Path:
+        return self.results / "runs" / method
+
+    @property
+    def record(self) -> Path:
+        return self.root / "demo.json"
+
+
+def find_real_slide() -> Path | None:
+    """The shared real slide, looked up next to the repository and next to the working directory
+    (``HISTOMIL_SHARED_DATA`` overrides the data folder)."""
+    env = os.environ.get("HISTOMIL_SHARED_DATA")
+    candidates = [Path(env) / "slides" / REAL_SLIDE_RELATIVE.name] if env else []
+    repo_root = Path(__file__).resolve().parents[3]
+    for base in (repo_root, Path.cwd()):
+        candidates += [base.parent / REAL_SLIDE_RELATIVE, base / REAL_SLIDE_RELATIVE]
+    return next((p.resolve() for p in candidates if p.is_file()), None)
+
+
+def demo_identity(settings: DemoSettings, seed: int, weights: Path | None) -> dict[str, Any]:
+    """What the data of a demo directory depends on (checked before resuming); training settings
+    are guarded by each run's own config check."""
+    return {
+        "n_slides": settings.n_slides,
+        "slide_size": list(settings.slide_size),
+        "patch_size": settings.patch_size,
+        "seed": seed,
+        "encoder": "resnet50_trunc",
+        "weights": str(Path(weights).resolve()) if weights else "random",
+    }
+
+
+def check_or_write_record(paths: DemoPaths, identity: dict[str, Any]) -> bool:
+    """Write ``demo.json`` for a new directory; for an existing one, refuse other settings.
+
+    Returns True when resuming an earlier demo with the same settings.
+    """
+    from histomil._io import atomic_write_json
+
+    if paths.record.is_file():
+        old = json.loads(paths.record.read_text())
+        if old.get("identity") != identity:
+            raise ValueError(
+                f"{paths.root} holds a demo made with other settings ({old.get('identity')}); "
+                f"now asked: {identity}. Use another --out or delete that folder."
+            )
+        return True
+    atomic_write_json(paths.record, {"identity": identity})
+    return False
