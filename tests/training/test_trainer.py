@@ -90,3 +90,27 @@ def test_balanced_sampling_draws_both_classes():
     fit(model, obj, train, _bags(4, 9), settings, "classification", 0)
     assert len(seen) == 20
     assert sum(seen) >= 6  # ~50 % positives instead of 20 %
+
+
+class _Stateful(BagObjective):
+    """An objective with state of its own (like MHIM's teacher): a buffer counting steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(()))
+
+    def after_optimizer_step(self, model) -> None:
+        self.seen += 1
+
+
+def test_objective_state_restored_with_the_best_epoch():
+    settings = TrainSettings(max_epochs=40, warmup_epochs=3, patience=2, lr=5e-2)
+    seed_everything(0)
+    model = create_model("abmil", in_dim=4, n_classes=1, hidden=16, attn_dim=8)
+    obj = _Stateful()
+    obj.setup(model, TrainContext())
+    train = _bags(8, 2)
+    result = fit(model, obj, train, _bags(4, 9), settings, "classification", 0)
+    # the buffer holds the step count at the end of the best epoch, not of the last one
+    assert float(obj.seen) == len(train) * (result.best_epoch + 1)
+    assert torch.equal(result.objective_state["seen"], obj.seen)

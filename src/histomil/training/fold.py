@@ -230,6 +230,7 @@ def run_fold(
             torch.save(
                 {
                     "model": result.state,
+                    "objective": result.objective_state,
                     "best_epoch": result.best_epoch,
                     "n_classes": data.n_classes,
                     "in_dim": data.in_dim,

@@ -57,6 +57,9 @@ class FitResult:
     best_epoch: int
     best_val_loss: float
     history: list[dict[str, float]] = field(default_factory=list)
+    # The objective's own state at the best epoch (MHIM: teacher, recycle network queries), so
+    # validation, test and a reloaded checkpoint all use the state that went with the model.
+    objective_state: dict[str, Any] = field(default_factory=dict)
 
 
 def _to(bag: Bag, device: torch.device) -> Bag:
@@ -165,7 +168,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     if not val:
         raise ValueError("fit needs validation bags for model selection")
-    best = FitResult(copy.deepcopy(model.state_dict()), -1, float("inf"))
+    best = _snapshot(model, objective, -1, float("inf"))
     history: list[dict[str, float]] = []
     since_best = 0
     for epoch in range(settings.max_epochs):
@@ -191,7 +194,7 @@ def fit(
             row["val_loss"] = float(np.mean([p.loss for p in preds]))
             row["val_auroc"] = _val_auroc(preds, val, task)
             if row["val_loss"] < best.best_val_loss:
-                best = FitResult(copy.deepcopy(model.state_dict()), epoch, row["val_loss"])
+                best = _snapshot(model, objective, epoch, row["val_loss"])
                 since_best = 0
             else:
                 since_best += settings.eval_every
@@ -201,5 +204,15 @@ def fit(
         if epoch + 1 >= settings.warmup_epochs and since_best >= settings.patience:
             break
     model.load_state_dict(best.state)
+    objective.load_state_dict(best.objective_state)
     best.history = history
     return best
+
+
+def _snapshot(model: MILModel, objective: Objective, epoch: int, val_loss: float) -> FitResult:
+    return FitResult(
+        copy.deepcopy(model.state_dict()),
+        epoch,
+        val_loss,
+        objective_state=copy.deepcopy(objective.state_dict()),
+    )
