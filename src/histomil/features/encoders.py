@@ -116,7 +116,10 @@ def _resnet50_base(weights: WeightsSpec, ignore: tuple[str, ...], name: str):
     from torchvision.models import resnet50
 
     _seeded(weights)
-    model = resnet50(weights=None)
+    # Random weights: zero-init residual branches (torchvision's option) so the eval-mode
+    # BatchNorms (running stats 0/1) do not pile activations up over 16 blocks; without it the
+    # features have mean ~8 and sd ~8 (about 20x ImageNet features) and saturate MIL models.
+    model = resnet50(weights=None, zero_init_residual=weights.random)
     path = weights.path
     if weights.random:
         _warn_random(name)
