@@ -119,8 +119,9 @@ def mhim_ablation(ctx: Context) -> dict[str, Any]:
     md, stats = "# MHIM-v2 ablation (test split)\n", []
     for key, (title, variants) in TABLES.items():
         present = [v for v in variants if v in chosen or v == "baseline"]
-        if len(present) < 2:
-            continue
+        specific = set(present) - {"baseline", "full"}
+        if len(present) < 2 or (key != "modules" and not specific):
+            continue  # would only repeat the baseline and full rows
         md += f"\n## {title}\n\n"
         header = ["Student", "Variant", "AUROC, mean (SD)", "AUPRC, mean (SD)", "dAUROC", "P"]
         table = []
