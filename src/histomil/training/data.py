@@ -29,14 +29,16 @@ import numpy as np
 import torch
 
 from histomil.bags.bag import UNKNOWN, Bag
+from histomil.bags.stream import materialize
 from histomil.training.config import DataConfig
 
 
 def load_cohort_bags(manifest_df, bags_dir: str) -> dict[str, Bag]:
-    """All bags of the manifest, in memory (``histomil.bags.dataset.load_cohort``)."""
+    """All bags of the manifest (``histomil.bags.dataset.load_cohort``): in memory as stored
+    (float16 files stay float16) when they fit the memory budget, else streamed from disk."""
     from histomil.bags.dataset import load_cohort
 
-    return load_cohort(manifest_df, bags_dir)
+    return load_cohort(manifest_df, bags_dir, half="auto", stream=None)
 
 
 def _is_annotated(bag: Bag) -> bool:
@@ -184,7 +186,7 @@ def _concat(case: str, group: list[Bag]) -> Bag:
     first = group[0]
     return Bag(
         slide_id=case,
-        features=torch.cat([b.features for b in group]),
+        features=torch.cat([materialize(b).features.float() for b in group]),
         label=first.label,
         coords=coords,
         patch_labels=_cat([b.patch_labels for b in group]),

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from histomil.bags.bag import Bag
+from histomil.bags.stream import materialize, prefetch
 from histomil.models.base import MILModel
 from histomil.objectives.base import Objective
 from histomil.objectives.slide import slide_loss
@@ -63,14 +64,23 @@ class FitResult:
 
 
 def _to(bag: Bag, device: torch.device) -> Bag:
+    """The bag on ``device`` with float32 features (streamed bags are read first)."""
+    bag = materialize(bag)
     moved = {
         k: getattr(bag, k).to(device)
-        for k in ("features", "coords", "patch_labels", "overlap", "attn_target")
+        for k in ("coords", "patch_labels", "overlap", "attn_target")
         if getattr(bag, k) is not None
     }
-    if "features" in moved:
-        moved["features"] = moved["features"].float()
+    moved["features"] = bag.features.to(device, torch.float32)  # one copy, float16 or not
     return replace(bag, **moved)
+
+
+def _adam(params: list[torch.nn.Parameter], lr: float, weight_decay: float):
+    """Adam, fused (one kernel per parameter instead of ~10) where torch supports it."""
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, unsupported device or dtype
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def bag_probability(logits: np.ndarray, task: str) -> np.ndarray:
@@ -97,7 +107,7 @@ def predict(
     objective.eval()
     dev = torch.device(device)
     out: list[Prediction] = []
-    for bag in bags:
+    for bag in prefetch(bags, range(len(bags))):
         b = _to(bag, dev)
         output = objective.predict(model, b)
         loss = float(slide_loss(output.logits, b, task))
@@ -164,7 +174,7 @@ def fit(
     objective.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     params += [p for p in objective.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    opt = _adam(params, settings.lr, settings.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     if not val:
         raise ValueError("fit needs validation bags for model selection")
@@ -175,19 +185,24 @@ def fit(
         objective.on_epoch_start(epoch, settings.max_epochs)
         model.train()
         objective.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, Any] = {}
         opt.zero_grad(set_to_none=True)
         order = _order(train, settings, gen)
-        for step, i in enumerate(order, start=1):
-            result = objective(model, _to(train[i], dev))
+        # streamed bags are read ahead in a background thread; in-memory bags pass through
+        for step, bag in enumerate(prefetch(train, order), start=1):
+            result = objective(model, _to(bag, dev))
             (result.loss / settings.batch_accumulation).backward()
-            for k, v in result.terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            for k, v in result.terms.items():  # summed on the device: no per-step sync
+                v = v.detach() if isinstance(v, torch.Tensor) else float(v)
+                sums[k] = sums.get(k, 0.0) + v
             if step % settings.batch_accumulation == 0 or step == len(order):
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 objective.after_optimizer_step(model)
-        row = {"epoch": float(epoch), **{f"train_{k}": v / len(order) for k, v in sums.items()}}
+        row = {
+            "epoch": float(epoch),
+            **{f"train_{k}": float(v) / len(order) for k, v in sums.items()},
+        }
         last = epoch == settings.max_epochs - 1
         if (epoch + 1) % settings.eval_every == 0 or last:
             preds = predict(model, objective, val, task, settings.device)
