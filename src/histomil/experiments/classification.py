@@ -77,7 +77,8 @@ def _strip(ctx: Context, rows: pd.DataFrame, names: list[str]) -> None:
                 series.append(
                     Series(DISPLAY.get(name, name), [i], [s[f"{k}_mean"][0]], [s[f"{k}_sd"][0]])
                 )
-        panels.append((series, Axes("method (index)", k.upper(), f"{k.upper()} per method")))
+        ticks = tuple(DISPLAY.get(n, n) for n in names)
+        panels.append((series, Axes("", k.upper(), f"{k.upper()} per method", tick_labels=ticks)))
     line_figure(ctx.out / "compare.png", panels)
 
 

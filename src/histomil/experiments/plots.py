@@ -28,6 +28,7 @@ class Axes:
     ylabel: str
     title: str = ""
     categorical_x: bool = False
+    tick_labels: tuple[str, ...] = ()  # names at x = 0, 1, ... (no legend then)
 
 
 def _pyplot():
@@ -63,12 +64,15 @@ def _draw(ax, series: Sequence[Series], axes: Axes) -> None:
                 )
     if pos:
         ax.set_xticks(range(len(xs_all)), [f"{x:g}" for x in xs_all])
+    if axes.tick_labels:
+        ax.set_xticks(range(len(axes.tick_labels)), axes.tick_labels, rotation=30, ha="right")
     ax.set_xlabel(axes.xlabel)
     ax.set_ylabel(axes.ylabel)
     if axes.title:
         ax.set_title(axes.title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if not axes.tick_labels:
+        ax.legend(fontsize=8)
 
 
 def line_figure(
