@@ -24,7 +24,7 @@ def method_config(
 ) -> dict[str, Any]:
     """The training config (a plain dict, saved as YAML) of ``method``.
 
-    Every method shares data, folds, seed and schedule. Rank induction uses the paper's loss
+    Every method shares data, folds, seed, learning rate and schedule. Rank induction uses the paper's loss
     (sigma 1, margin 1, weight 1) and attention thresholding T = 1; MHIM-v2 uses the paper's
     defaults with its teacher (and the student's projection) initialised from the AB-MIL run's
     checkpoint of the same fold, so its baseline comes from the same splits.
@@ -47,7 +47,7 @@ def method_config(
         "model": model,
         "objective": objective,
         "train": {
-            "lr": 2.0e-4,
+            "lr": settings.lr,
             "weight_decay": 1.0e-5,
             "max_epochs": settings.max_epochs,
             "warmup_epochs": settings.warmup_epochs,
