@@ -149,7 +149,7 @@ def test_train_folds_same_on_ray_as_local(tmp_path):
         "task": "classification",
         "model": {"name": "abmil", "params": {"hidden": 16, "attn_dim": 8}},
         "objective": {"name": "rank_induction"},
-        "train": {"max_epochs": 3, "warmup_epochs": 1, "patience": 1, "seed": 0, "threads": 1},
+        "train": {"max_epochs": 2, "warmup_epochs": 1, "patience": 1, "seed": 0, "threads": 1},
         "split": {"scheme": "monte_carlo", "repeats": 2, "val_fraction": 0.25, "test": "manifest"},
     }
     path = tmp_path / "config.yaml"
