@@ -160,8 +160,8 @@ def run_demo(
         f"Mean ± sd over {settings.folds} folds (each fold tests its own slides; thresholds and "
         "early stopping use validation slides only). Localization on positive test slides: "
         "'top patch in lesion' = pointing game at alpha 1 %, 'lesion Dice@100%' = overlap of "
-        "the top-L attention patches with the L annotated lesion patches. "
-        + encoder_statement(weights, seed)
+        "the top-L attention patches with the L annotated lesion patches (ranked by raw attention "
+        "scores). " + encoder_statement(weights, seed)
     )
     write_results(paths, table, note)
     _print_table(console, table, settings)

@@ -91,7 +91,9 @@ def train_method(
 
 def fold_localization(run: Path) -> dict[str, dict[str, float]]:
     """Per fold: mean pointing game (alpha 1 %) and Dice (alpha 100 %) over positive test slides
-    with annotated lesion patches, from the run's attention files."""
+    with annotated lesion patches, from the run's attention files. Patches are ranked by their
+    raw attention scores (the softmax order): thresholded weights (rank induction, T = 1) are 0
+    on most patches and would turn the ranking into ties."""
     import h5py
 
     from histomil.evaluation import localization_metrics
@@ -103,7 +105,8 @@ def fold_localization(run: Path) -> dict[str, dict[str, float]]:
             with h5py.File(path, "r") as f:
                 if str(f.attrs.get("split", "test")) != "test" or "patch_labels" not in f:
                     continue
-                labels, attention = f["patch_labels"][:], f["attention"][:]
+                labels = f["patch_labels"][:]
+                attention = f["scores"][:] if "scores" in f else f["attention"][:]
             if not (labels == 1).any():
                 continue
             loc = localization_metrics(attention, labels, alphas=(1, 100))
