@@ -165,6 +165,12 @@ def run_demo(
     )
     write_results(paths, table, note)
     _print_table(console, table, settings)
+    if quick:
+        console.print(
+            "    [yellow]--quick checks the pipeline only: 6-8 training slides and "
+            f"{settings.max_epochs} epochs are too few for meaningful numbers (models are still "
+            "on their initial plateau); run without --quick for the comparison.[/yellow]"
+        )
     outputs = steps.run("heatmaps, QuPath export, HTML reports", lambda: _outputs(paths))
     summary = {
         "out": str(paths.root),
