@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import PS0, SLIDE_H, SLIDE_W, tissue_coords
 from histomil.viz.attention import VizError, load_attention, percentile_rank
 from histomil.viz.heatmap import HeatmapOptions, figure_size_px, montage_path_for, render_heatmap
 from histomil.viz.montage import HEADER_PX, PAD, montage_size
+
+from .conftest import PS0, SLIDE_H, SLIDE_W, tissue_coords
 
 SMALL = HeatmapOptions(thumbnail_size=384, panel_inches=3.0, dpi=60, top_k=4, montage_tile_px=64)
 

@@ -7,8 +7,9 @@ import json
 import h5py
 import pytest
 
-from .conftest import LESION, PS0
 from histomil.viz.qupath import QuPathOptions, export_qupath
+
+from .conftest import LESION, PS0
 
 
 def _n_patches(run_dir, sid: str, fold: int) -> int:
