@@ -35,10 +35,6 @@ class ABMIL(MILModel):
         self.attention = AttentionScorer(hidden, attn_dim, branches=1, gated=gated)
         self.classifier = nn.Linear(hidden, n_classes)
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
     def aggregate(
         self,
         h: Tensor,

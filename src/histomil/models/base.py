@@ -125,8 +125,11 @@ class MILModel(nn.Module):
 
     # -- to implement -------------------------------------------------------------------------
     def project(self, x: Tensor) -> Tensor:
-        """First instance projection: (B, N, D) -> (B, N, H)."""
-        raise NotImplementedError
+        """First instance projection: (B, N, D) -> (B, N, H).
+
+        Every model keeps this layer as ``self.fc`` (MHIM initialises exactly it from a baseline).
+        """
+        return self.fc(x)
 
     def aggregate(
         self,

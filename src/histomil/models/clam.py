@@ -78,10 +78,6 @@ class _CLAMBase(MILModel):
             self.classifier = nn.Linear(hidden, n_classes)
         self.instance_classifiers = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(self.n_inst))
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
     def _bag_logits(self, z: Tensor) -> Tensor:
         """Pooled features z (B, R, H) -> bag logits (B, C)."""
         if not self.multi_branch:

@@ -54,10 +54,6 @@ class DSMIL(MILModel):
         self.fcc = nn.Conv1d(n_classes, n_classes, kernel_size=hidden)
         self.q_scale = q_dim**-0.5
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
     def aggregate(
         self,
         h: Tensor,

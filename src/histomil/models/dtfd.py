@@ -81,10 +81,6 @@ class DTFD(MILModel):
         self.classifier2 = nn.Linear(hidden, n_classes)
         self._train_generator: torch.Generator | None = None
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
     def _generator(self) -> torch.Generator:
         if not self.training:
             return torch.Generator().manual_seed(self.seed)

@@ -78,10 +78,6 @@ class HIPT(MILModel):
         self.rho = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.classifier = nn.Linear(hidden, n_classes)
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
     def _local(self, tokens: Tensor, valid: Tensor) -> Tensor:
         """Region tokens (R, L, H) -> contextualised (R, L, H), run in chunks of regions."""
         out = [

@@ -38,10 +38,6 @@ class _Pooling(MILModel):
         self.fc = projection(in_dim, hidden, check_dropout(dropout))
         self.classifier = nn.Linear(hidden, n_classes)
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
 
 class MeanPooling(_Pooling):
     """Mean pooling: bag logits = mean instance logits."""

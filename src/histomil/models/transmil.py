@@ -59,10 +59,6 @@ class TransMIL(MILModel):
         self.norm = nn.LayerNorm(hidden)
         self.classifier = nn.Linear(hidden, n_classes)
 
-    def project(self, x: Tensor) -> Tensor:
-        """(B, N, D) -> (B, N, H)."""
-        return self.fc(x)
-
     def _encode(self, h: Tensor) -> tuple[Tensor, Tensor]:
         """Unpadded bags h (B, N, H) -> (class embedding (B, H), scores (B, N))."""
         b, n, _ = h.shape
