@@ -11,6 +11,7 @@ float32), one bag per step, Adam, AB-MIL 1024->512 (ReLU), gated attention 128:
 
 - ``histomil bag``: :func:`histomil.training.trainer.fit` with the ``bag`` objective (BCE);
 - ``histomil rank``: the same with ``rank_induction`` (overhead ratio vs ``bag``);
+- ``histomil bf16``: ``histomil bag`` with ``train.precision: bfloat16`` (autocast; opt-in);
 - ``torchmil``: ``torchmil.models.ABMIL`` (same sizes, gated) with its ``compute_loss``;
 - ``plain torch``: the same network written as three ``nn.Linear`` and a softmax, a bare loop;
 - the floor: the FLOPs an epoch needs (forward, weight gradients, attention input gradients)
@@ -49,7 +50,7 @@ def flops_per_patch(d: int = D, h: int = H, a: int = A) -> float:
     return 4 * d * h + 12 * h * a + 6 * (a + 2 * h)
 
 
-def gemm_epoch(train) -> float:
+def gemm_epoch(train, dtype: torch.dtype = torch.float32) -> float:
     """Seconds for only the epoch's matrix multiplies (the floor), on buffers of each bag's size.
 
     Per bag: fc forward X W (N,D)x(D,H) and weight gradient G^T X; attention (V and U as one
@@ -60,11 +61,12 @@ def gemm_epoch(train) -> float:
     gen = torch.Generator().manual_seed(0)
     w1, w2 = torch.randn(D, H, generator=gen), torch.randn(H, 2 * A, generator=gen)
     g1, g2 = torch.randn(n_max, H, generator=gen), torch.randn(n_max, 2 * A, generator=gen)
-    h = torch.empty(n_max, H)
+    w1, w2, g1, g2 = (t.to(dtype) for t in (w1, w2, g1, g2))
+    h = torch.empty(n_max, H, dtype=dtype)
     t0 = time.perf_counter()
     for bag in train:
         n = bag.n_instances
-        x = bag.features.float()  # the trainer converts float16 the same way
+        x = bag.features.to(dtype)  # the trainer converts float16 the same way
         torch.mm(x, w1, out=h[:n])
         torch.mm(g1[:n].t(), x)  # (H, D) fc weight gradient
         torch.mm(h[:n], w2)  # (N, 2A)
@@ -90,7 +92,9 @@ class _EpochDone(Exception):
     pass
 
 
-def epoch_histomil(train, val, objective_name: str, dropout: float, seed: int) -> float:
+def epoch_histomil(
+    train, val, objective_name: str, dropout: float, seed: int, precision: str = "float32"
+) -> float:
     """One training epoch of the real trainer (:func:`fit`), stopped before any validation."""
     from histomil.models import create_model
     from histomil.objectives import TrainContext, create_objective
@@ -101,7 +105,9 @@ def epoch_histomil(train, val, objective_name: str, dropout: float, seed: int) -
     model = create_model("abmil", D, 1, hidden=H, attn_dim=A, gated=True, dropout=dropout)
     objective = create_objective(objective_name)
     objective.setup(model, TrainContext(0, "classification", 1, "", seed))
-    settings = TrainSettings(max_epochs=2, warmup_epochs=1, patience=1, eval_every=2)
+    settings = TrainSettings(
+        max_epochs=2, warmup_epochs=1, patience=1, eval_every=2, precision=precision
+    )
     done = []
 
     def stop(row):  # epoch 0 ends without validation (eval_every=2): stop the clock here
@@ -245,8 +251,12 @@ def main() -> None:
         "histomil rank": lambda bags, s: epoch_histomil(
             bags, val, "rank_induction", args.dropout, s
         ),
+        "histomil bf16": lambda bags, s: epoch_histomil(
+            bags, val, "bag", args.dropout, s, "bfloat16"
+        ),
         "torchmil": epoch_torchmil,
         "plain torch": epoch_plain,
+        "bf16 GEMM floor": lambda bags, s: gemm_epoch(bags, torch.bfloat16),
         "GEMM floor": lambda bags, s: gemm_epoch(bags),
     }
     runs = {k: v for k, v in runs.items() if k not in args.skip or k == "GEMM floor"}

@@ -58,7 +58,12 @@ class MILOutput:
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = 1) -> Tensor:
-    """Softmax over ``dim`` ignoring masked-out entries. scores (B, N, R), mask (B, N)."""
+    """Softmax over ``dim`` ignoring masked-out entries. scores (B, N, R), mask (B, N).
+
+    Computed in float32 whatever the scores' dtype (bfloat16 under autocast): with thousands
+    of instances, bfloat16 weights (8-bit mantissa) would round most of them to few values.
+    """
+    scores = scores.float()
     if mask is None:
         return torch.softmax(scores, dim=dim)
     m = mask.unsqueeze(-1) if mask.dim() < scores.dim() else mask

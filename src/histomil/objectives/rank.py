@@ -46,7 +46,7 @@ def rank_loss(
     sampled (``None`` disables a cap; ``generator`` makes the sampling reproducible). Returns a
     scalar; ``0 * scores.sum()`` (zero with a graph) when there is no valid pair.
     """
-    scores = scores.reshape(-1)
+    scores = scores.reshape(-1).float()  # pair differences in float32, also under autocast
     labels = labels.reshape(-1).to(scores.device)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(labels.shape)} differ")

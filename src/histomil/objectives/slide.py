@@ -37,6 +37,7 @@ TASKS = ("classification", "survival")
 
 def slide_loss(logits: Tensor, bag: Bag, task: str, survival_alpha: float = 0.0) -> Tensor:
     """Slide-level loss of logits (1, C): BCE (C = 1), CE (C >= 2) or survival NLL."""
+    logits = logits.float()  # float32 also under bfloat16 autocast
     if task == "survival":
         if bag.event is None:
             raise ValueError(f"survival bag {bag.slide_id} has no event indicator")

@@ -45,11 +45,29 @@ def _check_same_config(run_dir: Path, config: TrainConfig, resume: bool) -> None
         raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
     saved = yaml.safe_load(path.read_text(encoding="utf-8"))
     current = yaml.safe_load(dump_config(config))
+    _fill_new_defaults(saved, current, config)
     if saved != current:
         raise ValueError(
             f"{run_dir} holds a run with a different config; finished folds would be mixed "
             "with new ones. Use another --out (or delete the folder)."
         )
+
+
+def _fill_new_defaults(saved: dict, current: dict, config: TrainConfig) -> None:
+    """Settings added after ``saved`` was written count as equal when they hold their default.
+
+    A run written by an older histomil lacks keys that newer versions added (e.g.
+    ``train.precision``); resuming it with those keys at their defaults trains the same thing.
+    """
+    import yaml
+
+    defaults = yaml.safe_load(dump_config(TrainConfig(data=config.data)))
+    for section, values in current.items():
+        if not isinstance(values, dict) or not isinstance(saved.get(section), dict):
+            continue
+        for key, value in values.items():
+            if key not in saved[section] and defaults.get(section, {}).get(key) == value:
+                saved[section][key] = value
 
 
 def _check_names(config: TrainConfig) -> None:

@@ -15,6 +15,7 @@ The best state is restored at the end.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
 from collections.abc import Callable
@@ -81,6 +82,21 @@ def _adam(params: list[torch.nn.Parameter], lr: float, weight_decay: float):
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, unsupported device or dtype
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The training step's precision context: float32 as is, or bfloat16 autocast.
+
+    Under autocast, matrix multiplies (linear layers, attention pooling) run in bfloat16 with
+    float32 accumulation and losses, softmax and reductions in float32; the weights, Adam's state
+    and the weight gradients stay float32. Only the training forward pass uses it: validation,
+    test predictions and attention maps are always computed in float32.
+    """
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if precision == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
 
 
 def bag_probability(logits: np.ndarray, task: str) -> np.ndarray:
@@ -190,10 +206,11 @@ def fit(
         order = _order(train, settings, gen)
         # streamed bags are read ahead in a background thread; in-memory bags pass through
         for step, bag in enumerate(prefetch(train, order), start=1):
-            result = objective(model, _to(bag, dev))
+            with _autocast(dev, settings.precision):
+                result = objective(model, _to(bag, dev))
             (result.loss / settings.batch_accumulation).backward()
             for k, v in result.terms.items():  # summed on the device: no per-step sync
-                v = v.detach() if isinstance(v, torch.Tensor) else float(v)
+                v = v.detach().float() if isinstance(v, torch.Tensor) else float(v)
                 sums[k] = sums.get(k, 0.0) + v
             if step % settings.batch_accumulation == 0 or step == len(order):
                 opt.step()
