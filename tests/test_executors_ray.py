@@ -161,3 +161,19 @@ def test_train_folds_same_on_ray_as_local(tmp_path):
     # resume: a rerun on Ray finds both folds finished and trains nothing
     again = train(path, tmp_path / "ray", RAY)
     pd.testing.assert_frame_equal(again.predictions, remote.predictions)
+
+
+def _threads() -> dict:
+    import torch
+
+    return {"omp": os.environ.get("OMP_NUM_THREADS"), "torch": torch.get_num_threads()}
+
+
+def test_cpus_per_task_sets_the_task_threads():
+    """``--cpus-per-task 2`` reserves 2 CPUs per Ray task and its math libraries use 2 threads."""
+    two = ExecutorConfig(executor="ray", workers=2, num_cpus_per_task=2.0)
+    results = run_tasks([Task(key="t", fn=_threads)], two)
+    assert results[0].ok, results[0].error
+    assert results[0].value == {"omp": "2", "torch": 2}
+    with pytest.raises(ValueError, match="CPUs per task"):
+        ExecutorConfig(executor="ray", num_cpus_per_task=0)

@@ -67,6 +67,10 @@ class ExecutorConfig:
             raise ValueError(f"unknown executor {self.executor!r}; valid: {', '.join(EXECUTORS)}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.num_cpus_per_task <= 0:
+            raise ValueError(f"CPUs per task must be > 0, got {self.num_cpus_per_task}")
+        if self.num_gpus_per_task < 0:
+            raise ValueError(f"GPUs per task must be >= 0, got {self.num_gpus_per_task}")
 
 
 class BatchError(RuntimeError):
@@ -84,6 +88,19 @@ def _call(task: Task) -> TaskResult:
         tb = traceback.format_exc(limit=6)
         return TaskResult(task.key, False, None, f"{err}\n{tb}", time.perf_counter() - start)
     return TaskResult(task.key, True, value, None, time.perf_counter() - start)
+
+
+def _call_ray(task: Task) -> TaskResult:
+    """A Ray task: torch uses the task's CPUs as threads, then :func:`_call`.
+
+    Ray sets ``OMP_NUM_THREADS`` to the task's CPUs before each task, but a reused worker
+    process that imported torch for an earlier task keeps that task's thread count; set it again.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch = sys.modules.get("torch")
+    if torch is not None and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    return _call(task)
 
 
 def run_tasks(
@@ -243,7 +260,7 @@ def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[Task
 
 def _submit_ray(ray, tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:
     # max_retries=0: a task that failed is reported, not silently rerun (reruns resume instead).
-    remote = ray.remote(_call).options(
+    remote = ray.remote(_call_ray).options(
         num_cpus=config.num_cpus_per_task, num_gpus=config.num_gpus_per_task, max_retries=0
     )
     pending = {remote.remote(task): task for task in tasks}

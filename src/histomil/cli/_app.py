@@ -21,8 +21,22 @@ app.add_typer(bench_app, name="bench")
 EXECUTOR_HELP = f"Where tasks run: {' | '.join(EXECUTORS)}."
 
 
+CPUS_PER_TASK_HELP = (
+    "Ray: CPUs reserved per task; the task's math libraries use that many threads "
+    "(e.g. 8 for extraction on CPU-only nodes)."
+)
+
+
+def cpus_per_task_option() -> float:
+    return typer.Option(1.0, "--cpus-per-task", help=CPUS_PER_TASK_HELP)
+
+
 def executor_config(
-    executor: str, workers: int, ray_address: str | None = None, gpus_per_task: float = 0.0
+    executor: str,
+    workers: int,
+    ray_address: str | None = None,
+    gpus_per_task: float = 0.0,
+    cpus_per_task: float = 1.0,
 ) -> ExecutorConfig:
     """Build an ExecutorConfig from the common CLI options, with a clean CLI error."""
     try:
@@ -30,6 +44,7 @@ def executor_config(
             executor=executor,
             workers=workers,
             ray_address=ray_address,
+            num_cpus_per_task=cpus_per_task,
             num_gpus_per_task=gpus_per_task,
         )
     except ValueError as exc:

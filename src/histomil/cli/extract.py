@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, executor_config, fail
+from histomil.cli._app import EXECUTOR_HELP, app, cpus_per_task_option, executor_config, fail
 
 
 @app.command()
@@ -39,6 +39,7 @@ def extract(
     ),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster address."),
+    cpus_per_task: float = cpus_per_task_option(),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-weights."),
 ) -> None:
     """Encode every patch of every slide into OUT/bags/<slide_id>.h5 (skips slides done)."""
@@ -61,7 +62,7 @@ def extract(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    ex = executor_config(executor, 1, ray_address)
+    ex = executor_config(executor, 1, ray_address, cpus_per_task=cpus_per_task)
     try:
         rows = extract_dir(patches, out, config, ex, skip_errors=skip_errors)
     except (BatchError, EncoderError, WeightsError, FileNotFoundError, RuntimeError) as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, executor_config, fail
+from histomil.cli._app import EXECUTOR_HELP, app, cpus_per_task_option, executor_config, fail
 
 
 @app.command()
@@ -45,6 +45,7 @@ def label(
         "--ray-address",
         help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
     ),
+    cpus_per_task: float = cpus_per_task_option(),
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Exit 0 even when some slides fail (see label.csv)."
     ),
@@ -53,7 +54,7 @@ def label(
     from histomil.annotations.labelling import LabelConfig, label_patches_dir
     from histomil.executors import BatchError
 
-    exec_config = executor_config(executor, workers, ray_address)
+    exec_config = executor_config(executor, workers, ray_address, cpus_per_task=cpus_per_task)
     try:
         config = LabelConfig(
             padding_px=padding_px,

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, executor_config, fail, synth_app
+from histomil.cli._app import (
+    EXECUTOR_HELP,
+    app,
+    cpus_per_task_option,
+    executor_config,
+    fail,
+    synth_app,
+)
 
 
 @app.command()
@@ -35,6 +42,7 @@ def preprocess(
         "--ray-address",
         help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
     ),
+    cpus_per_task: float = cpus_per_task_option(),
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Exit 0 even when some slides fail (they are reported)."
     ),
@@ -60,7 +68,7 @@ def preprocess(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    exec_config = executor_config(executor, workers, ray_address)
+    exec_config = executor_config(executor, workers, ray_address, cpus_per_task=cpus_per_task)
     try:
         table = preprocess_slides(slides, out, config, exec_config, slide_mpp, skip_errors)
     except BatchError as exc:

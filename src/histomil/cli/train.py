@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, executor_config, fail
+from histomil.cli._app import EXECUTOR_HELP, app, cpus_per_task_option, executor_config, fail
 
 
 @app.command()
@@ -20,6 +20,7 @@ def train(
         "--ray-address",
         help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
     ),
+    cpus_per_task: float = cpus_per_task_option(),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Skip finished folds of an existing run."
     ),
@@ -31,7 +32,10 @@ def train(
 
     try:
         result = run_training(
-            config, out, executor_config(executor, workers, ray_address), resume=resume
+            config,
+            out,
+            executor_config(executor, workers, ray_address, cpus_per_task=cpus_per_task),
+            resume=resume,
         )
     except (BatchError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
