@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histomil.viz.attention import VizError, load_attention, percentile_rank
+from histomil.viz.attention import AttentionData, VizError, load_attention, percentile_rank
 from histomil.viz.heatmap import HeatmapOptions, figure_size_px, montage_path_for, render_heatmap
 from histomil.viz.montage import HEADER_PX, PAD, montage_size
 
@@ -151,3 +151,24 @@ def test_vectorised_painting_matches_per_patch_loop():
         ref[r0:r1, c0:c1, :3], ref[r0:r1, c0:c1, 3] = rgb[i], 1
     assert np.array_equal(got, ref)
     assert got[:, :, 3].mean() > 0.5  # the grid is covered without gaps inside the margin
+
+
+def test_title_names_the_method_not_only_the_model():
+    """Heatmaps of AB-MIL and of rank induction (AB-MIL + rank loss) must be told apart."""
+    from histomil.viz.heatmap import _title
+
+    def title(**attrs):
+        data = AttentionData(
+            slide_id="s1",
+            coords=np.zeros((1, 2), dtype=np.int64),
+            attention=np.ones(1),
+            patch_size_level0=448,
+            attrs={"split": "test", "label": 1, "prob": 0.9, **attrs},
+            fold="0",
+        )
+        return _title(data)
+
+    assert "abmil + rank_induction" in title(model="abmil", objective="rank_induction")
+    plain = title(model="abmil", objective="bag")
+    assert "abmil" in plain and "bag" not in plain
+    assert title(model="abmil").startswith("s1  ·  fold 0  ·  abmil")

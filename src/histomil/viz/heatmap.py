@@ -157,10 +157,25 @@ def _figure_inches(n_panels: int, aspect: float, options: HeatmapOptions) -> tup
     return w_px / options.dpi, h_px / options.dpi  # whole pixels, so the PNG size is exact
 
 
+def _method(attrs: dict[str, Any]) -> str | None:
+    """``abmil + rank_induction`` (the objective is left out when it is the plain ``bag`` loss)."""
+    model, objective = (attrs.get(k) for k in ("model", "objective"))
+    if model is None or str(model) in ("", "nan", "None"):
+        return None
+    if objective is None or str(objective) in ("", "nan", "None", "bag"):
+        return str(model)
+    return f"{model} + {objective}"
+
+
 def _title(data: AttentionData) -> str:
-    a = data.attrs
+    a = {**data.attrs, "method": _method(data.attrs)}
     parts = [data.slide_id]
-    for key, fmt in (("model", "{}"), ("split", "{}"), ("label", "label {}"), ("prob", "P={:.3f}")):
+    for key, fmt in (
+        ("method", "{}"),
+        ("split", "{}"),
+        ("label", "label {}"),
+        ("prob", "P={:.3f}"),
+    ):
         value = a.get(key, a.get("slide_label")) if key == "label" else a.get(key)
         if value is not None and str(value) not in ("", "nan", "None"):
             try:
