@@ -27,3 +27,6 @@ def test_measure_cost_on_tiny_bags(tmp_path: Path) -> None:
     assert table["paper_parameters_ratio"].iloc[1] == pytest.approx(1.64 / 0.66)
     md = (tmp_path / "out" / "cost.md").read_text()
     assert "MHIM-v2(AB-MIL)" in md and (tmp_path / "out" / "cost.csv").is_file()
+    assert "'warmup_steps': 2" in md  # untimed steps before the timed epoch, stated
+    cold = CostSettings(epochs=1, max_bags=4, isolate=False, warmup_steps=0)
+    assert len(measure_cost(manifest, None, None, methods[:1], cold)) == 1

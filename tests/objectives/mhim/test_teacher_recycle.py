@@ -96,3 +96,17 @@ def test_recycle_queries_change_only_by_ema() -> None:
     grn.eval()
     grn(torch.randn(1, 5, 16))
     assert not grn.apply_ema()  # inference never updates the queries
+
+
+def test_recycle_dropout_setting() -> None:
+    from histomil.objectives.mhim.config import RecycleConfig
+
+    with pytest.raises(ValueError, match="dropout"):
+        RecycleConfig(dropout=1.0)
+    torch.manual_seed(0)
+    grn = GlobalRecycle(16, n_queries=1, heads=8, dropout=0.5)
+    h = torch.randn(1, 7, 16)
+    a, b = grn(h), grn(h)
+    assert not torch.equal(a, b)  # dropout active while training
+    grn.eval()
+    assert torch.equal(grn(h), grn(h))  # and off at inference

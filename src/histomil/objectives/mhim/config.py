@@ -63,10 +63,13 @@ class RecycleConfig:
     heads: int = 8
     momentum: float = 0.9998  # EMA of the queries (code --merge_mm)
     at_inference: bool = True  # paper Sec. 3.6: Z~ = concat(Z, R(Z)); authors' code: off
+    dropout: float = 0.0  # attention weights and output (paper: none; code MCA: 0.1)
 
     def __post_init__(self) -> None:
         if self.n_queries < 1:
             raise ValueError(f"n_queries must be >= 1, got {self.n_queries}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"recycle dropout must be in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)

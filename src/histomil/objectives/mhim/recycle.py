@@ -44,6 +44,7 @@ class GlobalRecycle(nn.Module):
         self.register_buffer("queries", torch.randn(n_queries, dim, generator=gen) * 0.02)
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.out_drop = nn.Dropout(dropout)  # on the output too, as the authors' MCA
         self._pending: Tensor | None = None
 
     @property
@@ -55,6 +56,7 @@ class GlobalRecycle(nn.Module):
         q = self.norm(self.queries).unsqueeze(0).expand(h.shape[0], -1, -1)  # (B, K, D)
         kv = self.norm(h)
         out, _ = self.attn(q, kv, kv, need_weights=False)  # (B, K, D)
+        out = self.out_drop(out)
         if self.training:
             self._pending = out.detach().mean(dim=0)  # (K, D) EMA target
         return out

@@ -110,7 +110,7 @@ class MHIM(Objective):
                 dim = model.project(torch.zeros(1, 1, model.in_dim, device=device)).shape[-1]
             rc = self.recycle_cfg
             self.recycle = GlobalRecycle(
-                dim, rc.n_queries, rc.heads, rc.momentum, seed=int(context.seed)
+                dim, rc.n_queries, rc.heads, rc.momentum, rc.dropout, seed=int(context.seed)
             ).to(device)
         self.beta_h = self.masking.beta_h
         self.momentum = self.teacher_cfg.momentum
