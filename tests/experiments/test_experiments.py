@@ -129,6 +129,10 @@ def test_threshold_nonlesion_attention(base_config, tmp_path):
     assert by_t[5.0]["n_slides"] == by_t[0.0]["n_slides"] > 0
     cfg = yaml.safe_load((tmp_path / "configs" / "rank_induction__T5.yaml").read_text())
     assert cfg["model"]["params"]["attention_threshold"] == 5.0
+    # p-values against T = 0 (the paper's reference condition) on the per-fold values
+    assert "P vs T = 0" in (tmp_path / "table.md").read_text()
+    p5 = [p for p in summary["pvalues"] if p["T"] == 5.0][0]["p_auroc"]
+    assert p5 != p5 or 0 <= p5 <= 1  # NaN when one fold per point leaves it undefined
 
 
 def test_localization_from_existing_runs(compared, base_config, tmp_path):
@@ -171,3 +175,20 @@ def test_bad_inputs_raise_clearly(base_config, tiny_cohort, tmp_path):
     bad.write_text(text)
     with pytest.raises(ValueError, match="max_epoch"):
         run_experiment("compare", bad, tmp_path / "o", ExperimentOptions(methods=("abmil",)))
+
+
+def test_identical_point_is_reused_from_another_experiment(compared, tiny_cohort, tmp_path):
+    out, _ = compared
+    base = write_base(tmp_path / "cfg", tiny_cohort, {"reuse": [str(out)]})
+    # rank induction at T = 1 is the compare run's rank_induction point; T = 0.5 is new
+    run_experiment("threshold", base, tmp_path / "thr", ExperimentOptions(grid=(0.5, 1)))
+    reused = tmp_path / "thr" / "runs" / "rank_induction__T1"
+    assert (reused / "reused_from.txt").read_text().strip() == str(out / "runs" / "rank_induction")
+    assert not (tmp_path / "thr" / "runs" / "rank_induction__T0.5" / "reused_from.txt").exists()
+    rows = pd.read_csv(tmp_path / "thr" / "results.csv")
+    ref = pd.read_csv(out / "results.csv")
+    got = rows[rows["T"] == 1.0].sort_values("fold").auroc.tolist()
+    assert got == ref[ref.point == "rank_induction"].sort_values("fold").auroc.tolist()
+    # a different fold count is a different config: nothing to reuse
+    run_experiment("threshold", base, tmp_path / "thr1", ExperimentOptions(grid=(1,), repeats=1))
+    assert not (tmp_path / "thr1" / "runs" / "rank_induction__T1" / "reused_from.txt").exists()

@@ -27,8 +27,10 @@ from histomil.experiments.plots import Axes, Series, line_figure
 from histomil.experiments.sweep import Point
 from histomil.experiments.tables import (
     fmt_mean_sd,
+    fmt_p,
     markdown_table,
     mean_sd,
+    pvalue,
     summary_frame,
     write_outputs,
 )
@@ -97,19 +99,28 @@ def threshold(ctx: Context) -> dict[str, Any]:
         fold_mean = slides.groupby(["point", "fold"], as_index=False)["nonlesion_attention"].mean()
         rows = rows.merge(fold_mean, on=["point", "fold"], how="left")
     summ = summary_frame(rows, ["method", "T"], ["auroc", "auprc"])
+    ref_t = float(ctx.experiment.get("reference_threshold", 0.0))
     header = ["Method", "T", "AUROC, mean (SD)", "AUPRC, mean (SD)"]
+    header += [f"P vs T = {ref_t:g} (AUROC)", "P (AUPRC)"]
     header += ["Non-lesion attention sum, positive test slides, mean (SD)", "slides"]
-    table, nl = [], []
+    table, nl, pvals = [], [], []
     for _, rec in summ.iterrows():
         point = f"{rec.method}__T{tag(rec['T'])}"
         mean, sd, n = mean_sd(slides.loc[slides.point == point, "nonlesion_attention"])
         nl.append({"method": rec.method, "T": rec["T"], "mean": mean, "sd": sd, "n_slides": n})
+        ps = {}
+        for k in ("auroc", "auprc"):
+            ref = rows.loc[(rows.method == rec.method) & (rows["T"] == ref_t), k]
+            ps[k] = math.nan if rec["T"] == ref_t else pvalue(ref, rows.loc[rows.point == point, k])
+        pvals.append({"method": rec.method, "T": rec["T"], **{f"p_{k}": v for k, v in ps.items()}})
         table.append(
             [
                 DISPLAY.get(rec.method, rec.method),
                 f"{rec['T']:g}",
                 fmt_mean_sd(rec.auroc_mean, rec.auroc_sd),
                 fmt_mean_sd(rec.auprc_mean, rec.auprc_sd),
+                "" if rec["T"] == ref_t else fmt_p(ps["auroc"]),
+                "" if rec["T"] == ref_t else fmt_p(ps["auprc"]),
                 fmt_mean_sd(mean, sd),
                 str(n),
             ]
@@ -144,10 +155,13 @@ def threshold(ctx: Context) -> dict[str, Any]:
     line_figure(ctx.out / "threshold.png", panels)
     md = "# Attention threshold T\n\n" + markdown_table(header, table)
     md += "\nAUROC/AUPRC over folds; attention sum over positive test slides of all folds.\n"
+    md += f"P: two-sided Mann-Whitney U of the per-fold values against T = {ref_t:g}.\n"
     summary = {
         "experiment": "threshold",
+        "reference_threshold": ref_t,
         "summary": summ.to_dict(orient="records"),
         "nonlesion_attention": nl,
+        "pvalues": pvals,
     }
     ctx.out.mkdir(parents=True, exist_ok=True)
     slides.to_csv(ctx.out / "nonlesion_attention.csv", index=False)

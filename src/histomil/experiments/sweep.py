@@ -6,6 +6,13 @@ resolved config is saved as ``DIR/configs/<point>.yaml``. Points run in parallel
 task). A point whose run is complete (every fold's ``result.json`` and ``metrics.json``) is
 skipped, so an interrupted sweep resumes; a partly finished point resumes at fold level.
 
+Identical points are shared across experiments through ``experiment.reuse`` (a list of other
+experiment folders, relative to the YAML): a point that is not done here is copied from a
+finished run in ``<folder>/runs/*`` whose resolved ``config.yaml`` equals the point's (e.g. rank
+induction at T = 1 in ``threshold`` is the ``rank_induction`` point of ``compare``). Only an
+exact match of the whole resolved config counts, so a different fold count, data path, grid
+value or default never matches.
+
 The experiment YAML is a training config plus an optional ``experiment:`` section (grid values,
 methods, alphas, ...) that the experiment reads; the rest must be a valid training config.
 """
@@ -14,7 +21,9 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +33,8 @@ import pandas as pd
 from histomil._io import atomic_write_text
 from histomil.executors import ExecutorConfig, Task, run_tasks
 from histomil.training.config import TrainConfig, config_from_dict, dump_config
+
+log = logging.getLogger(__name__)
 
 #: sections a method replaces as a whole (a CLAM model must not inherit AB-MIL's params)
 REPLACED = ("model", "objective")
@@ -117,6 +128,40 @@ def point_done(run_dir: str | os.PathLike, config: TrainConfig) -> bool:
     )
 
 
+def reuse_dirs(base: BaseConfig) -> list[Path]:
+    """Experiment folders named in ``experiment.reuse`` (relative to the YAML's folder)."""
+    value = base.experiment.get("reuse") or []
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    root = Path(base.base_dir or ".")
+    return [(root / str(v)).resolve() for v in value]
+
+
+def find_identical_run(config: TrainConfig, folders: list[Path]) -> Path | None:
+    """A finished run in ``<folder>/runs/*`` whose saved resolved config equals ``config``."""
+    import yaml
+
+    wanted = yaml.safe_load(dump_config(config))
+    defaults = yaml.safe_load(dump_config(TrainConfig(data=config.data)))
+    for folder in folders:
+        for path in sorted((folder / "runs").glob("*/config.yaml")):
+            saved = _with_new_defaults(yaml.safe_load(path.read_text(encoding="utf-8")), defaults)
+            if saved == wanted and point_done(path.parent, config):
+                return path.parent
+    return None
+
+
+def _with_new_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with settings it lacks (added to histomil after it was written) at their
+    defaults, so an older run still matches a config that leaves them at the default."""
+    out = copy.deepcopy(saved)
+    for section, values in defaults.items():
+        if isinstance(values, dict) and isinstance(out.get(section), dict):
+            for key, value in values.items():
+                out[section].setdefault(key, value)
+    return out
+
+
 def train_point(config: TrainConfig, run_dir: str) -> str:
     """Executor task: train every fold of one point (folds serially inside this task)."""
     from histomil.training import train
@@ -141,6 +186,12 @@ def run_sweep(
         run_dir = out / "runs" / point.name
         runs[point.name] = run_dir
         if point_done(run_dir, config):
+            continue
+        source = None if run_dir.exists() else find_identical_run(config, reuse_dirs(base))
+        if source is not None and source.resolve() != run_dir.resolve():
+            shutil.copytree(source, run_dir, symlinks=True)
+            atomic_write_text(run_dir / "reused_from.txt", f"{source}\n")
+            log.info("point %s: reused the identical finished run %s", point.name, source)
             continue
         tasks.append(Task(point.name, train_point, {"config": config, "run_dir": str(run_dir)}))
     results = run_tasks(tasks, options.executor, description=f"sweep {out.name}")
