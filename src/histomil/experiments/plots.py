@@ -45,14 +45,19 @@ def _draw(ax, series: Sequence[Series], axes: Axes) -> None:
 
     xs_all = sorted({float(x) for s in series for x in s.x})
     pos = {x: i for i, x in enumerate(xs_all)} if axes.categorical_x else None
-    for s in series:
-        x = [pos[float(v)] for v in s.x] if pos else list(s.x)
+    # several series on a shared x grid: shift each a little sideways so that the error bars
+    # (and stars) of different methods do not sit on top of each other
+    span = (len(xs_all) - 1 if pos else (xs_all[-1] - xs_all[0])) if len(xs_all) > 1 else 1.0
+    step = 0.012 * span if len(series) > 1 and not axes.tick_labels else 0.0
+    for i, s in enumerate(series):
+        shift = step * (i - (len(series) - 1) / 2)
+        x = [(pos[float(v)] if pos else float(v)) + shift for v in s.x]
         sd = None if s.sd is None else np.nan_to_num(np.asarray(s.sd, dtype=float))
         line = ax.errorbar(x, s.mean, yerr=sd, marker="o", capsize=3, label=s.label)
         for xv, m in zip(s.x, s.mean, strict=True):
             star = s.stars.get(float(xv), "")
             if star and star not in ("ns", "n/a") and np.isfinite(m):
-                xp = pos[float(xv)] if pos else xv
+                xp = (pos[float(xv)] if pos else float(xv)) + shift
                 ax.annotate(
                     star,
                     (xp, m),
@@ -72,7 +77,10 @@ def _draw(ax, series: Sequence[Series], axes: Axes) -> None:
         ax.set_title(axes.title)
     ax.grid(alpha=0.3)
     if not axes.tick_labels:
-        ax.legend(fontsize=8)
+        if len(series) > 3:  # many lines: keep the legend off the data
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        else:
+            ax.legend(fontsize=8)
 
 
 def line_figure(
@@ -80,7 +88,9 @@ def line_figure(
 ) -> None:
     """One PNG with a row of panels, each a set of lines with error bars; written atomically."""
     plt = _pyplot()
-    fig, axs = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    outside = sum(len(series) > 3 and not axes.tick_labels for series, axes in panels)
+    width = 5.2 * len(panels) + 1.8 * outside  # room for legends placed right of their panel
+    fig, axs = plt.subplots(1, len(panels), figsize=(width, 4.0), squeeze=False)
     for ax, (series, axes) in zip(axs[0], panels, strict=True):
         _draw(ax, series, axes)
     if note:
