@@ -32,7 +32,7 @@ import pandas as pd
 
 from histomil._io import atomic_write_text
 from histomil.executors import ExecutorConfig, Task, run_tasks
-from histomil.training.config import TrainConfig, config_from_dict, dump_config
+from histomil.training.config import TrainConfig, config_from_dict, dump_config, matches_saved
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +141,12 @@ def find_identical_run(config: TrainConfig, folders: list[Path]) -> Path | None:
     """A finished run in ``<folder>/runs/*`` whose saved resolved config equals ``config``."""
     import yaml
 
-    wanted = yaml.safe_load(dump_config(config))
-    defaults = yaml.safe_load(dump_config(TrainConfig(data=config.data)))
     for folder in folders:
         for path in sorted((folder / "runs").glob("*/config.yaml")):
-            saved = _with_new_defaults(yaml.safe_load(path.read_text(encoding="utf-8")), defaults)
-            if saved == wanted and point_done(path.parent, config):
+            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if matches_saved(saved, config) and point_done(path.parent, config):
                 return path.parent
     return None
-
-
-def _with_new_defaults(saved: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """``saved`` with settings it lacks (added to histomil after it was written) at their
-    defaults, so an older run still matches a config that leaves them at the default."""
-    out = copy.deepcopy(saved)
-    for section, values in defaults.items():
-        if isinstance(values, dict) and isinstance(out.get(section), dict):
-            for key, value in values.items():
-                out[section].setdefault(key, value)
-    return out
 
 
 def train_point(config: TrainConfig, run_dir: str) -> str:

@@ -257,6 +257,26 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
+def matches_saved(saved: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether a saved ``RUN/config.yaml`` mapping describes the same run as ``config``.
+
+    A run written by an older histomil lacks settings added since (e.g. ``train.precision``);
+    they count as equal when ``config`` leaves them at their defaults.
+    """
+    import copy
+
+    import yaml
+
+    wanted = yaml.safe_load(dump_config(config))
+    defaults = yaml.safe_load(dump_config(TrainConfig(data=config.data)))
+    filled = copy.deepcopy(saved)
+    for section, values in defaults.items():
+        if isinstance(values, dict) and isinstance(filled.get(section), dict):
+            for key, value in values.items():
+                filled[section].setdefault(key, value)
+    return filled == wanted
+
+
 def dump_config(config: TrainConfig) -> str:
     """YAML text of the resolved config."""
     import yaml

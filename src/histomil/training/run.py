@@ -20,7 +20,13 @@ import pandas as pd
 from histomil._io import atomic_write_json, atomic_write_text
 from histomil.executors import BatchError, ExecutorConfig, Task, run_tasks
 from histomil.manifest import read_manifest
-from histomil.training.config import TrainConfig, config_to_dict, dump_config, load_config
+from histomil.training.config import (
+    TrainConfig,
+    config_to_dict,
+    dump_config,
+    load_config,
+    matches_saved,
+)
 from histomil.training.fold import read_fold_result, run_fold
 from histomil.training.splits import make_splits
 
@@ -44,30 +50,11 @@ def _check_same_config(run_dir: Path, config: TrainConfig, resume: bool) -> None
     if not resume:
         raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
     saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    current = yaml.safe_load(dump_config(config))
-    _fill_new_defaults(saved, current, config)
-    if saved != current:
+    if not matches_saved(saved, config):
         raise ValueError(
             f"{run_dir} holds a run with a different config; finished folds would be mixed "
             "with new ones. Use another --out (or delete the folder)."
         )
-
-
-def _fill_new_defaults(saved: dict, current: dict, config: TrainConfig) -> None:
-    """Settings added after ``saved`` was written count as equal when they hold their default.
-
-    A run written by an older histomil lacks keys that newer versions added (e.g.
-    ``train.precision``); resuming it with those keys at their defaults trains the same thing.
-    """
-    import yaml
-
-    defaults = yaml.safe_load(dump_config(TrainConfig(data=config.data)))
-    for section, values in current.items():
-        if not isinstance(values, dict) or not isinstance(saved.get(section), dict):
-            continue
-        for key, value in values.items():
-            if key not in saved[section] and defaults.get(section, {}).get(key) == value:
-                saved[section][key] = value
 
 
 def _check_names(config: TrainConfig) -> None:
