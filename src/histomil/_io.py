@@ -79,3 +79,40 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+#: Columns that hold identifiers: always read and written as strings, never parsed as numbers
+#: or missing values (``00008``, ``1.110``, ``1e5`` and ``NA`` are valid slide ids).
+ID_COLUMNS = ("slide_id", "case_id", "patient_id", "key")
+
+
+def read_csv(path: str | os.PathLike, id_columns: tuple[str, ...] = ID_COLUMNS, **kw: Any):
+    """``pandas.read_csv`` that keeps every id column as the exact string in the file.
+
+    Other columns are parsed as usual (numbers, empty cells as missing). Every CSV the project
+    reads goes through here, so an id is never turned into ``8.0`` or ``NaN`` on the way.
+    """
+    import pandas as pd
+
+    header = pd.read_csv(path, nrows=0, **kw).columns
+    ids = [c for c in header if str(c).strip() in id_columns]
+    na = {c: _DEFAULT_NA for c in header if c not in ids}
+    return pd.read_csv(
+        path,
+        dtype={c: str for c in ids},
+        keep_default_na=False,
+        na_values=na,
+        **kw,
+    )
+
+
+def write_csv(df, path: str | os.PathLike) -> None:
+    """Write a DataFrame atomically (no index); ids are written exactly as held (strings)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+_DEFAULT_NA = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]  # fmt: skip
