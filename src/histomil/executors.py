@@ -77,6 +77,27 @@ class BatchError(RuntimeError):
     """Raised by callers (not by run_tasks) when failures must stop a command after the batch."""
 
 
+def one_line(error: str | None) -> str:
+    """The one-line message of a task error (``Type: message``), for status tables: the full
+    text with its traceback belongs in the error log (:func:`write_error_log`)."""
+    return next((line.strip() for line in (error or "").splitlines() if line.strip()), "")
+
+
+def write_error_log(path: str | os.PathLike, errors: dict[str, str]) -> None:
+    """Rewrite ``path`` with the full error text (traceback included) of each failed task of
+    this batch, one section per key; remove it when the batch had no failure."""
+    from pathlib import Path
+
+    from histomil._io import atomic_write_text
+
+    target = Path(path)
+    if not errors:
+        target.unlink(missing_ok=True)
+        return
+    text = "".join(f"=== {key} ===\n{err.rstrip()}\n\n" for key, err in errors.items())
+    atomic_write_text(target, text)
+
+
 def _call(task: Task) -> TaskResult:
     start = time.perf_counter()
     try:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from histomil.cli import app
 from histomil.executors import BatchError
+from histomil.provenance import StaleOutputError
 from histomil.slides import preprocess as pp
 from histomil.slides.preprocess import PreprocessConfig, preprocess_slides
 
@@ -158,5 +159,5 @@ def test_cli(tmp_path: Path):
 def test_rerun_with_other_settings_is_refused(synth_cohort: Path, tmp_path: Path):
     good = synth_cohort.parent / "slides" / "synth_7_001.tif"
     preprocess_slides([good], tmp_path)
-    with pytest.raises(ValueError, match="other settings.*patch_size"):
+    with pytest.raises(StaleOutputError, match="other inputs or settings.*patch_size: 224 -> 256"):
         preprocess_slides([good], tmp_path, PreprocessConfig(patch_size=256))

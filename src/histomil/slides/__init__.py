@@ -9,6 +9,7 @@ from histomil.slides.backends import (
 )
 from histomil.slides.tiling import (
     TileSpec,
+    UpsamplingWarning,
     grid_coords,
     mpp_from_magnification,
     read_patch,
@@ -21,6 +22,7 @@ __all__ = [
     "Slide",
     "SlideError",
     "TileSpec",
+    "UpsamplingWarning",
     "available_backends",
     "grid_coords",
     "mpp_from_magnification",

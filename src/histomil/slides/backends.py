@@ -121,10 +121,12 @@ class Slide:
         except SlideError:
             raise
         except Exception as exc:
+            others = [b for b in available_backends() if b not in (self.backend, "pil")]
+            hint = " or ".join(f"--backend {b}" for b in others)
             raise SlideError(
                 f"slide {self.path}: reading {size} px at {location} (level {level}) failed with "
-                f"the {self.backend} backend: {exc}. The file may be truncated or corrupt; try "
-                "`backend='tiffslide'` or re-export the slide."
+                f"the {self.backend} backend: {exc}. The file may be truncated or corrupt; "
+                + (f"try {hint}, or re-export the slide." if hint else "re-export the slide.")
             ) from exc
         return to_rgb(arr)
 

@@ -9,17 +9,39 @@ and is rewritten atomically as each slide finishes, so an interrupted run keeps 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from histomil._io import SLIDE_SUFFIXES, atomic_path, atomic_write_json, slide_id_from_path
-from histomil.executors import BatchError, ExecutorConfig, Task, TaskResult, run_tasks
+from histomil._io import (
+    SLIDE_SUFFIXES,
+    atomic_path,
+    atomic_write_json,
+    read_csv,
+    slide_id_from_path,
+    write_csv,
+)
+from histomil.executors import (
+    BatchError,
+    ExecutorConfig,
+    Task,
+    TaskResult,
+    one_line,
+    run_tasks,
+    write_error_log,
+)
+from histomil.provenance import StaleOutputError, decide, read_h5, record, write_h5
+from histomil.slides.tiling import UpsamplingWarning
 from histomil.slides.tissue import SegmentationConfig
 
-STATUS_COLUMNS = ("slide_id", "status", "n_patches", "seconds", "error", "slide_path")
+STATUS_COLUMNS = (
+    "slide_id", "status", "n_patches", "seconds", "error", "warning", "slide_path",
+)  # fmt: skip
+ERROR_LOG = "preprocess_errors.log"
+EMPTY_MESSAGE = "no tissue found (no patch reaches min_tissue)"
 
 
 @dataclass(frozen=True)
@@ -61,9 +83,13 @@ def collect_slides(
         p = Path(item)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in SLIDE_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(no_inputs_message(p, SLIDE_SUFFIXES, "slide"))
             found += [SlideInput(slide_id_from_path(f), f, slide_mpp) for f in files]
         elif p.suffix.lower() == ".csv":
             df = read_manifest(p, required=("slide_path",))
+            if len(df) == 0:
+                raise ValueError(f"manifest {p} lists no slides")
             for _, row in df.iterrows():
                 if row["slide_path"] is None:
                     raise ValueError(f"manifest {p}: empty slide_path for {row.get('slide_id')}")
@@ -87,6 +113,18 @@ def collect_slides(
     return list(unique.values())
 
 
+def no_inputs_message(folder: Path, suffixes: Sequence[str], what: str) -> str:
+    """``folder`` holds no input file: say which suffixes are accepted and what is there."""
+    others = sorted(f.name for f in folder.iterdir() if not f.name.startswith("."))
+    there = (
+        f"it holds {len(others)} other file(s): {', '.join(others[:5])}"
+        + (", ..." if len(others) > 5 else "")
+        if others
+        else "it is empty"
+    )
+    return f"no {what} files in {folder} ({there}); accepted: {', '.join(suffixes)}"
+
+
 def _thumbnail_size(dims: tuple[int, int], size0: int, cap: int) -> int:
     """Longest thumbnail side: ~16 mask px per patch side, between 1024 and ``cap``."""
     longest = max(dims)
@@ -94,8 +132,17 @@ def _thumbnail_size(dims: tuple[int, int], size0: int, cap: int) -> int:
     return int(min(longest, max(1024, min(cap, want))))
 
 
-def preprocess_slide(slide: SlideInput, out: str | os.PathLike, config: PreprocessConfig) -> dict:
-    """Segment, tile and write the outputs of one slide; return its status row (no 'seconds')."""
+def preprocess_slide(
+    slide: SlideInput,
+    out: str | os.PathLike,
+    config: PreprocessConfig,
+    provenance: dict | None = None,
+) -> dict:
+    """Segment, tile and write the outputs of one slide; return its status row (no 'seconds').
+
+    ``provenance`` (:func:`slide_provenance`, computed here when None) is stored in the patch
+    file so a rerun can tell whether it is still valid.
+    """
     import h5py
 
     from histomil import __version__
@@ -129,6 +176,8 @@ def preprocess_slide(slide: SlideInput, out: str | os.PathLike, config: Preproce
             "level0_mpp": spec.level0_mpp,
             "read_level": spec.read_level,
             "read_size": spec.read_size,
+            "read_scale": spec.read_scale,
+            "upsampled": spec.upsampled,
             "target_magnification": spec.target_magnification,
             "segmentation": config.segmentation.method,
             "min_tissue": config.min_tissue,
@@ -145,8 +194,9 @@ def preprocess_slide(slide: SlideInput, out: str | os.PathLike, config: Preproce
         h5.create_dataset("tissue", data=frac.astype(np.float32))
         for k, v in attrs.items():
             h5.attrs[k] = v
+        write_h5(h5, provenance or slide_provenance(slide, config))
     status = "ok" if len(coords) else "empty"
-    error = "" if len(coords) else "no tissue found (no patch reaches min_tissue)"
+    error = "" if len(coords) else EMPTY_MESSAGE
     return {
         "slide_id": slide.slide_id,
         "status": status,
@@ -176,8 +226,23 @@ def _write_overview(path: Path, thumb, polygons, coords, spec, scale) -> None:
         img.save(tmp, format="PNG")
 
 
-def _task(slide: SlideInput, out: str, config: PreprocessConfig) -> dict:
-    return preprocess_slide(slide, out, config)
+def _task(slide: SlideInput, out: str, config: PreprocessConfig, provenance: dict) -> dict:
+    """One slide in a batch: warnings (upsampling) go into the status row, because a worker
+    process or Ray task cannot show them to the user; the parent re-emits them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UpsamplingWarning)
+        row = preprocess_slide(slide, out, config, provenance)
+    for w in caught:
+        if not issubclass(w.category, UpsamplingWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    row["warning"] = " ".join(str(w.message) for w in caught if w.category is UpsamplingWarning)
+    return row
+
+
+def slide_provenance(slide: SlideInput, config: PreprocessConfig) -> dict:
+    """What determines one slide's patch file: every setting, the mpp override, the slide file."""
+    params = {**config_dict(config), "slide_mpp": slide.mpp}
+    return record("preprocess", params, {"slide": slide.path})
 
 
 def preprocess_slides(
@@ -187,110 +252,136 @@ def preprocess_slides(
     executor: ExecutorConfig | None = None,
     slide_mpp: float | None = None,
     skip_errors: bool = False,
+    overwrite: bool = False,
 ):
     """Preprocess every slide of ``inputs`` (see :func:`collect_slides`) into ``out``.
 
-    Finished slides (their patch file exists) are skipped. Returns the status table (a pandas
-    DataFrame, one row per slide of this run). Failing slides never stop the others; unless
-    ``skip_errors``, a :class:`~histomil.executors.BatchError` is raised at the end naming them.
+    A slide whose patch file exists and records the same settings and slide file
+    (:mod:`histomil.provenance`) is skipped; one made differently is recomputed with
+    ``overwrite``, otherwise :class:`~histomil.provenance.StaleOutputError` names every
+    difference, before anything is written. Returns the status table (a pandas DataFrame, one
+    row per slide of this run). Failing slides never stop the others; unless ``skip_errors``, a
+    :class:`~histomil.executors.BatchError` is raised at the end naming them (full tracebacks
+    in ``out/preprocess_errors.log``).
     """
     import pandas as pd
 
     config = config or PreprocessConfig()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     slides = collect_slides(inputs, slide_mpp)
+    if not slides:
+        raise FileNotFoundError(f"no slides in {', '.join(map(str, inputs)) or '(no inputs)'}")
+    run_rows, todo = _plan(slides, out, config, overwrite)
     csv_path = out / "preprocess.csv"
-    previous = pd.read_csv(csv_path, dtype={"slide_id": str}) if csv_path.is_file() else None
     rows: dict[str, dict] = {}
-    if previous is not None:
-        rows = {r["slide_id"]: r for r in previous.to_dict("records")}
-    run_rows: dict[str, dict] = {}
-    todo = []
-    for s in slides:
-        done = out / "patches" / f"{s.slide_id}.h5"
-        if done.is_file():
-            run_rows[s.slide_id] = {
-                "slide_id": s.slide_id,
-                "status": "skipped",
-                "n_patches": _count(done, config),
-                "seconds": 0.0,
-                "error": "",
-                "slide_path": str(s.path),
-            }
-        else:
-            todo.append(s)
+    if csv_path.is_file():
+        rows = {str(r["slide_id"]): r for r in read_csv(csv_path).to_dict("records")}
     rows.update(run_rows)
     by_id = {s.slide_id: s for s in slides}
-
     total = [sum(max(0, int(r["n_patches"])) for r in run_rows.values())]
+    errors: dict[str, str] = {}
 
     def on_result(result: TaskResult) -> str:
-        row = {"slide_id": result.key, "seconds": round(result.seconds, 3)}
+        row = {"slide_id": result.key, "seconds": round(result.seconds, 3), "warning": ""}
         if result.ok:
             row.update(result.value)
         else:
-            row.update(status="error", n_patches=0, error=result.error.splitlines()[0])
+            row.update(status="error", n_patches=0, error=one_line(result.error))
+            errors[result.key] = result.error or ""
+            write_error_log(out / ERROR_LOG, errors)
+        if row["warning"]:
+            warnings.warn(row["warning"], UpsamplingWarning, stacklevel=2)
         row["slide_path"] = str(by_id[result.key].path)
         rows[result.key] = run_rows[result.key] = row
         _write_status(csv_path, rows)
         total[0] += int(row["n_patches"])
         return f"{total[0]:,} patches"
 
-    tasks = [Task(s.slide_id, _task, {"slide": s, "out": str(out), "config": config}) for s in todo]
+    tasks = [
+        Task(s.slide_id, _task, {"slide": s, "out": str(out), "config": config, "provenance": p})
+        for s, p in todo
+    ]
     _write_status(csv_path, rows)
     atomic_write_json(out / "preprocess_config.json", config_dict(config))
     run_tasks(tasks, executor, description="preprocess", on_result=on_result)
+    if not errors:
+        write_error_log(out / ERROR_LOG, {})
     table = pd.DataFrame([run_rows[s.slide_id] for s in slides], columns=list(STATUS_COLUMNS))
+    table["n_patches"] = table["n_patches"].astype(int)
     failed = table[table["status"] == "error"]
     if len(failed) and not skip_errors:
         lines = [f"{r.slide_id}: {r.error}" for r in failed.itertuples()]
         raise BatchError(
-            f"{len(failed)} of {len(table)} slide(s) failed (see {csv_path}; rerun with "
-            "--skip-errors to accept them):\n" + "\n".join(lines)
+            f"{len(failed)} of {len(table)} slide(s) failed (see {csv_path}, tracebacks in "
+            f"{out / ERROR_LOG}; rerun with --skip-errors to accept them):\n" + "\n".join(lines)
         )
     return table
 
 
-def _count(path: Path, config: PreprocessConfig) -> int:
-    """Patches in a finished patch file; refuses one made with other tiling settings."""
+def _plan(
+    slides: list[SlideInput], out: Path, config: PreprocessConfig, overwrite: bool
+) -> tuple[dict[str, dict], list[tuple[SlideInput, dict | None]]]:
+    """Decide skip / compute for every slide before anything is written.
+
+    Returns the rows of skipped slides and the (slide, provenance) pairs to compute; raises
+    :class:`StaleOutputError` naming every slide whose finished output was made differently.
+    """
+    skipped: dict[str, dict] = {}
+    todo: list[tuple[SlideInput, dict | None]] = []
+    problems: list[str] = []
+    for s in slides:
+        try:
+            wanted = slide_provenance(s, config)
+        except OSError:  # missing/unreadable slide: its task reports the error
+            todo.append((s, None))
+            continue
+        target = out / "patches" / f"{s.slide_id}.h5"
+        try:
+            recorded = read_h5(target) if target.is_file() else None
+            decision = decide(target, recorded, wanted, overwrite)
+        except OSError as exc:
+            if not overwrite:
+                problems.append(f"{target}: unreadable patch file ({exc}); pass --overwrite")
+                continue
+            decision = "compute"
+        except StaleOutputError as exc:
+            problems.append(str(exc))
+            continue
+        if decision == "compute":
+            todo.append((s, wanted))
+            continue
+        n = _count(target)
+        skipped[s.slide_id] = {
+            "slide_id": s.slide_id,
+            "status": "skipped" if n else "empty",
+            "n_patches": n,
+            "seconds": 0.0,
+            "error": "" if n else EMPTY_MESSAGE,
+            "warning": "",
+            "slide_path": str(s.path),
+        }
+    if problems:
+        raise StaleOutputError(
+            f"{len(problems)} of {len(slides)} slide(s) already have outputs in {out} made "
+            "from other inputs or settings; nothing was written:\n" + "\n".join(problems)
+        )
+    return skipped, todo
+
+
+def _count(path: Path) -> int:
+    """Patches in a finished patch file."""
     import h5py
 
-    try:
-        with h5py.File(path, "r") as h5:
-            n = int(h5["coords"].shape[0])
-            made = {k: h5.attrs.get(k) for k in ("patch_size", "target_mpp", "min_tissue")}
-            made["segmentation"] = h5.attrs.get("segmentation")
-    except (OSError, KeyError) as exc:
-        raise ValueError(f"{path}: unreadable patch file ({exc}); delete it and rerun") from exc
-    wanted = {
-        "patch_size": config.patch_size,
-        "target_mpp": config.target_mpp,
-        "min_tissue": config.min_tissue,
-        "segmentation": config.segmentation.method,
-    }
-    diff = [k for k, v in wanted.items() if made[k] is None or not _same(made[k], v)]
-    if diff:
-        detail = ", ".join(f"{k}: file {made[k]} vs now {wanted[k]}" for k in diff)
-        raise ValueError(
-            f"{path} was made with other settings ({detail}); use another --out folder or "
-            "delete the old outputs"
-        )
-    return n
-
-
-def _same(a, b) -> bool:
-    if isinstance(b, str):
-        return str(a) == b
-    return bool(np.isclose(float(a), float(b)))
+    with h5py.File(path, "r") as h5:
+        return int(h5["coords"].shape[0])
 
 
 def _write_status(path: Path, rows: dict[str, dict]) -> None:
     import pandas as pd
 
     df = pd.DataFrame(list(rows.values()), columns=list(STATUS_COLUMNS))
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+    df["n_patches"] = pd.to_numeric(df["n_patches"], errors="coerce").astype("Int64")
+    write_csv(df, path)
 
 
 def config_dict(config: PreprocessConfig) -> dict:

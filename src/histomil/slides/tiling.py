@@ -8,14 +8,21 @@ x, y of a patch's top-left corner.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+from pathlib import Path
 
 import numpy as np
 
 from histomil.slides.backends import Slide
 
 _MPP_TOLERANCE = 0.02  # a level within 2 % of the target counts as the target resolution
+
+
+class UpsamplingWarning(UserWarning):
+    """The target resolution is finer than the slide's level 0: patches are enlarged pixels."""
 
 
 def mpp_from_magnification(magnification: float) -> float:
@@ -40,10 +47,22 @@ class TileSpec:
     def target_magnification(self) -> float:
         return 10.0 / self.target_mpp
 
+    @property
+    def read_scale(self) -> float:
+        """``patch_size / read_size``: < 1 shrinks the read pixels, > 1 enlarges (upsamples)."""
+        return self.patch_size / self.read_size
+
+    @property
+    def upsampled(self) -> bool:
+        """True when patches are enlarged from coarser pixels than the target resolution."""
+        return self.level0_mpp > self.target_mpp * (1 + _MPP_TOLERANCE)
+
     def as_attrs(self) -> dict:
         """Plain values for HDF5 attributes."""
         d = asdict(self)
         d["target_magnification"] = self.target_magnification
+        d["read_scale"] = self.read_scale
+        d["upsampled"] = self.upsampled
         return d
 
     @classmethod
@@ -51,8 +70,9 @@ class TileSpec:
         """Pick the coarsest pyramid level that is still at least as fine as ``target_mpp``.
 
         Reading there and downsampling to ``patch_size`` never upsamples unless even level 0 is
-        coarser than the target (then level 0 is read and upsampled). Needs the slide's mpp
-        (raises :class:`~histomil.slides.backends.MissingMppError` otherwise).
+        coarser than the target: then level 0 is read, upsampled, and an
+        :class:`UpsamplingWarning` names the slide (once per call, i.e. once per slide). Needs the
+        slide's mpp (raises :class:`~histomil.slides.backends.MissingMppError` otherwise).
         """
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
@@ -64,7 +84,17 @@ class TileSpec:
         fine = [i for i in range(len(ds)) if mpp0 * ds[i] <= target_mpp * (1 + _MPP_TOLERANCE)]
         level = max(fine, key=lambda i: ds[i]) if fine else 0
         read_size = max(1, round(size0 / ds[level]))
-        return cls(patch_size, float(target_mpp), mpp0, level, read_size, size0)
+        spec = cls(patch_size, float(target_mpp), mpp0, level, read_size, size0)
+        if spec.upsampled:
+            warnings.warn(
+                f"slide {Path(str(slide.path)).name}: the target {target_mpp:g} um/px "
+                f"({spec.target_magnification:g}x) is finer than level 0 ({mpp0:g} um/px, "
+                f"{10.0 / mpp0:g}x); patches are upsampled x{spec.read_scale:.2f} from level 0 "
+                "(no extra detail); ask for a resolution the scan has",
+                UpsamplingWarning,
+                stacklevel=2,
+            )
+        return spec
 
 
 def grid_coords(dimensions: tuple[int, int], step: int) -> np.ndarray:
