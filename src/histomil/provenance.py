@@ -94,6 +94,10 @@ def differences(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[s
 
 
 def _diff(old: Any, new: Any, prefix: str, out: list[str]) -> None:
+    if _is_identity(old) or _is_identity(new):  # one line per changed file, not per hash field
+        if old != new:
+            out.append(f"{prefix}: {_short(old)} -> {_short(new)}")
+        return
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             name = f"{prefix}.{key}" if prefix else str(key)
@@ -107,8 +111,12 @@ def _diff(old: Any, new: Any, prefix: str, out: list[str]) -> None:
         out.append(f"{prefix}: {_short(old)} -> {_short(new)}")
 
 
+def _is_identity(value: Any) -> bool:
+    return isinstance(value, dict) and "size" in value and "name" in value
+
+
 def _short(value: Any) -> str:
-    if isinstance(value, dict) and "size" in value:  # a file identity
+    if _is_identity(value):
         digest = value.get("sha256") or value.get("sha256-head-tail") or ""
         return f"{value.get('name')} ({value['size']} bytes, {digest[:12]})"
     text = json.dumps(value, sort_keys=True)

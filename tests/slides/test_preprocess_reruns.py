@@ -75,7 +75,10 @@ def test_replaced_slide_file_is_detected(slide: Path, synth_cohort: Path, tmp_pa
     out = tmp_path / "out"
     preprocess_slides([slide], out, SMALL)
     shutil.copy(synth_cohort.parent / "slides" / "synth_7_000.tif", slide)  # same name
-    with pytest.raises(StaleOutputError, match=r"inputs\.slide\.size: \d+ -> \d+"):
+    with pytest.raises(
+        StaleOutputError,
+        match=r"inputs\.slide: s1\.tif \(\d+ bytes, \w{12}\) -> s1\.tif \(\d+ bytes",
+    ):
         preprocess_slides([slide], out, SMALL)
 
 

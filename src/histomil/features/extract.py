@@ -1,7 +1,8 @@
 """Patch files -> bag files: read patches in DataLoader workers, encode in batches, write atomically.
 
 ``extract_dir`` runs one task per slide through :func:`histomil.executors.run_tasks`, skips slides
-whose bag already exists, isolates failures and keeps ``OUT/extract.csv`` up to date.
+whose bag was made from the same inputs (refuses or, with ``overwrite``, recomputes the others:
+:mod:`histomil.features.reruns`), isolates failures and keeps ``OUT/extract.csv`` up to date.
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ from typing import Any
 import numpy as np
 
 from histomil._io import atomic_path, atomic_write_text
-from histomil.executors import BatchError, ExecutorConfig, Task, TaskResult, run_tasks
+from histomil.executors import (
+    BatchError,
+    ExecutorConfig,
+    Task,
+    TaskResult,
+    one_line,
+    run_tasks,
+    write_error_log,
+)
 from histomil.features.encoders import Encoder, WeightsSpec, create_encoder, describe
 from histomil.features.patches import PatchDataset, make_loader, read_patch_file
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 STATUS_COLUMNS = ("slide_id", "status", "n_patches", "seconds", "patches_per_s", "bag", "error")
+ERROR_LOG = "extract_errors.log"
+EMPTY_MESSAGE = "no tissue patches (preprocess marked the slide empty); skipped"
 
 
 @dataclass(frozen=True)
@@ -184,40 +195,55 @@ def bag_path_for(out_dir: str | os.PathLike, slide_id: str) -> Path:
 
 
 def extract_slide(
-    patch_file: str | os.PathLike, out_dir: str | os.PathLike, config: ExtractConfig
+    patch_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: ExtractConfig,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Encode one slide's patches into ``OUT/bags/<slide_id>.h5`` (skipped when it exists).
+    """Encode one slide's patches into ``OUT/bags/<slide_id>.h5``.
 
-    Returns a status row (see ``STATUS_COLUMNS``). The bag is written only when every patch
-    was encoded, atomically, so an interrupted run leaves no partial file.
+    ``provenance`` is what the bag will record (:func:`~histomil.features.reruns.bag_provenance`)
+    when the caller already decided to compute it; without it the decision is made here (skip a
+    bag made from the same inputs, refuse or, with ``config.overwrite``, replace one made from
+    others). A patch file without patches gives status ``empty`` and no bag. Returns a status
+    row (see ``STATUS_COLUMNS``). The bag is written only when every patch was encoded,
+    atomically, so an interrupted run leaves no partial file.
     """
+    import json
+
     import torch
 
     from histomil.bags.io import load_bag, write_bag
+    from histomil.features.reruns import HOW, bag_provenance, weights_record
+    from histomil.provenance import H5_ATTR, decide, normalise, read_h5
 
     start = time.perf_counter()
     pf = read_patch_file(patch_file, config.slides_dir)
     bag_path = bag_path_for(out_dir, pf.slide_id)
     row = {"slide_id": pf.slide_id, "bag": str(bag_path), "n_patches": len(pf.coords)}
-    if bag_path.exists() and not config.overwrite:
-        if config.export_pt:
-            _export_pt(out_dir, pf.slide_id, load_bag(bag_path).features)
-        return {**row, "status": "skipped", "seconds": 0.0, "patches_per_s": 0.0}
     if len(pf.coords) == 0:
-        raise ValueError(f"patch file {pf.path}: 0 patches (no tissue found); nothing to encode")
+        return {**row, "bag": "", "status": "empty", "error": EMPTY_MESSAGE}
+    if provenance is None:
+        provenance = bag_provenance(pf, config, weights_record(config))
+        recorded = read_h5(bag_path) if bag_path.is_file() else None
+        if decide(bag_path, recorded, provenance, config.overwrite, how=HOW) == "skip":
+            if config.export_pt:
+                _export_pt(out_dir, pf.slide_id, load_bag(bag_path).features)
+            return {**row, "status": "skipped", "seconds": 0.0, "patches_per_s": 0.0}
     runner = get_runner(config)
     dataset = PatchDataset(pf.slide_path, pf.coords, pf.tile_spec(), pf.attrs.get("level0_mpp"))
     workers = min(config.workers, max(0, len(pf.coords) // config.batch_size))
     loader = make_loader(dataset, config.batch_size, workers, runner.device.type == "cuda")
     with _progress(pf.slide_id, len(pf.coords), config.progress) as advance:
         features = encode_batches(runner, loader, len(pf.coords), advance)
-    attrs = {k: v for k, v in pf.attrs.items() if k != "histomil_version"}
+    attrs = {k: v for k, v in pf.attrs.items() if k not in ("histomil_version", H5_ATTR)}
     attrs.update(describe(runner.encoder))
     attrs.update(
         precision=runner.precision,
         patch_file=str(pf.path),
         torch_version=torch.__version__,
     )
+    attrs[H5_ATTR] = json.dumps(normalise(provenance), sort_keys=True)
     write_bag(
         bag_path,
         features,
@@ -227,18 +253,19 @@ def extract_slide(
         **{k: v for k, v in pf.extras.items()},
     )
     if config.export_pt:
-        _export_pt(out_dir, pf.slide_id, features)
+        _export_pt(out_dir, pf.slide_id, features, replace=True)
     seconds = time.perf_counter() - start
     rate = len(pf.coords) / seconds if seconds > 0 else 0.0
     return {**row, "status": "done", "seconds": round(seconds, 3), "patches_per_s": round(rate, 2)}
 
 
-def _export_pt(out_dir, slide_id: str, features: np.ndarray) -> None:
-    """CLAM-style ``pt_files/<id>.pt``: a bare float32 (N, D) tensor."""
+def _export_pt(out_dir, slide_id: str, features: np.ndarray, replace: bool = False) -> None:
+    """CLAM-style ``pt_files/<id>.pt``: a bare float32 (N, D) tensor (kept when it exists,
+    unless ``replace``: it was just re-extracted)."""
     import torch
 
     target = Path(out_dir) / "pt_files" / f"{slide_id}.pt"
-    if target.exists():
+    if target.exists() and not replace:
         return
     with atomic_path(target) as tmp:
         torch.save(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)), tmp)
@@ -289,46 +316,82 @@ def extract_dir(
 ) -> list[dict[str, Any]]:
     """Extract every ``patches_dir/*.h5`` into ``out_dir/bags``; write ``out_dir/extract.csv``.
 
-    Slides run one after another locally (the DataLoader workers give the parallelism) or one
-    Ray task per slide. A failing slide never stops the others; unless ``skip_errors``, a
-    :class:`~histomil.executors.BatchError` listing the failures is raised at the end.
+    Every slide is decided before anything is written (:mod:`histomil.features.reruns`): a bag
+    made from the same patch file, slide, weights and settings is ``skipped``; one made from
+    others is refused with :class:`~histomil.provenance.StaleOutputError` naming what changed,
+    or re-extracted with ``config.overwrite``; a patch file without patches is ``empty`` (no
+    bag, not an error). Slides run one after another locally (the DataLoader workers give the
+    parallelism) or one Ray task per slide. A failing slide never stops the others; unless
+    ``skip_errors``, a :class:`~histomil.executors.BatchError` listing the failures is raised
+    at the end. Status rows hold one-line errors; tracebacks go to ``extract_errors.log``.
     """
+    from histomil.features.reruns import plan_extraction, weights_record
+
     patches_dir, out_dir = Path(patches_dir), Path(out_dir)
+    if not patches_dir.is_dir():
+        raise FileNotFoundError(
+            f"patches folder {patches_dir} does not exist; run `histomil preprocess` first"
+        )
     files = sorted(p for p in patches_dir.glob("*.h5") if not p.name.startswith("."))
     if not files:
+        others = sorted(p.name for p in patches_dir.iterdir() if not p.name.startswith("."))
+        there = f"it holds {', '.join(others[:5])}" if others else "it is empty"
         raise FileNotFoundError(
-            f"no patch files (*.h5) in {patches_dir}; run `histomil preprocess` first"
+            f"no patch files (*.h5) in {patches_dir} ({there}); run `histomil preprocess` first"
         )
+    plan = plan_extraction(files, out_dir, config, weights_record(config))
+    plan.raise_problems(out_dir)
     executor = executor or ExecutorConfig()
     if executor.executor == "ray" and _wants_gpu(config.device):
         executor = replace(executor, num_gpus_per_task=1.0)  # one encoder per GPU
+    if config.export_pt:
+        from histomil.bags.io import load_bag
+
+        for row in plan.rows.values():
+            if row["status"] == "skipped":
+                _export_pt(out_dir, row["slide_id"], load_bag(row["bag"]).features)
     tasks = [
         Task(
             key=p.stem,
             fn=extract_slide,
-            kwargs={"patch_file": p, "out_dir": out_dir, "config": config},
+            kwargs={"patch_file": p, "out_dir": out_dir, "config": config, "provenance": prov},
         )
-        for p in files
+        for p, prov in plan.todo
     ]
-    rows: list[dict[str, Any]] = []
+    order = [p.stem for p in files]
+    rows: dict[str, dict[str, Any]] = dict(plan.rows)
+    errors = dict(plan.errors)
+
+    def ordered() -> list[dict[str, Any]]:
+        return [rows[k] for k in order if k in rows]
 
     def on_result(result: TaskResult) -> None:
         if result.ok:
-            rows.append(result.value)
+            rows[result.key] = result.value
         else:
-            rows.append({"slide_id": result.key, "status": "failed", "error": result.error})
-        write_status(out_dir / "extract.csv", rows)
+            rows[result.key] = {
+                "slide_id": result.key,
+                "status": "failed",
+                "error": one_line(result.error),
+            }
+            errors[result.key] = result.error or ""
+            write_error_log(out_dir / ERROR_LOG, errors)
+        write_status(out_dir / "extract.csv", ordered())
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_error_log(out_dir / ERROR_LOG, errors)
+    write_status(out_dir / "extract.csv", ordered())
     run_tasks(tasks, executor, description="extract", on_result=on_result)
-    failed = [r for r in rows if r["status"] == "failed"]
+    result = ordered()
+    failed = [r for r in result if r["status"] == "failed"]
     if failed and not skip_errors:
-        first = failed[0]["error"].splitlines()[0]
         raise BatchError(
-            f"{len(failed)} of {len(rows)} slide(s) failed ({', '.join(r['slide_id'] for r in failed[:10])});"
-            f" first error: {first}. Details in {out_dir / 'extract.csv'}; pass --skip-errors to "
-            "continue past failing slides"
+            f"{len(failed)} of {len(result)} slide(s) failed "
+            f"({', '.join(r['slide_id'] for r in failed[:10])}); first error: "
+            f"{failed[0]['error']}. Details in {out_dir / 'extract.csv'} (tracebacks in "
+            f"{out_dir / ERROR_LOG}); pass --skip-errors to continue past failing slides"
         )
-    return rows
+    return result
 
 
 def write_status(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -336,4 +399,5 @@ def write_status(path: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
     df = pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+    df["n_patches"] = pd.to_numeric(df["n_patches"], errors="coerce").astype("Int64")
     atomic_write_text(path, df.to_csv(index=False))

@@ -1,0 +1,134 @@
+"""What determines a bag file, and the skip / compute / refuse decision for every slide.
+
+A bag records (:mod:`histomil.provenance`) the encoder, its weights (the checkpoint file's
+identity, the random seed, or the cached file the encoder resolved), the stored dtype and
+precision, and the identities of the patch file and the slide it read. A rerun whose patch
+file, weights or settings changed is refused (or recomputed with ``overwrite``) instead of
+keeping the old features; a patch file made from another version of its slide is reported too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from histomil.provenance import (
+    StaleOutputError,
+    decide,
+    differences,
+    read_h5,
+    record,
+)
+
+#: How a refusal tells the user to proceed.
+HOW = "pass --overwrite to re-extract it, or use another --out"
+
+
+def weights_record(config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params, input files) identifying the encoder weights of ``config`` (an ExtractConfig).
+
+    A checkpoint file is an input (content hash); random weights are a seed; weights found in
+    the local torch/timm caches are identified by the encoder itself (path + sha256).
+    """
+    w = config.weights
+    if w.random:
+        return {"weights": "random", "weights_seed": int(w.seed)}, {}
+    if w.path is not None:
+        return {"weights": "file"}, {"weights": Path(w.path)}
+    from histomil.features.extract import get_runner
+
+    return {"weights": get_runner(config).encoder.weights}, {}
+
+
+def bag_provenance(pf, config, weights: tuple[dict, dict]) -> dict[str, Any]:
+    """The provenance of the bag made from patch file ``pf`` (a PatchFile) with ``config``."""
+    params = {
+        "encoder": config.encoder,
+        "storage_dtype": config.storage_dtype,
+        "precision": config.precision,
+        **weights[0],
+    }
+    inputs = {"patch_file": pf.path, "slide": pf.slide_path, **weights[1]}
+    return record("extract", params, inputs)
+
+
+def stale_patch_file(pf, wanted: dict[str, Any]) -> str | None:
+    """Why ``pf`` no longer matches its slide (it was made from another version), or None."""
+    made = read_h5(pf.path)
+    old = (made or {}).get("inputs", {}).get("slide")
+    new = wanted["inputs"]["slide"]
+    if old is None or {k: v for k, v in old.items() if k != "name"} == {
+        k: v for k, v in new.items() if k != "name"
+    }:
+        return None
+    change = "; ".join(differences({"slide": old}, {"slide": new}))
+    return (
+        f"patch file {pf.path} was made from another version of slide {pf.slide_path} "
+        f"({change}); rerun preprocess with --overwrite first"
+    )
+
+
+@dataclass
+class Plan:
+    """Per-slide decisions: ``todo`` (patch file, provenance) to extract, rows of slides that
+    are skipped / empty / failed already, full error texts, and refusals."""
+
+    todo: list[tuple[Path, dict]] = field(default_factory=list)
+    rows: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def raise_problems(self, out_dir: Path) -> None:
+        if self.problems:
+            raise StaleOutputError(
+                f"{len(self.problems)} slide(s) already have bags in {out_dir} made from other "
+                "inputs or settings; nothing was written:\n" + "\n".join(self.problems)
+            )
+
+
+def plan_extraction(files: list[Path], out_dir: Path, config, weights) -> Plan:
+    """Decide skip / compute / refuse for every patch file before anything is written."""
+    from histomil.features.extract import EMPTY_MESSAGE, bag_path_for
+    from histomil.features.patches import PatchFileError, read_patch_file
+
+    plan = Plan()
+    for path in files:
+        try:
+            pf = read_patch_file(path, config.slides_dir)
+        except (PatchFileError, OSError) as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            plan.rows[path.stem] = {"slide_id": path.stem, "status": "failed", "error": message}
+            plan.errors[path.stem] = message
+            continue
+        bag = bag_path_for(out_dir, pf.slide_id)
+        row = {"slide_id": pf.slide_id, "bag": str(bag), "n_patches": len(pf.coords)}
+        if len(pf.coords) == 0:
+            plan.rows[pf.slide_id] = {
+                **row,
+                "bag": "",
+                "status": "empty",
+                "error": EMPTY_MESSAGE,
+            }
+            continue
+        wanted = bag_provenance(pf, config, weights)
+        stale = stale_patch_file(pf, wanted)
+        if stale is not None:
+            plan.problems.append(stale)
+            continue
+        try:
+            recorded = read_h5(bag) if bag.is_file() else None
+            decision = decide(bag, recorded, wanted, config.overwrite, how=HOW)
+        except StaleOutputError as exc:
+            plan.problems.append(str(exc))
+            continue
+        except OSError as exc:  # an unreadable bag: only --overwrite may replace it
+            if not config.overwrite:
+                plan.problems.append(f"{bag}: unreadable bag file ({exc}); {HOW}")
+                continue
+            decision = "compute"
+        if decision == "skip":
+            plan.rows[pf.slide_id] = {**row, "status": "skipped", "seconds": 0.0}
+        else:
+            plan.todo.append((path, wanted))
+    return plan
