@@ -42,7 +42,7 @@ def test_quick_demo_data_steps(quick_demo):
     out, _ = quick_demo
     manifest = pd.read_csv(out / "synthetic" / "manifest.csv")
     assert len(manifest) == QUICK.n_slides and manifest["label"].sum() == QUICK.n_slides // 2
-    labels = pd.read_csv(out / "preprocess" / "patches" / "label.csv")
+    labels = pd.read_csv(out / "preprocess" / "labels" / "label.csv")
     assert (labels["status"] == "ok").all() and labels["n_lesion"].sum() > 0
     bags = sorted((out / "preprocess" / "bags").glob("*.h5"))
     assert len(bags) == QUICK.n_slides
@@ -100,6 +100,8 @@ def test_quick_demo_resumes_and_refuses_other_settings(quick_demo):
     assert "resuming" in result.output
     extract = pd.read_csv(out / "preprocess" / "extract.csv")
     assert (extract["status"] == "skipped").all()
+    labels = pd.read_csv(out / "preprocess" / "labels" / "label.csv")
+    assert (labels["status"] == "skipped").all()
     for m in METHODS:
         after = json.loads((out / "results" / "runs" / m / "metrics.json").read_text())
         assert after["folds"] == json.loads(before[m])["folds"]

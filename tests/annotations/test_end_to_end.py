@@ -20,15 +20,16 @@ def test_synthetic_slides_preprocess_then_label(tmp_path):
     manifest = synth.make_synthetic_slides(tmp_path / "synth", n=2, seed=3, config=config)
     out = tmp_path / "OUT"
     preprocess.preprocess_slides([manifest], out)
-    table = label_patches_dir(out / "patches", manifest).set_index("slide_id")
+    table = label_patches_dir(out / "patches", manifest, out_dir=out / "labels")
+    table = table.set_index("slide_id")
     assert (table["status"] == "ok").all(), table["error"].tolist()
     rows = pd.read_csv(manifest, dtype={"slide_id": str}).set_index("slide_id")
     pos = rows.index[rows["label"] == 1][0]
     neg = rows.index[rows["label"] == 0][0]
 
-    with h5py.File(out / "patches" / f"{neg}.h5", "r") as f:
+    with h5py.File(out / "labels" / f"{neg}.h5", "r") as f:
         assert np.all(f["patch_labels"][:] == 0)
-    with h5py.File(out / "patches" / f"{pos}.h5", "r") as f:
+    with h5py.File(out / "labels" / f"{pos}.h5", "r") as f:
         coords, labels = f["coords"][:], f["patch_labels"][:]
         overlap, target = f["overlap"][:], f["attn_target"][:]
         size0 = int(f.attrs["patch_size_level0"])

@@ -16,6 +16,8 @@ from histomil.cli import app
 from histomil.executors import BatchError
 
 SIZE0 = 100  # level-0 px per patch
+# these tests cover the deprecated in-place mode (test_label_reruns.py the output folder)
+pytestmark = pytest.mark.filterwarnings("ignore:label without an output folder:DeprecationWarning")
 
 
 def write_patch_file(path: Path, slide_id: str, n_side: int = 6, mpp: float = 0.25) -> np.ndarray:
@@ -120,7 +122,11 @@ def test_label_dir_with_manifest_labels_bags_and_is_idempotent(job_dir: Path):
     assert status.set_index("slide_id").loc["pos", "n_lesion"] == 6
     # rerun with padding: datasets replaced, not duplicated; coords untouched
     label_patches_dir(
-        patches, job_dir / "annotations", job_dir / "manifest.csv", LabelConfig(padding_px=100)
+        patches,
+        job_dir / "annotations",
+        job_dir / "manifest.csv",
+        LabelConfig(padding_px=100),
+        overwrite=True,
     )
     again, attrs = read(patches / "pos.h5")
     assert attrs["label_padding_px"] == 100
@@ -136,7 +142,9 @@ def test_without_labels_unannotated_slides_are_unknown_unless_told(job_dir: Path
     assert table["slide_label"].to_dict() == {"pos": 1, "pos_noann": -1, "neg": -1}
     assert np.all(read(patches / "neg.h5")[0]["patch_labels"] == -1)
     cfg = LabelConfig(unannotated="negative")
-    table = label_patches_dir(patches, job_dir / "annotations", config=cfg).set_index("slide_id")
+    table = label_patches_dir(
+        patches, job_dir / "annotations", config=cfg, overwrite=True
+    ).set_index("slide_id")
     assert table["slide_label"].to_dict() == {"pos": 1, "pos_noann": 0, "neg": 0}
     assert np.all(read(patches / "neg.h5")[0]["patch_labels"] == 0)
 
@@ -151,12 +159,14 @@ def test_failures_are_isolated_and_reported(job_dir: Path):
     ).set_index("slide_id")
     assert table.loc["pos_noann", "status"] == "error"
     assert "pos_noann.xml: malformed XML" in table.loc["pos_noann", "error"]
-    assert table.loc["pos", "status"] == "ok" and table.loc["neg", "status"] == "ok"
+    # finished slides are not relabelled by the rerun
+    assert table.loc["pos", "status"] == "skipped" and table.loc["neg", "status"] == "skipped"
     # a negative slide with an annotation file is a contradiction, reported for that slide
     lesion_geojson(job_dir / "annotations" / "neg.geojson")
     table = label_patches_dir(
-        patches, job_dir / "annotations", job_dir / "manifest.csv", skip_errors=True
-    ).set_index("slide_id")
+        patches, job_dir / "annotations", job_dir / "manifest.csv", skip_errors=True,
+        overwrite=True,
+    ).set_index("slide_id")  # fmt: skip
     assert "labelled negative but has annotation file" in table.loc["neg", "error"]
 
 

@@ -1,11 +1,13 @@
-"""`histomil label`: add patch labels, overlaps and attention targets to every patch file.
+"""`histomil label`: patch labels, overlaps and attention targets for every patch file.
 
 For each ``DIR/<slide_id>.h5`` written by preprocessing (and ``DIR/../bags/<slide_id>.h5`` when
-features exist) this adds ``patch_labels`` (int8: 1 lesion, 0 non-lesion, -1 unknown),
-``overlap`` (float32, NaN when unknown) and ``attn_target`` (float32, sums to 1 on annotated
-positive slides, 0 otherwise) plus attributes describing how they were made. Files are copied,
-modified and moved into place, so an interrupted run never leaves a half-written file and a
-rerun replaces the datasets (idempotent). One task per slide through :func:`run_tasks`.
+features exist) this writes a labelled copy into the output folder (or, deprecated, the file
+itself) with ``patch_labels`` (int8: 1 lesion, 0 non-lesion, -1 unknown), ``overlap`` (float32,
+NaN when unknown) and ``attn_target`` (float32, sums to 1 on annotated positive slides, 0
+otherwise) plus attributes describing how they were made and their provenance. Files are
+copied, modified and moved into place, so an interrupted run never leaves a half-written file;
+a rerun skips slides labelled from the same inputs. One task per slide through
+:func:`run_tasks`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +24,8 @@ import numpy as np
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
-from histomil._io import atomic_path, atomic_write_json, atomic_write_text
+from histomil._io import atomic_path, atomic_write_json, write_csv
+from histomil.annotations.label_reruns import LabelPlan, plan_slide, write_label_record
 from histomil.annotations.overlap import (
     attention_target,
     patch_labels,
@@ -34,11 +38,21 @@ from histomil.annotations.readers import (
     read_annotations,
     read_geojson_geometry,
 )
-from histomil.executors import BatchError, ExecutorConfig, Task, TaskResult, run_tasks
+from histomil.executors import (
+    BatchError,
+    ExecutorConfig,
+    Task,
+    TaskResult,
+    one_line,
+    run_tasks,
+    write_error_log,
+)
+from histomil.provenance import StaleOutputError
 
 log = logging.getLogger(__name__)
 
 LABEL_DATASETS = ("patch_labels", "overlap", "attn_target")
+ERROR_LOG = "label_errors.log"
 __all__ = [
     "LabelConfig",
     "SlideJob",
@@ -66,42 +80,124 @@ def label_patches_dir(
     config: LabelConfig = LabelConfig(),
     executor: ExecutorConfig | None = None,
     skip_errors: bool = False,
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Label every ``patches_dir/*.h5``; ``annotations`` is a directory of ``<id>.xml|.geojson|
-    .json`` files or a manifest CSV with ``annotation_path``. Writes ``patches_dir/label.csv``
-    and returns it. Raises :class:`BatchError` after the batch when a slide failed, unless
-    ``skip_errors``."""
+    .json`` files or a manifest CSV with ``annotation_path``.
+
+    With ``out_dir``, labelled copies go to ``out_dir/<id>.h5`` (extract from that folder), a
+    bag found in ``patches_dir/../bags`` is copied with labels to ``out_dir/bags/<id>.h5``, and
+    ``label.csv``, ``label_config.json``, ``labels_geojson/`` and ``label_errors.log`` go to
+    ``out_dir``: the inputs are never written. ``out_dir=None`` (deprecated) labels the patch
+    files and bags in place. Every slide is decided before anything is written
+    (:mod:`histomil.annotations.label_reruns`): outputs made from the same inputs are
+    ``skipped``, others refused (:class:`~histomil.provenance.StaleOutputError` naming what
+    changed) or relabelled with ``overwrite``. Slides without patches are ``empty``. Raises
+    :class:`BatchError` after the batch when a slide failed, unless ``skip_errors``.
+    """
     patches_dir = Path(patches_dir)
-    jobs = plan_jobs(patches_dir, Path(annotations), manifest, config)
-    rows: dict[str, dict] = {}
+    if out_dir is None:
+        warnings.warn(
+            "label without an output folder writes into the patch files and bags it reads "
+            "(bags extracted from them then count as made from another patch file); pass "
+            "out_dir (--out DIR) to write labelled copies there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        dest = patches_dir
+    else:
+        dest = Path(out_dir)
+        if dest.resolve() == patches_dir.resolve():
+            raise ValueError(
+                f"--out {dest} is the patches folder; label never writes into its inputs, "
+                "choose another folder"
+            )
+    jobs = plan_jobs(
+        patches_dir, Path(annotations), manifest, config, None if out_dir is None else dest
+    )
+    plans, rows = _plan_all(jobs, config, overwrite, dest)
+    errors: dict[str, str] = {}
 
     def on_result(result: TaskResult) -> None:
-        rows[result.key] = (
-            result.value
-            if result.ok
-            else _row(result.key, "error", error=(result.error or "").splitlines()[0])
-        )
+        if result.ok:
+            rows[result.key] = result.value
+        else:
+            rows[result.key] = _row(result.key, "error", error=one_line(result.error))
+            errors[result.key] = result.error or ""
+            write_error_log(dest / ERROR_LOG, errors)
 
+    dest.mkdir(parents=True, exist_ok=True)
     settings = {**asdict(config), "annotations": str(annotations), "manifest": manifest}
-    atomic_write_json(patches_dir / "label_config.json", settings)
-    tasks = [Task(j.slide_id, label_slide, {"job": j, "config": config}) for j in jobs]
+    atomic_write_json(dest / "label_config.json", settings)
+    tasks = [
+        Task(j.slide_id, label_slide, {"job": j, "config": config, "plan": plans[j.slide_id]})
+        for j in jobs
+        if j.slide_id not in rows
+    ]
     run_tasks(tasks, executor, description="label", on_result=on_result)
+    write_error_log(dest / ERROR_LOG, errors)
     table = pd.DataFrame([rows[j.slide_id] for j in jobs], columns=list(STATUS_COLUMNS))
-    atomic_write_text(patches_dir / "label.csv", table.to_csv(index=False))
-    failed = table[table["status"] != "ok"]
+    for column in ("n_patches", "n_lesion", "slide_label"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+    write_csv(table, dest / "label.csv")
+    failed = table[table["status"] == "error"]
     if len(failed) and not skip_errors:
         first = failed.iloc[0]
         raise BatchError(
-            f"{len(failed)} of {len(table)} slide(s) failed to label (see {patches_dir / 'label.csv'}); "
-            f"first: {first['slide_id']}: {first['error']}. Fix them or pass --skip-errors."
+            f"{len(failed)} of {len(table)} slide(s) failed to label (see {dest / 'label.csv'}, "
+            f"tracebacks in {dest / ERROR_LOG}); first: {first['slide_id']}: {first['error']}. "
+            "Fix them or pass --skip-errors."
         )
     return table
 
 
-def label_slide(job: SlideJob, config: LabelConfig) -> dict:
-    """Label one slide's patch file (and bag file); returns its ``label.csv`` row."""
+def _plan_all(jobs, config: LabelConfig, overwrite: bool, dest: Path):
+    """Plans of the slides to label and rows of those skipped; refuses before any write."""
+    plans: dict[str, LabelPlan | None] = {}
+    rows: dict[str, dict] = {}
+    problems: list[str] = []
+    for job in jobs:
+        if job.problem:
+            plans[job.slide_id] = None  # the task reports the problem
+            continue
+        try:
+            plan = plan_slide(job, config, overwrite)
+        except StaleOutputError as exc:
+            problems.append(str(exc))
+            continue
+        except OSError:  # a missing/unreadable input: the task reports it
+            plans[job.slide_id] = None
+            continue
+        plans[job.slide_id] = plan
+        if not plan.anything:
+            rows[job.slide_id] = _skipped_row(job)
+    if problems:
+        raise StaleOutputError(
+            f"{len(problems)} slide(s) already have labels in {dest} made from other inputs or "
+            "settings; nothing was written:\n" + "\n".join(problems)
+        )
+    return plans, rows
+
+
+def _skipped_row(job: SlideJob) -> dict:
+    with h5py.File(job.patch_target, "r") as f:
+        labels = f["patch_labels"][:]
+        annotated = bool(f.attrs.get("annotated", False))
+    status = "skipped" if len(labels) else "empty"
+    return _row(
+        job.slide_id, status, len(labels), int((labels == 1).sum()), job.slide_label, annotated
+    )
+
+
+def label_slide(job: SlideJob, config: LabelConfig, plan: LabelPlan | None = None) -> dict:
+    """Label one slide's patch file (and bag file) as ``plan`` says (decided here, without
+    overwriting, when None); returns its ``label.csv`` row."""
     if job.problem:
         raise ValueError(job.problem)
+    plan = plan or plan_slide(job, config, overwrite=False)
+    if not plan.anything:
+        return _skipped_row(job)
     with h5py.File(job.patch_file, "r") as f:
         if "coords" not in f:
             raise ValueError(f"patch file {job.patch_file} has no 'coords' dataset")
@@ -110,6 +206,10 @@ def label_slide(job: SlideJob, config: LabelConfig) -> dict:
         attrs = dict(f.attrs)
     if "patch_size_level0" not in attrs:
         raise ValueError(f"patch file {job.patch_file} lacks the 'patch_size_level0' attribute")
+    if len(coords) == 0:  # preprocess found no tissue: nothing to label, not an error
+        if plan.write_patch:
+            write_labels(job.patch_file, _empty_values(), {}, job.patch_target, plan.record)
+        return _row(job.slide_id, "empty", 0, 0, job.slide_label, job.annotation_path is not None)
     size0 = float(attrs["patch_size_level0"])
     padding = _padding_px(job, config, attrs)
     ann = None
@@ -130,10 +230,11 @@ def label_slide(job: SlideJob, config: LabelConfig) -> dict:
         "label_padding_px": float(padding),
         "annotation_path": str(job.annotation_path or ""),
     }
-    write_labels(job.patch_file, values, meta)
-    if job.bag_file is not None:
-        _label_bag(job, coords, size0, (values, meta), geo, config)
-    if job.qupath_file is not None:
+    if plan.write_patch:
+        write_labels(job.patch_file, values, meta, job.patch_target, plan.record)
+    if plan.write_bag:
+        _label_bag(job, coords, size0, (values, meta), geo, config, plan.bag_record)
+    if plan.write_qupath:
         from histomil.annotations.qupath import write_labelled_patches
 
         write_labelled_patches(
@@ -143,9 +244,25 @@ def label_slide(job: SlideJob, config: LabelConfig) -> dict:
     return _row(job.slide_id, "ok", len(coords), n_lesion, job.slide_label, ann is not None)
 
 
-def write_labels(path: Path, values: dict[str, np.ndarray], meta: dict) -> None:
-    """Replace the label datasets/attributes of an HDF5 file atomically (copy, edit, rename)."""
-    with atomic_path(path) as tmp:
+def _empty_values() -> dict[str, np.ndarray]:
+    return {
+        "patch_labels": np.zeros(0, dtype=np.int8),
+        "overlap": np.zeros(0, dtype=np.float32),
+        "attn_target": np.zeros(0, dtype=np.float32),
+    }
+
+
+def write_labels(
+    path: Path,
+    values: dict[str, np.ndarray],
+    meta: dict,
+    target: Path | None = None,
+    provenance: dict | None = None,
+) -> None:
+    """Write ``path`` with its label datasets/attributes replaced to ``target`` (default: back
+    to ``path``) atomically: copy, edit, rename. ``provenance`` is stored as the label record."""
+    target = Path(target or path)
+    with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "a") as f:
             n = f["coords"].shape[0] if "coords" in f else None
@@ -157,6 +274,8 @@ def write_labels(path: Path, values: dict[str, np.ndarray], meta: dict) -> None:
                 f.create_dataset(name, data=values[name])
             for key, value in meta.items():
                 f.attrs[key] = value
+            if provenance is not None:
+                write_label_record(f, provenance)
 
 
 @dataclass(frozen=True)
@@ -200,7 +319,7 @@ def _compute(coords, tissue_frac, size0, geo: _SlideGeometry, job, config) -> di
     }
 
 
-def _label_bag(job, coords, size0, written: tuple[dict, dict], geo, config) -> None:
+def _label_bag(job, coords, size0, written: tuple[dict, dict], geo, config, prov) -> None:
     values, meta = written
     with h5py.File(job.bag_file, "r") as f:
         if "coords" not in f:
@@ -216,7 +335,7 @@ def _label_bag(job, coords, size0, written: tuple[dict, dict], geo, config) -> N
         bag_values = values
     else:  # the bag keeps a different subset/order of patches: compute on its own grid
         bag_values = _compute(bag_coords, bag_tissue, bag_size0, geo, job, config)
-    write_labels(job.bag_file, bag_values, meta)
+    write_labels(job.bag_file, bag_values, meta, job.bag_target, prov)
 
 
 def _padding_px(job: SlideJob, config: LabelConfig, attrs: dict) -> float:

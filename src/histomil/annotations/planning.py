@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from histomil.annotations.overlap import DEFAULT_MIN_OVERLAP
-from histomil.annotations.readers import AnnotationConfig, find_annotation_file
+from histomil.annotations.readers import (
+    ANNOTATION_SUFFIXES,
+    AnnotationConfig,
+    find_annotation_file,
+)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class LabelConfig:
 
 @dataclass(frozen=True)
 class SlideJob:
-    """One slide to label: its files, its slide label (1, 0, -1 unknown) and annotation."""
+    """One slide to label: its files, its slide label (1, 0, -1 unknown) and annotation.
+
+    ``output_file`` / ``bag_output``: where the labelled copies of the patch file / bag file go
+    (None: into the input files themselves, the deprecated in-place mode).
+    """
 
     slide_id: str
     patch_file: Path
@@ -61,6 +69,16 @@ class SlideJob:
     tissue_file: Path | None = None
     qupath_file: Path | None = None
     problem: str | None = None  # found while planning; reported as this slide's error
+    output_file: Path | None = None
+    bag_output: Path | None = None
+
+    @property
+    def patch_target(self) -> Path:
+        return self.output_file or self.patch_file
+
+    @property
+    def bag_target(self) -> Path | None:
+        return None if self.bag_file is None else (self.bag_output or self.bag_file)
 
 
 def plan_jobs(
@@ -68,16 +86,24 @@ def plan_jobs(
     annotations: Path,
     manifest: str | os.PathLike | None,
     config: LabelConfig,
+    out_dir: Path | None = None,
 ) -> list[SlideJob]:
-    """One :class:`SlideJob` per patch file, with slide labels and annotation files resolved."""
+    """One :class:`SlideJob` per patch file, with slide labels and annotation files resolved.
+
+    ``out_dir``: labelled copies go to ``out_dir/<id>.h5`` (and ``out_dir/bags/<id>.h5`` for a
+    bag found in ``patches_dir/../bags``); None labels the input files in place. Raises when no
+    annotation file at all matches a slide that is not negative (a wrong folder or naming).
+    """
     from histomil.manifest import read_manifest
 
     if not patches_dir.is_dir():
         raise FileNotFoundError(f"patches directory {patches_dir} does not exist")
     patch_files = sorted(p for p in patches_dir.glob("*.h5") if not p.name.startswith("."))
     if not patch_files:
+        others = sorted(p.name for p in patches_dir.iterdir() if not p.name.startswith("."))
+        there = f"it holds {', '.join(others[:5])}" if others else "it is empty"
         raise FileNotFoundError(
-            f"no patch files (*.h5) in {patches_dir}; run `histomil preprocess` first"
+            f"no patch files (*.h5) in {patches_dir} ({there}); run `histomil preprocess` first"
         )
     ann_dir: Path | None = None
     table = None
@@ -98,7 +124,7 @@ def plan_jobs(
             f"--annotations {annotations} is neither a directory nor a manifest CSV"
         )
     rows = {} if table is None else {str(r["slide_id"]): r for _, r in table.iterrows()}
-    qupath_dir = patches_dir / "labels_geojson"
+    qupath_dir = (out_dir or patches_dir) / "labels_geojson"
     jobs = []
     for patch_file in patch_files:
         slide_id = patch_file.stem
@@ -121,9 +147,36 @@ def plan_jobs(
                 bag_file=bag if bag.is_file() else None,
                 tissue_file=tissue if tissue.is_file() else None,
                 qupath_file=qupath_dir / f"{slide_id}.geojson" if config.qupath else None,
+                output_file=None if out_dir is None else out_dir / f"{slide_id}.h5",
+                bag_output=None if out_dir is None else out_dir / "bags" / f"{slide_id}.h5",
             )
         )
+    _check_some_annotation(jobs, annotations, ann_dir)
     return jobs
+
+
+def _check_some_annotation(jobs: list[SlideJob], annotations: Path, ann_dir: Path | None) -> None:
+    """Zero annotation files for a batch with positive or unknown slides is a wrong folder or
+    naming, never a successful run that labels nothing."""
+    planned = [j for j in jobs if j.problem is None]
+    if any(j.annotation_path is not None for j in planned):
+        return
+    if not any(j.slide_label != 0 for j in planned):
+        return  # every slide is negative: no annotation is expected
+    ids = [j.slide_id for j in planned]
+    if ann_dir is not None:
+        present = sorted(p.name for p in ann_dir.iterdir() if not p.name.startswith("."))
+        there = f"it holds {', '.join(present[:5])}" if present else "it is empty"
+        raise FileNotFoundError(
+            f"no annotation file in {ann_dir} matches any of the {len(ids)} slide(s): looked for "
+            f"<slide_id>{'|'.join(ANNOTATION_SUFFIXES)} (e.g. {ids[0]}.xml) ({there}); "
+            "name annotation files after the patch files, or pass a manifest CSV with an "
+            "annotation_path column"
+        )
+    raise ValueError(
+        f"manifest {annotations} gives no annotation_path for any of the {len(ids)} slide(s) "
+        "to label; fill the annotation_path column"
+    )
 
 
 def _annotation_for(slide_id: str, row, ann_dir: Path | None) -> Path | None:

@@ -61,13 +61,22 @@ def step_preprocess(
     return pd.concat([table, real], ignore_index=True)
 
 
+def labelled_patches(paths: DemoPaths) -> Path:
+    """Where step 3 writes the labelled copies of the patch files (extraction reads them)."""
+    return paths.preprocess / "labels"
+
+
 def step_label(paths: DemoPaths, workers: int = 2) -> pd.DataFrame:
-    """Step 3: patch labels and overlaps from the lesion annotations (idempotent)."""
+    """Step 3: patch labels and overlaps from the lesion annotations, as labelled copies of
+    the patch files (slides labelled from the same inputs are skipped on a rerun)."""
     from histomil.annotations.labelling import label_patches_dir
     from histomil.executors import ExecutorConfig
 
     return label_patches_dir(
-        paths.patches, paths.manifest, executor=ExecutorConfig(workers=_workers(workers))
+        paths.patches,
+        paths.manifest,
+        executor=ExecutorConfig(workers=_workers(workers)),
+        out_dir=labelled_patches(paths),
     )
 
 
@@ -84,7 +93,7 @@ def step_extract(paths: DemoPaths, seed: int, weights: Path | None = None) -> li
     config = ExtractConfig(
         encoder=ENCODER, weights=spec, batch_size=64, workers=1, progress=sys.stdout.isatty()
     )
-    return extract_dir(paths.patches, paths.preprocess, config)
+    return extract_dir(labelled_patches(paths), paths.preprocess, config)
 
 
 def feature_separation(paths: DemoPaths) -> dict[str, float]:
