@@ -100,7 +100,20 @@ def check_existing_run(
     try:
         _check_inputs(run_dir, config, cohort, wanted, strict, how)
     except provenance.StaleOutputError as exc:
-        raise RunMismatchError(str(exc)) from None
+        changed = _changed_bags(provenance.read_json(run_dir / PROVENANCE), wanted, cohort)
+        extra = f" [changed bag file(s): {', '.join(changed)}]" if changed else ""
+        raise RunMismatchError(f"{exc}{extra}") from None
+
+
+def _changed_bags(recorded: dict | None, wanted: dict, cohort: Cohort) -> list[str]:
+    """Paths of the bag files whose identity differs from the recorded one."""
+    if not recorded:
+        return []
+    old, new = recorded.get("inputs", {}), wanted.get("inputs", {})
+    keys = sorted(
+        k for k in set(old) | set(new) if k.startswith("bag ") and old.get(k) != new.get(k)
+    )
+    return [str(cohort.bag_paths.get(k[4:], k[4:])) for k in keys]
 
 
 def _check_inputs(run_dir, config, cohort, wanted, strict: bool, how: str) -> None:
