@@ -167,8 +167,8 @@ def split_leaks(reused: dict[str, Any] | None, split: FoldSplit, what: str) -> s
             "run), so it cannot be shown to have never seen this fold's test slides"
         )
     want = split_record(split)
-    if reused.get("sha256") == want["sha256"]:
-        return None
+    if all(reused.get(k) == want[k] for k in ("train", "val", "test")):
+        return None  # the id lists themselves, not the stored hash, are compared
     seen = set(reused.get("train", [])) | set(reused.get("val", []))
     test_leak = sorted(seen & set(split.test))
     val_leak = sorted(set(reused.get("train", [])) & set(split.val))
