@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from histomil.training import train
 from histomil.training import fold as fold_mod
+from histomil.training import train
 from histomil.training.config import config_from_dict
 
 from ._tiny import tiny_cohort, tiny_config, write_tiny_bag
