@@ -204,13 +204,15 @@ def run_sweep(
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate sweep point names: {names}")
+    # every point's config and inputs (manifest, labels, bags, splits) are checked before
+    # anything is written or trained
+    resolved = [(p, resolve_point(base, p, options)) for p in points]
+    checked = [(p, c, _inputs_of(c)) for p, c in resolved]
     tasks, runs = [], {}
-    for point in points:
-        config = resolve_point(base, point, options)
+    for point, config, inputs in checked:
         atomic_write_text(out / "configs" / f"{point.name}.yaml", dump_config(config))
         run_dir = out / "runs" / point.name
         runs[point.name] = run_dir
-        inputs = _inputs_of(config)  # every point's inputs are checked before any training
         if point_done(run_dir, config) and same_inputs(run_dir, config, inputs, strict=False):
             continue
         folders = reuse_dirs(base)
