@@ -4,6 +4,11 @@ Columns: ``slide_id`` and ``label`` (required for training; ``label`` may be omi
 preprocessing-only callers), optional ``case_id`` (patient grouping), ``slide_path``,
 ``annotation_path``, ``split`` (train/val/test), ``mpp`` (level-0 um/px override), and for
 survival ``time`` and ``event``. Problems are reported, never silently dropped.
+
+Ids (``slide_id``, ``case_id``) are kept exactly as written (``00008``, ``1.110``, ``NA`` are
+ids, not numbers or missing values; :func:`histomil._io.read_csv`). Numeric columns (``mpp``,
+``time``, ``event``) must hold plain numbers: a decimal comma (``0,5``) is an error naming the
+file, line and column rather than a guess (``1,250`` could be 1.25 or 1250).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from histomil._io import read_csv
 
 KNOWN_COLUMNS = (
     "slide_id", "label", "case_id", "slide_path", "annotation_path", "split", "mpp", "time",
@@ -34,11 +41,15 @@ def read_manifest(
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     try:
-        df = pd.read_csv(path, dtype={"slide_id": str, "case_id": str})
+        df = read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ManifestError(f"manifest {path}: cannot be parsed as CSV ({exc})") from exc
     df.columns = [str(c).strip() for c in df.columns]
+    for col in ("slide_id", "case_id"):
+        if col in df.columns:  # ids stay text; an empty cell is a missing id, not ""
+            df[col] = df[col].astype(object).where(df[col].astype(str).str.strip() != "", None)
     problems = validate_manifest(df, required)
+    problems += _numeric_problems(df, required)
     if problems:
         raise ManifestError(f"manifest {path}: " + "; ".join(problems))
     for col in ("slide_path", "annotation_path"):
@@ -81,6 +92,27 @@ def validate_manifest(
     for col in ("time", "event"):
         if col in required and col in df.columns and df[col].isna().any():
             problems.append(f"missing {col} values")
+    return problems
+
+
+def _numeric_problems(df: pd.DataFrame, required: Sequence[str]) -> list[str]:
+    """Parse ``mpp``/``time``/``event`` as numbers in place; report cells that are not."""
+    problems = []
+    for col in ("mpp", "time", "event"):
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+        if bad.any():
+            cells = [f"line {int(i) + 2}: {df.at[i, col]!r}" for i in df.index[bad]][:10]
+            comma = any("," in str(df.at[i, col]) for i in df.index[bad])
+            hint = " (use a decimal point, not a comma)" if comma else ""
+            problems.append(f"column {col} must hold numbers{hint}: {', '.join(cells)}")
+        elif col == "mpp" and (values <= 0).any():
+            cells = [f"line {int(i) + 2}: {df.at[i, col]!r}" for i in df.index[values <= 0]][:10]
+            problems.append(f"column mpp must be > 0 (um/px): {', '.join(cells)}")
+        else:
+            df[col] = values
     return problems
 
 

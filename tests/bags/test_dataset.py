@@ -110,3 +110,34 @@ def test_load_cohort_reads_clam_h5_files(tmp_path):
     cohort = load_cohort(pd.DataFrame({"slide_id": ["normal_001"], "label": [0]}), tmp_path)
     bag = cohort["normal_001"]
     assert bag.features.shape == (3, 1024) and bag.coords.tolist() == [[0, 1], [2, 3], [4, 5]]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_load_cohort_reports_every_bad_bag_and_mixed_dimensions_at_once(tmp_path, stream):
+    for sid in ("a", "b", "c"):
+        _write(tmp_path / f"{sid}.h5")
+    _write(tmp_path / "wide.h5", d=6)  # another encoder's features
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["features"] = np.zeros((0, 4), np.float32)
+    with h5py.File(tmp_path / "nan.h5", "w") as f:
+        f["features"] = np.full((3, 4), np.nan, np.float32)
+    ids = ["a", "b", "c", "wide", "empty"] + ([] if stream else ["nan"])
+    manifest = pd.DataFrame({"slide_id": ids, "label": [0] * len(ids)})
+    with pytest.raises(BagError) as info:
+        load_cohort(manifest, tmp_path, stream=stream)
+    msg = str(info.value)
+    assert "empty.h5" in msg
+    assert "different feature dimensions" in msg and "6-d: " in msg and "wide.h5" in msg
+    if not stream:
+        assert "nan.h5" in msg and "NaN" in msg
+
+
+def test_check_bags_lists_every_problem_without_raising(tmp_path):
+    from histomil.bags.dataset import check_bags
+
+    _write(tmp_path / "a.h5")
+    _write(tmp_path / "wide.h5", d=6)
+    manifest = pd.DataFrame({"slide_id": ["a", "wide", "gone"], "label": [0, 1, 0]})
+    paths, problems = check_bags(manifest, tmp_path)
+    assert set(paths) == {"a", "wide"}
+    assert len(problems) == 2 and "gone" in problems[0] and "wide.h5" in problems[1]

@@ -59,6 +59,7 @@ def test_three_class_run_learns_and_writes_per_class_outputs(
         objective={"name": objective, "params": {}},
         train={"max_epochs": 12, "warmup_epochs": 12, "patience": 12, "lr": 1e-3},
         split={"repeats": 1, "val_fraction": 0.25},
+        data={"n_classes": 3},  # declared: never read off the labels
     )
     result = train(cfg, tmp_path / "run")
     metrics = json.loads((result.run_dir / "metrics.json").read_text())

@@ -117,7 +117,7 @@ def test_resumed_run_equals_uninterrupted(run, tmp_path):
 def test_rerun_with_other_config_is_refused(run, tmp_path):
     cfg, result = run
     other = write_config(tmp_path / "exp", Path(load_config(cfg).data.manifest), train={"seed": 5})
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match="other inputs or settings.*train.seed: 0 -> 5"):
         train(other, result.run_dir)
     with pytest.raises(ConfigError):
         write_config(tmp_path / "bad", Path("m.csv"), train={"sed": 1})

@@ -108,8 +108,6 @@ def load_cohort(
     features of HDF5 bags on disk (:mod:`histomil.bags.stream`); ``stream=None`` streams only
     when the cohort's features exceed :func:`~histomil.bags.stream.memory_budget`.
     """
-    import torch
-
     from histomil.bags import stream as st
 
     if "slide_id" not in manifest.columns:
@@ -119,13 +117,9 @@ def load_cohort(
     if dup:
         raise BagError(f"manifest has duplicate slide_id(s): {', '.join(dup[:20])}")
     index = index_bags(bags_dir)
-    missing = [sid for sid in ids if sid not in index]
+    missing = _missing_message(ids, index, bags_dir)
     if missing:
-        more = f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""
-        raise BagError(
-            f"{len(missing)} manifest slide(s) have no bag under {bags_dir}: "
-            f"{', '.join(missing[:20])}{more}; run `histomil extract` or fix the manifest"
-        )
+        raise BagError(missing)
     extra = sorted(set(index) - set(ids))
     if extra:
         log.warning(
@@ -140,34 +134,109 @@ def load_cohort(
         if stream:
             log.info("cohort features (%.1f GB) exceed the memory budget: streaming", need / 2**30)
     cohort: dict[str, Bag] = {}
+    problems: list[str] = []
     for (_, row), sid in zip(manifest.iterrows(), ids, strict=True):
-        if stream and index[sid].suffix in _H5:
-            cohort[sid] = st.lazy_bag(
-                index[sid],
-                slide_id=sid,
-                label=_label(row),
-                time=_optional(row, "time", float),
-                event=_optional(row, "event", lambda v: int(float(v))),
-                case_id=_optional(row, "case_id", str),
-            )
-            continue
-        keep16 = half is True or (half == "auto" and st.stored_dtype(index[sid]) == "float16")
-        dtype = torch.float16 if keep16 else torch.float32
-        data = load_bag(index[sid])
-
-        cohort[sid] = Bag(
-            slide_id=sid,
-            features=torch.from_numpy(data.features).to(dtype),
-            label=_label(row),
-            coords=None if data.coords is None else torch.from_numpy(data.coords),
-            patch_labels=None if data.patch_labels is None else torch.from_numpy(data.patch_labels),
-            overlap=None if data.overlap is None else torch.from_numpy(data.overlap),
-            attn_target=None if data.attn_target is None else torch.from_numpy(data.attn_target),
-            time=_optional(row, "time", float),
-            event=_optional(row, "event", lambda v: int(float(v))),
-            case_id=_optional(row, "case_id", str),
-        )
+        try:
+            cohort[sid] = _one_bag(row, sid, index[sid], half, stream)
+        except BagError as exc:
+            problems.append(str(exc))
+    problems += _dimension_problems(
+        {s: (index[s], b.features.shape[-1]) for s, b in cohort.items()}
+    )
+    if problems:
+        raise BagError(f"{len(problems)} bag problem(s): " + " | ".join(problems))
     return cohort
+
+
+def _one_bag(row: pd.Series, sid: str, path: Path, half: bool | str, stream: bool) -> Bag:
+    """One manifest row's bag (lazy when streaming an HDF5 file); BagError names the file."""
+    import torch
+
+    from histomil.bags import stream as st
+
+    fields = {
+        "slide_id": sid,
+        "label": _label(row),
+        "time": _optional(row, "time", float),
+        "event": _optional(row, "event", lambda v: int(float(v))),
+        "case_id": _optional(row, "case_id", str),
+    }
+    if stream and path.suffix in _H5:
+        return st.lazy_bag(path, **fields)
+    keep16 = half is True or (half == "auto" and st.stored_dtype(path) == "float16")
+    dtype = torch.float16 if keep16 else torch.float32
+    data = load_bag(path)
+
+    def tensor(arr):
+        return None if arr is None else torch.from_numpy(arr)
+
+    return Bag(
+        features=torch.from_numpy(data.features).to(dtype),
+        coords=tensor(data.coords),
+        patch_labels=tensor(data.patch_labels),
+        overlap=tensor(data.overlap),
+        attn_target=tensor(data.attn_target),
+        **fields,
+    )
+
+
+def _missing_message(ids, index: dict[str, Path], bags_dir) -> str | None:
+    missing = [sid for sid in ids if sid not in index]
+    if not missing:
+        return None
+    more = f" (+{len(missing) - 20} more)" if len(missing) > 20 else ""
+    return (
+        f"{len(missing)} manifest slide(s) have no bag under {bags_dir}: "
+        f"{', '.join(missing[:20])}{more}; run `histomil extract` or fix the manifest"
+    )
+
+
+def _dimension_problems(dims: dict[str, tuple[Path, int]]) -> list[str]:
+    """One problem naming the files of each minority feature dimension (none if all agree)."""
+    by_dim: dict[int, list[Path]] = {}
+    for path, d in dims.values():
+        by_dim.setdefault(int(d), []).append(path)
+    if len(by_dim) <= 1:
+        return []
+    parts = [
+        f"{d}-d: {', '.join(str(p) for p in sorted(paths)[:5])}"
+        + (f" (+{len(paths) - 5} more)" if len(paths) > 5 else "")
+        for d, paths in sorted(by_dim.items(), key=lambda kv: -len(kv[1]))
+    ]
+    return [
+        "bags have different feature dimensions (features from different encoders?): "
+        + "; ".join(parts)
+    ]
+
+
+def check_bags(
+    manifest: pd.DataFrame, bags_dir: str | os.PathLike
+) -> tuple[dict[str, Path], list[str]]:
+    """Every problem of the cohort's bags at once, before anything is trained.
+
+    Returns ``(slide id -> bag file, problems)``: missing bags, unreadable files, empty bags,
+    NaN/Inf features, bad shapes (each naming its file) and differing feature dimensions. Each
+    bag is read once (one at a time, so memory stays at one bag).
+    """
+    ids = manifest["slide_id"].astype(str)
+    try:
+        index = index_bags(bags_dir)
+    except BagError as exc:
+        return {}, [str(exc)]
+    problems: list[str] = []
+    missing = _missing_message(ids, index, bags_dir)
+    if missing:
+        problems.append(missing)
+    dims: dict[str, tuple[Path, int]] = {}
+    for sid in ids:
+        if sid not in index:
+            continue
+        try:
+            dims[sid] = (index[sid], load_bag(index[sid]).feature_dim)
+        except BagError as exc:
+            problems.append(str(exc))
+    problems += _dimension_problems(dims)
+    return {sid: index[sid] for sid in ids if sid in index}, problems
 
 
 def bag_to_float32(bag: Bag) -> Bag:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from histomil._io import read_csv
 from histomil.demo.settings import FULL, QUICK, DemoPaths, DemoSettings
 
 ENCODER = "resnet50_trunc"
@@ -30,7 +31,7 @@ def step_synthetic_slides(
 
     settings = settings or (QUICK if quick else FULL)
     if paths.manifest.is_file():
-        listed = pd.read_csv(paths.manifest)
+        listed = read_csv(paths.manifest)
         if len(listed) == settings.n_slides and all(
             (paths.synthetic / p).is_file() for p in listed["slide_path"]
         ):

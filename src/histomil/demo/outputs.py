@@ -6,8 +6,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
+from histomil._io import read_csv
 from histomil.demo.settings import METHODS, DemoPaths
 
 
@@ -26,7 +25,7 @@ class DemoOutputs:
 def pick_slides(run: Path) -> dict[str, tuple[str, int]]:
     """The most confident positive and negative test slides of a run: ``{"positive": (slide_id,
     fold), "negative": ...}``, ranked by the predicted probability of the true class."""
-    df = pd.read_csv(run / "predictions.csv")
+    df = read_csv(run / "predictions.csv")
     test = df[df["split"] == "test"]
     out = {}
     for name, label in (("positive", 1), ("negative", 0)):

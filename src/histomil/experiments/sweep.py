@@ -11,7 +11,11 @@ experiment folders, relative to the YAML): a point that is not done here is copi
 finished run in ``<folder>/runs/*`` whose resolved ``config.yaml`` equals the point's (e.g. rank
 induction at T = 1 in ``threshold`` is the ``rank_induction`` point of ``compare``). Only an
 exact match of the whole resolved config counts, so a different fold count, data path, grid
-value or default never matches.
+value or default never matches; and only a run whose recorded provenance (manifest and bag
+file identities, splits) equals the point's and whose every fold records exactly the point's
+train/val/test slides (``folds/<k>/split.json``), so a run over edited bags or another
+manifest is never copied. A finished point is skipped only under the same condition (else
+:func:`~histomil.training.train` refuses it, naming what changed).
 
 The experiment YAML is a training config plus an optional ``experiment:`` section (grid values,
 methods, alphas, ...) that the experiment reads; the rest must be a valid training config.
@@ -32,6 +36,7 @@ import pandas as pd
 
 from histomil._io import atomic_write_text
 from histomil.executors import ExecutorConfig, Task, run_tasks
+from histomil.provenance import StaleOutputError
 from histomil.training.config import TrainConfig, config_from_dict, dump_config, matches_saved
 
 log = logging.getLogger(__name__)
@@ -137,15 +142,48 @@ def reuse_dirs(base: BaseConfig) -> list[Path]:
     return [(root / str(v)).resolve() for v in value]
 
 
-def find_identical_run(config: TrainConfig, folders: list[Path]) -> Path | None:
-    """A finished run in ``<folder>/runs/*`` whose saved resolved config equals ``config``."""
+def _inputs_of(config: TrainConfig):
+    """(validated cohort, wanted provenance) of a point; raises on unusable inputs."""
+    from histomil.training.cohort import run_provenance, validate_cohort
+
+    cohort = validate_cohort(config)
+    return cohort, run_provenance(config, cohort)
+
+
+def same_inputs(run_dir: Path, config: TrainConfig, inputs, strict: bool) -> bool:
+    """Whether the finished folds of ``run_dir`` were made from exactly these inputs/splits."""
+    from histomil.training.run import check_existing_run
+
+    cohort, wanted = inputs
+    try:
+        check_existing_run(run_dir, config, cohort, wanted, resume=True, strict=strict)
+    except StaleOutputError as exc:
+        log.info("%s: %s", run_dir, exc)
+        return False
+    if not strict:
+        return True
+    from histomil.training.cohort import read_split, split_leaks
+
+    return all(
+        split_leaks(read_split(run_dir / "folds" / str(s.fold)), s, str(run_dir)) is None
+        for s in cohort.splits
+    )
+
+
+def find_identical_run(config: TrainConfig, folders: list[Path], inputs=None) -> Path | None:
+    """A finished run in ``<folder>/runs/*`` whose saved resolved config equals ``config`` and
+    whose recorded inputs and per-fold splits equal the point's."""
     import yaml
 
     for folder in folders:
         for path in sorted((folder / "runs").glob("*/config.yaml")):
             saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if matches_saved(saved, config) and point_done(path.parent, config):
+            if not (matches_saved(saved, config) and point_done(path.parent, config)):
+                continue
+            inputs = inputs or _inputs_of(config)
+            if same_inputs(path.parent, config, inputs, strict=True):
                 return path.parent
+            log.info("not reusing %s: made from other inputs or splits", path.parent)
     return None
 
 
@@ -166,15 +204,19 @@ def run_sweep(
     names = [p.name for p in points]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate sweep point names: {names}")
+    # every point's config and inputs (manifest, labels, bags, splits) are checked before
+    # anything is written or trained
+    resolved = [(p, resolve_point(base, p, options)) for p in points]
+    checked = [(p, c, _inputs_of(c)) for p, c in resolved]
     tasks, runs = [], {}
-    for point in points:
-        config = resolve_point(base, point, options)
+    for point, config, inputs in checked:
         atomic_write_text(out / "configs" / f"{point.name}.yaml", dump_config(config))
         run_dir = out / "runs" / point.name
         runs[point.name] = run_dir
-        if point_done(run_dir, config):
+        if point_done(run_dir, config) and same_inputs(run_dir, config, inputs, strict=False):
             continue
-        source = None if run_dir.exists() else find_identical_run(config, reuse_dirs(base))
+        folders = reuse_dirs(base)
+        source = None if run_dir.exists() else find_identical_run(config, folders, inputs)
         if source is not None and source.resolve() != run_dir.resolve():
             shutil.copytree(source, run_dir, symlinks=True)
             atomic_write_text(run_dir / "reused_from.txt", f"{source}\n")

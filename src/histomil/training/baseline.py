@@ -5,6 +5,12 @@ Per fold the state dict comes from, in order: ``objective.params.teacher_init`` 
 whose ``folds/<k>/checkpoint.pt`` is used, or a checkpoint file; ``auto`` or unset means the
 next two options); an existing finished
 ``RUN/baseline/folds/<k>/``; otherwise the baseline is trained now into ``RUN/baseline/``.
+
+A teacher never saw this fold's held-out slides: a checkpoint from another run is used only
+when its fold's ``split.json`` (next to the checkpoint) records exactly this fold's
+train/validation/test slides, else :class:`~histomil.training.cohort.SplitMismatchError`
+names the slides that would leak. The run's own baseline is retrained when its recorded split
+differs (it is a cache of this run).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ def baseline_state(
     config: TrainConfig, split: FoldSplit, run_dir: str, baseline_dir: str | None = None
 ) -> dict[str, Any]:
     """Model state dict of the fold's trained baseline (trained here when missing)."""
+    from histomil.training.cohort import SplitMismatchError, read_split, split_leaks
     from histomil.training.fold import read_fold_result, run_fold
 
     teacher = config.objective.params.get("teacher_init")
@@ -37,10 +44,14 @@ def baseline_state(
             path = path / "folds" / str(split.fold) / "checkpoint.pt"
         if not path.is_file():
             raise FileNotFoundError(f"objective.params.teacher_init: no checkpoint at {path}")
+        problem = split_leaks(read_split(path.parent), split, f"teacher {path}")
+        if problem:
+            raise SplitMismatchError(problem)
         return _load(path)
     base = Path(baseline_dir) if baseline_dir else Path(run_dir) / "baseline"
     ckpt = base / "folds" / str(split.fold) / "checkpoint.pt"
-    if read_fold_result(base, split.fold) is None or not ckpt.is_file():
+    fresh = read_fold_result(base, split.fold) is not None and ckpt.is_file()
+    if not fresh or split_leaks(read_split(ckpt.parent), split, "baseline") is not None:
         base_cfg = replace(
             config,
             objective=ObjectiveConfig("bag", {}),

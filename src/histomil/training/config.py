@@ -33,6 +33,25 @@ class _Data(_Strict):
     padding_px: float = Field(0.0, ge=0)
     patch_size_level0: int | None = Field(None, gt=0)
     patient_level: bool | None = None
+    labels: dict[str, int] | None = None
+    n_classes: int | None = Field(None, ge=2)
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_keys(cls, v):
+        # YAML reads `{0: 0, 1: 1}` with int keys; manifest labels are compared as text
+        return None if v is None else {str(k).strip(): val for k, val in dict(v).items()}
+
+    @field_validator("labels")
+    @classmethod
+    def _label_values(cls, v):
+        if v is not None:
+            values = sorted(set(v.values()))
+            if values != list(range(len(values))) or len(values) < 2:
+                raise ValueError(
+                    f"class indices must be 0..n-1 with n >= 2 (got {sorted(v.values())})"
+                )
+        return v
 
 
 class _Model(_Strict):
@@ -106,6 +125,10 @@ class DataConfig:
     padding_px: float = 0.0
     patch_size_level0: int | None = None
     patient_level: bool | None = None
+    # classification labels: manifest value (text) -> class index; None: integer labels or
+    # the usual binary names (see histomil.training.labels)
+    labels: dict[str, int] | None = None
+    n_classes: int | None = None  # declared class count; default: from `labels`, else 2
 
 
 @dataclass(frozen=True)
@@ -220,6 +243,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike | None = N
         padding_px=d.padding_px,
         patch_size_level0=d.patch_size_level0,
         patient_level=d.patient_level,
+        labels=None if d.labels is None else dict(d.labels),
+        n_classes=d.n_classes,
     )
     obj_params = dict(root.objective.params)
     teacher = obj_params.get("teacher_init")
@@ -257,24 +282,37 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def matches_saved(saved: dict[str, Any], config: TrainConfig) -> bool:
-    """Whether a saved ``RUN/config.yaml`` mapping describes the same run as ``config``.
-
-    A run written by an older histomil lacks settings added since (e.g. ``train.precision``);
-    they count as equal when ``config`` leaves them at their defaults.
-    """
+def with_defaults(saved: dict[str, Any], config: TrainConfig) -> dict[str, Any]:
+    """``saved`` (a stored config mapping) with settings added since it was written filled in
+    at their defaults, so a run made by an older histomil compares equal when ``config`` leaves
+    them at their defaults."""
     import copy
 
     import yaml
 
-    wanted = yaml.safe_load(dump_config(config))
     defaults = yaml.safe_load(dump_config(TrainConfig(data=config.data)))
     filled = copy.deepcopy(saved)
     for section, values in defaults.items():
         if isinstance(values, dict) and isinstance(filled.get(section), dict):
             for key, value in values.items():
                 filled[section].setdefault(key, value)
-    return filled == wanted
+    return filled
+
+
+def config_differences(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """``key: old -> new`` for every setting where ``saved`` differs from ``config``
+    (:func:`histomil.provenance.differences`; empty when they describe the same run)."""
+    import yaml
+
+    from histomil.provenance import differences
+
+    wanted = yaml.safe_load(dump_config(config))
+    return differences(with_defaults(saved, config), wanted)
+
+
+def matches_saved(saved: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether a saved ``RUN/config.yaml`` mapping describes the same run as ``config``."""
+    return not config_differences(saved, config)
 
 
 def dump_config(config: TrainConfig) -> str:

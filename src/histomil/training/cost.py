@@ -88,9 +88,10 @@ def _peak_rss_bytes() -> int:
 
 
 def _load(manifest: str, bags: str, max_bags: int | None) -> list:
+    from histomil._io import read_csv
     from histomil.bags.dataset import load_cohort
 
-    df = pd.read_csv(manifest)
+    df = read_csv(manifest)  # ids stay text (00008, NA)
     if max_bags is not None:
         df = df.head(max_bags)
     return list(load_cohort(df, bags).values())

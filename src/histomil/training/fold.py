@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from histomil._io import atomic_path, atomic_write_json, atomic_write_text
+from histomil._io import atomic_path, atomic_write_json, write_csv
 from histomil.bags.bag import Bag
-from histomil.manifest import read_manifest
 from histomil.training import metrics as M
+from histomil.training.cohort import n_outputs, training_manifest, write_split
 from histomil.training.config import TrainConfig
 from histomil.training.data import (
     bag_file_attrs,
@@ -50,18 +50,11 @@ class FoldData:
     manifest: pd.DataFrame
 
 
-def n_outputs(config: TrainConfig, manifest: pd.DataFrame) -> int:
-    """Logits of the model: bins (survival), 1 (binary) or the number of classes."""
-    if config.task == "survival":
-        return config.train.survival_bins
-    n = int(pd.to_numeric(manifest["label"]).max()) + 1
-    return 1 if n <= 2 else n
-
-
 def load_fold_data(config: TrainConfig, split: FoldSplit, seed: int) -> FoldData:
     """Bags of the fold with training-only label regimes and (survival) training-only bins."""
-    required = ("slide_id", "time", "event") if config.task == "survival" else ("slide_id", "label")
-    df = read_manifest(config.data.manifest, required=required)
+    df, n_classes, problems = training_manifest(config)
+    if problems:
+        raise ValueError("; ".join(problems))
     bags = load_cohort_bags(df, config.data.bags)
     ids = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
     patient = config.data.patient_level
@@ -87,7 +80,7 @@ def load_fold_data(config: TrainConfig, split: FoldSplit, seed: int) -> FoldData
         )
         train, val, test = (set_time_bins(x, edges) for x in (train, val, test))
     in_dim = int(train[0].features.shape[1])
-    return FoldData(train, val, test, n_outputs(config, df), in_dim, df)
+    return FoldData(train, val, test, n_outputs(config, n_classes), in_dim, df)
 
 
 def _rows(preds: list[Prediction], bags: list[Bag], split: str, fold: int, task: str) -> list[dict]:
@@ -183,6 +176,7 @@ def run_fold(
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     fold_dir = Path(run_dir) / "folds" / str(split.fold)
+    write_split(fold_dir, split)  # the exact slide ids, before anything is trained on them
     seed = config.train.seed + split.fold
     seed_everything(seed)
     data = load_fold_data(config, split, seed)
@@ -237,9 +231,9 @@ def run_fold(
                 },
                 tmp,
             )
-    atomic_write_text(fold_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    write_csv(pd.DataFrame(history), fold_dir / "history.csv")
     preds = pd.concat([val_rows, test_rows], ignore_index=True)
-    atomic_write_text(fold_dir / "predictions.csv", preds.to_csv(index=False))
+    write_csv(preds, fold_dir / "predictions.csv")
     if config.output.attention:
         splits_of = {b.slide_id: "val" for b in data.val} | {b.slide_id: "test" for b in data.test}
         for name, bags, ps in (("val", data.val, val_preds), ("test", data.test, test_preds)):

@@ -1,14 +1,24 @@
 """All folds of a run and the run-level outputs.
 
-``train(config, out_dir, executor=...)`` writes ``RUN/config.yaml`` (resolved), runs one
-executor task per unfinished fold (finished folds, marked by ``folds/<k>/result.json``, are final
-and skipped on rerun; an interrupted fold restarts from scratch with the same seed, so a resumed
+``train(config, out_dir, executor=...)`` first validates every input at once
+(:func:`histomil.training.cohort.validate_cohort`: manifest, labels, bags, splits, a teacher's
+splits) and writes nothing when that fails. It then writes ``RUN/config.yaml`` (resolved) and
+``RUN/provenance.json`` (config, splits, manifest and bag file identities), runs one executor
+task per unfinished fold (finished folds, marked by ``folds/<k>/result.json``, are final and
+skipped on rerun; an interrupted fold restarts from scratch with the same seed, so a resumed
 run equals an uninterrupted one), then aggregates ``RUN/predictions.csv`` and
-``RUN/metrics.json`` (per fold plus mean/sd over folds of every metric).
+``RUN/metrics.json`` (per fold plus mean/sd over folds of every metric) once every fold has
+finished.
+
+Rerunning into a folder: with no finished fold the folder is taken over by the new config
+(a failed first attempt can be corrected and rerun); with finished folds the recorded
+provenance must equal the new one, else the run is refused naming every change (config
+``old -> new``, changed bag files, other splits).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +27,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from histomil._io import atomic_write_json, atomic_write_text
+from histomil import provenance
+from histomil._io import atomic_write_json, atomic_write_text, read_csv, write_csv
 from histomil.executors import BatchError, ExecutorConfig, Task, run_tasks
-from histomil.manifest import read_manifest
+from histomil.training.cohort import (
+    Cohort,
+    CohortError,
+    read_split,
+    run_provenance,
+    split_leaks,
+    teacher_checkpoints,
+    validate_cohort,
+)
 from histomil.training.config import (
     TrainConfig,
+    config_differences,
     config_to_dict,
     dump_config,
     load_config,
-    matches_saved,
+    with_defaults,
 )
 from histomil.training.fold import read_fold_result, run_fold
-from histomil.training.splits import make_splits
+
+log = logging.getLogger(__name__)
+PROVENANCE = "provenance.json"
+
+
+class RunMismatchError(provenance.StaleOutputError, ValueError):
+    """A run folder's finished folds were made from other inputs, config or splits."""
 
 
 @dataclass
@@ -41,20 +67,104 @@ class RunResult:
     predictions: pd.DataFrame | None = None
 
 
-def _check_same_config(run_dir: Path, config: TrainConfig, resume: bool) -> None:
-    import yaml
+def _finished_folds(run_dir: Path) -> list[int]:
+    folds = run_dir / "folds"
+    if not folds.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in folds.iterdir() if p.name.isdigit() and (p / "result.json").is_file()
+    )
 
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+
+def check_existing_run(
+    run_dir: Path,
+    config: TrainConfig,
+    cohort: Cohort,
+    wanted: dict[str, Any],
+    resume: bool = True,
+    strict: bool = False,
+) -> None:
+    """Refuse to add folds to a run folder whose finished folds came from other inputs.
+
+    A folder without finished folds (a first attempt that failed) is simply reused. A run
+    without ``provenance.json`` (older histomil) is accepted on an equal config with a
+    warning, unless ``strict`` (then it counts as different).
+    """
+
+    finished = _finished_folds(run_dir)
+    if not finished:
         return
     if not resume:
         raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --out")
-    saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not matches_saved(saved, config):
-        raise ValueError(
-            f"{run_dir} holds a run with a different config; finished folds would be mixed "
-            "with new ones. Use another --out (or delete the folder)."
+    how = "finished folds would be mixed with new ones. Use another --out (or delete the folder)"
+    try:
+        _check_inputs(run_dir, config, cohort, wanted, strict, how)
+    except provenance.StaleOutputError as exc:
+        changed = _changed_bags(provenance.read_json(run_dir / PROVENANCE), wanted, cohort)
+        extra = f" [changed bag file(s): {', '.join(changed)}]" if changed else ""
+        raise RunMismatchError(f"{exc}{extra}") from None
+
+
+def _changed_bags(recorded: dict | None, wanted: dict, cohort: Cohort) -> list[str]:
+    """Paths of the bag files whose identity differs from the recorded one."""
+    if not recorded:
+        return []
+    old, new = recorded.get("inputs", {}), wanted.get("inputs", {})
+    keys = sorted(
+        k for k in set(old) | set(new) if k.startswith("bag ") and old.get(k) != new.get(k)
+    )
+    return [str(cohort.bag_paths.get(k[4:], k[4:])) for k in keys]
+
+
+def _check_inputs(run_dir, config, cohort, wanted, strict: bool, how: str) -> None:
+    import yaml
+
+    recorded = provenance.read_json(run_dir / PROVENANCE)
+    if recorded is None and strict:
+        provenance.decide(run_dir / PROVENANCE, None, wanted, how=how)
+    if recorded is None:  # a run made before provenance was recorded: compare its config
+        path = run_dir / "config.yaml"
+        saved = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        changes = config_differences(saved or {}, config)
+        if changes:
+            raise provenance.StaleOutputError(
+                f"{run_dir} holds a run with a different config ({'; '.join(changes)}); {how}"
+            )
+        log.warning(
+            "%s records no input provenance (older histomil): its bag files cannot be "
+            "verified; resuming with the current ones",
+            run_dir,
         )
+    else:
+        old = dict(recorded)
+        params = dict(old.get("params", {}))
+        params["config"] = with_defaults(params.get("config") or {}, config)
+        old["params"] = params
+        provenance.decide(run_dir / PROVENANCE, old, wanted, how=how)
+    by_fold = {s.fold: s for s in cohort.splits}
+    for k in _finished_folds(run_dir):
+        record = read_split(run_dir / "folds" / str(k))
+        if k in by_fold and record is not None:
+            problem = split_leaks(record, by_fold[k], f"{run_dir} fold {k}")
+            if problem:
+                raise provenance.StaleOutputError(f"{problem}; {how}")
+
+
+def _teacher_problems(config: TrainConfig, cohort: Cohort) -> list[str]:
+    """A teacher taken from another run must come from folds with exactly these splits."""
+    ckpts = teacher_checkpoints(config, cohort.splits)
+    if ckpts is None:
+        return []
+    out = []
+    for s in cohort.splits:
+        ckpt = ckpts[s.fold]
+        if not ckpt.is_file():
+            out.append(f"objective.params.teacher_init: no checkpoint at {ckpt}")
+            continue
+        problem = split_leaks(read_split(ckpt.parent), s, f"teacher {ckpt}")
+        if problem:
+            out.append(problem)
+    return out
 
 
 def _check_names(config: TrainConfig) -> None:
@@ -96,13 +206,22 @@ def train(
     if not isinstance(config, TrainConfig):
         config = load_config(config)
     _check_names(config)
+    cohort = validate_cohort(config)
+    teacher = _teacher_problems(config, cohort)
+    if teacher:
+        raise CohortError(
+            "the teacher would have seen this run's held-out slides (nothing was written): "
+            + " | ".join(teacher)
+        )
     run_dir = Path(out_dir).resolve()
+    wanted = run_provenance(config, cohort)
+    check_existing_run(run_dir, config, cohort, wanted, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_config(run_dir, config, resume)
+    for stale in ("metrics.json", "predictions.csv"):  # rewritten below once folds are done
+        (run_dir / stale).unlink(missing_ok=True)
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    required = ("slide_id", "time", "event") if config.task == "survival" else ("slide_id", "label")
-    df = read_manifest(config.data.manifest, required=required)
-    splits = make_splits(df, config.split, config.train.seed, config.task)
+    provenance.write_json(run_dir / PROVENANCE, wanted)
+    splits = cohort.splits
     if folds is not None:
         splits = [s for s in splits if s.fold in set(folds)]
     todo = [s for s in splits if read_fold_result(run_dir, s.fold) is None]
@@ -112,16 +231,16 @@ def train(
     ]
     results = run_tasks(tasks, executor, description=f"train {config.objective.name}")
     failed = [r for r in results if not r.ok]
+    if failed:  # no run-level outputs from a subset of folds
+        msg = "; ".join(f"{r.key}: {r.error.splitlines()[0]}" for r in failed)
+        raise BatchError(f"{len(failed)} fold(s) failed ({msg}); rerun to resume the others")
     summaries = [read_fold_result(run_dir, s.fold) for s in splits]
     done = [s for s in summaries if s is not None]
-    preds = [pd.read_csv(run_dir / "folds" / str(s["fold"]) / "predictions.csv") for s in done]
+    preds = [read_csv(run_dir / "folds" / str(s["fold"]) / "predictions.csv") for s in done]
     predictions = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
-    atomic_write_text(run_dir / "predictions.csv", predictions.to_csv(index=False))
+    write_csv(predictions, run_dir / "predictions.csv")
     metrics = summarize_folds(done)
     metrics["task"] = config.task
     metrics["config"] = config_to_dict(config)
     atomic_write_json(run_dir / "metrics.json", metrics)
-    if failed:
-        msg = "; ".join(f"{r.key}: {r.error.splitlines()[0]}" for r in failed)
-        raise BatchError(f"{len(failed)} fold(s) failed ({msg}); rerun to resume the others")
     return RunResult(run_dir, done, metrics, predictions)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from histomil._io import read_csv
 from histomil.viz import _html as H
 from histomil.viz._metrics import MetricRow, metric_table, task_of
 from histomil.viz.attention import VizError
@@ -74,7 +75,7 @@ def fold_thresholds(run: Path) -> dict[str, float]:
 
 def read_predictions(run: Path) -> pd.DataFrame:
     """``predictions.csv`` with the required columns checked."""
-    df = pd.read_csv(run / "predictions.csv")
+    df = read_csv(run / "predictions.csv")
     need = {"slide_id"} | ({"risk", "time", "event"} if "risk" in df else {"label"})
     missing = need - set(df.columns)
     if missing:
@@ -165,7 +166,7 @@ def _history_png(run: Path) -> bytes | None:
     fig = Figure(figsize=(10, 3.4))
     ax = fig.subplots()
     for path in files[:20]:
-        hist = pd.read_csv(path)
+        hist = read_csv(path)
         x = hist["epoch"] if "epoch" in hist else np.arange(len(hist))
         train = next((c for c in ("train_loss", "train_total") if c in hist), None)
         for col, ls in ((train, "-"), ("val_loss", "--")):
@@ -319,7 +320,7 @@ def experiment_sections(exp: Path, options: ReportOptions) -> list[tuple[str, st
     if table_md is not None:
         sections.append(("table", "Results table", H.markdown_html(table_md)))
     if (exp / "results.csv").is_file():
-        res = pd.read_csv(exp / "results.csv")
+        res = read_csv(exp / "results.csv")
         rows = [
             [v.item() if isinstance(v, np.generic) else v for v in r]
             for r in res.head(MAX_TABLE_ROWS).itertuples(index=False)
