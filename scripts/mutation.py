@@ -74,7 +74,7 @@ MODULES: dict[str, list[str]] = {
 STATUS = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped", "segfault")
 
 
-def _pyproject(src: str, module: str, tests: list[str]) -> str:
+def _pyproject(src: str, module: str, tests: list[str], isolation: str) -> str:
     """The repository's pyproject.toml with a [tool.mutmut] section for one module."""
     text = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", src)
     quoted = ", ".join(json.dumps(t) for t in tests)
@@ -85,13 +85,12 @@ def _pyproject(src: str, module: str, tests: list[str]) -> str:
         + f'only_mutate = ["{PKG}/{module}"]\n'
         + f"pytest_add_cli_args_test_selection = [{quoted}]\n"
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
-        # torch is not fork-safe after the stats run: fork workers from a clean server
-        + 'process_isolation = "forkserver"\n'
+        + f'process_isolation = "{isolation}"\n'
         + "use_git_change_detection = false\n"
     )
 
 
-def prepare(module: str, work: Path) -> Path:
+def prepare(module: str, work: Path, isolation: str = "fork") -> Path:
     """A scratch copy of src/, tests/ and pyproject.toml configured for ``module``."""
     tests = [t for t in MODULES[module] if (ROOT / t).is_file()]
     if not tests:
@@ -104,7 +103,7 @@ def prepare(module: str, work: Path) -> Path:
     for folder in ("src", "tests"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
     text = (ROOT / "pyproject.toml").read_text()
-    (dest / "pyproject.toml").write_text(_pyproject(text, module, tests))
+    (dest / "pyproject.toml").write_text(_pyproject(text, module, tests, isolation))
     return dest
 
 
@@ -115,9 +114,9 @@ def _mutmut() -> list[str]:
     return [str(exe)]
 
 
-def run_module(module: str, work: Path, children: int, timeout: float) -> dict:
+def run_module(module: str, work: Path, children: int, timeout: float, isolation: str) -> dict:
     """Mutate one module; returns counts per status and the surviving mutants' names."""
-    dest = prepare(module, work)
+    dest = prepare(module, work, isolation)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
     start = time.monotonic()
@@ -170,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/histomil-mutation"))
     ap.add_argument("--children", type=int, default=1, help="parallel mutant workers")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per module")
+    ap.add_argument(
+        "--isolation",
+        choices=("fork", "forkserver"),
+        default="fork",
+        help="mutmut process_isolation (forkserver if fork hangs with torch threads)",
+    )
     ap.add_argument("--out", type=Path, help="append each module's summary to this JSON file")
     args = ap.parse_args(argv)
     if args.list:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.out.is_file():
         results = json.loads(args.out.read_text())
     for module in modules:
-        r = run_module(module, args.work, args.children, args.timeout)
+        r = run_module(module, args.work, args.children, args.timeout, args.isolation)
         c = r["counts"]
         print(
             f"{module}: {c['killed'] + c['timeout']}/{sum(c.values()) - c['skipped']} killed "
