@@ -90,7 +90,7 @@ def _pyproject(src: str, module: str, tests: list[str], isolation: str) -> str:
     )
 
 
-def prepare(module: str, work: Path, isolation: str = "fork") -> Path:
+def prepare(module: str, work: Path, isolation: str = "forkserver") -> Path:
     """A scratch copy of src/, tests/ and pyproject.toml configured for ``module``."""
     tests = [t for t in MODULES[module] if (ROOT / t).is_file()]
     if not tests:
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--isolation",
         choices=("fork", "forkserver"),
-        default="fork",
-        help="mutmut process_isolation (forkserver if fork hangs with torch threads)",
+        default="forkserver",
+        help="mutmut process_isolation (fork hangs with torch threads here)",
     )
     ap.add_argument("--out", type=Path, help="append each module's summary to this JSON file")
     args = ap.parse_args(argv)
