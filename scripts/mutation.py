@@ -54,7 +54,10 @@ MODULES: dict[str, list[str]] = {
         "tests/objectives/mhim/test_strategy.py",
         "tests/objectives/mhim/test_mhim_pinned.py",
     ],
-    "evaluation/metrics.py": ["tests/evaluation/test_metrics.py"],
+    "evaluation/metrics.py": [
+        "tests/evaluation/test_metrics.py",
+        "tests/evaluation/test_metrics_pinned.py",
+    ],
     "evaluation/stats.py": [
         "tests/evaluation/test_stats.py",
         "tests/evaluation/test_stats_pinned.py",
