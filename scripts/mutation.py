@@ -87,7 +87,16 @@ MODULES: dict[str, list[str]] = {
     ],
 }
 
-STATUS = ("killed", "survived", "timeout", "no tests", "suspicious", "skipped", "segfault")
+STATUS = (
+    "killed",
+    "survived",
+    "timeout",
+    "no tests",
+    "suspicious",
+    "skipped",
+    "segfault",
+    "not checked",
+)
 
 
 def _pyproject(src: str, module: str, tests: list[str], isolation: str) -> str:
@@ -130,8 +139,11 @@ def _mutmut() -> list[str]:
     return [str(exe)]
 
 
-def run_module(module: str, work: Path, children: int, timeout: float, isolation: str) -> dict:
-    """Mutate one module; returns counts per status and the surviving mutants' names."""
+def run_module(
+    module: str, work: Path, children: int, timeout: float, isolation: str, only: list[str]
+) -> dict:
+    """Mutate one module (only the mutants matching the ``only`` globs, when given); returns
+    counts per status and the surviving mutants' names."""
     dest = prepare(module, work, isolation)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
@@ -139,7 +151,7 @@ def run_module(module: str, work: Path, children: int, timeout: float, isolation
     log = (dest / "mutmut-run.log").open("w")
     try:
         proc = subprocess.run(
-            [*_mutmut(), "run", "--max-children", str(children)],
+            [*_mutmut(), "run", "--max-children", str(children), *only],
             cwd=dest,
             env=env,
             stdout=log,
@@ -172,6 +184,8 @@ def run_module(module: str, work: Path, children: int, timeout: float, isolation
         "seconds": round(time.monotonic() - start),
         "counts": counts,
         "score": score,
+        "tested": tested,
+        "only": only,
         "survivors": survivors,
         "work": str(dest),
     }
@@ -191,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         default="forkserver",
         help="mutmut process_isolation (fork hangs with torch threads here)",
     )
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="mutant-name glob (repeatable), e.g. '*read_patch*': run only those mutants",
+    )
     ap.add_argument("--out", type=Path, help="append each module's summary to this JSON file")
     args = ap.parse_args(argv)
     if args.list:
@@ -205,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.out.is_file():
         results = json.loads(args.out.read_text())
     for module in modules:
-        r = run_module(module, args.work, args.children, args.timeout, args.isolation)
+        r = run_module(module, args.work, args.children, args.timeout, args.isolation, args.only)
         c = r["counts"]
         print(
-            f"{module}: {c['killed'] + c['timeout']}/{sum(c.values()) - c['skipped']} killed "
+            f"{module}: {c['killed'] + c['timeout']}/{r['tested']} killed "
             f"({r['score']:.1%}), {c['survived']} survived, {c['no tests']} without tests, "
             f"{r['seconds']} s",
             flush=True,
