@@ -1,0 +1,181 @@
+"""Pinned classification metrics on fixed numbers, each recomputed by hand: AUROC by counting
+pairs, AP from its definition, confusion-matrix rates, thresholds by brute force over the
+candidate cut points."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from histomil.evaluation.metrics import (
+    MetricWarning,
+    choose_threshold,
+    classification_metrics,
+    metric_names,
+    multiclass_metrics,
+)
+
+Y = np.array([0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+P = np.array([0.1, 0.4, 0.6, 0.8, 0.2, 0.9, 0.65, 0.5, 0.7, 0.3])
+
+
+def _auroc(y, p) -> float:
+    pos, neg = p[y == 1], p[y == 0]
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg) / (
+        len(pos) * len(neg)
+    )
+
+
+def _ap(y, p) -> float:
+    """Average precision = mean over positives of the precision at their rank (no ties)."""
+    order = np.argsort(-p)
+    hits, total = 0, 0.0
+    for rank, i in enumerate(order, start=1):
+        if y[i]:
+            hits += 1
+            total += hits / rank
+    return total / y.sum()
+
+
+def _rates(y, p, t):
+    pred = p >= t
+    tp = int((pred & (y == 1)).sum())
+    tn = int((~pred & (y == 0)).sum())
+    fp = int((pred & (y == 0)).sum())
+    fn = int((~pred & (y == 1)).sum())
+    return tp, tn, fp, fn
+
+
+@pytest.mark.parametrize("t", [0.5, 0.6, 0.66, 0.0])
+def test_binary_metrics_by_hand(t):
+    got = classification_metrics(Y, P, threshold=t)
+    tp, tn, fp, fn = _rates(Y, P, t)
+    assert got["auroc"] == pytest.approx(_auroc(Y, P))
+    assert got["auprc"] == pytest.approx(_ap(Y, P))
+    assert got["accuracy"] == pytest.approx((tp + tn) / 10)
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    assert got["f1"] == pytest.approx(f1)
+    assert got["sensitivity"] == pytest.approx(tp / (tp + fn))
+    assert got["specificity"] == pytest.approx(tn / (tn + fp))
+    assert (got["threshold"], got["n"], got["n_positive"]) == (t, 10, 5)
+
+
+def test_a_probability_equal_to_the_threshold_is_positive():
+    got = classification_metrics([1, 0], [0.5, 0.49], threshold=0.5)
+    assert got["sensitivity"] == 1.0 and got["specificity"] == 1.0 and got["accuracy"] == 1.0
+
+
+def test_one_class_only_gives_nan_with_a_warning():
+    with pytest.warns(MetricWarning, match=r"one class only \(0 positive, 3 negative\)"):
+        got = classification_metrics([0, 0, 0], [0.2, 0.7, 0.4])
+    assert np.isnan(got["auroc"]) and np.isnan(got["auprc"]) and np.isnan(got["sensitivity"])
+    assert got["specificity"] == pytest.approx(2 / 3) and got["accuracy"] == pytest.approx(2 / 3)
+    assert got["f1"] == 0.0
+    with pytest.warns(MetricWarning):
+        pos = classification_metrics([1, 1], [0.2, 0.7])
+    assert np.isnan(pos["specificity"]) and pos["sensitivity"] == 0.5
+
+
+def test_input_errors():
+    with pytest.raises(ValueError, match=r"labels \(2,\) and probs \(3,\) differ"):
+        classification_metrics([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="no predictions"):
+        classification_metrics([], [])
+    with pytest.raises(ValueError, match=r"must be 0/1, got values \[0.0, 2.0\]"):
+        classification_metrics([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        classification_metrics([0, 1], [0.1, np.nan])
+    with pytest.raises(ValueError, match="unknown threshold method 'otsu'; valid: youden, f1"):
+        choose_threshold(Y, P, "otsu")
+
+
+def test_youden_threshold_by_brute_force():
+    """The cut point (among the predicted probabilities) maximising sens + spec - 1; ties go
+    to the highest cut (the first on the ROC curve)."""
+    best, best_j = None, -np.inf
+    for t in sorted(set(P.tolist()), reverse=True):
+        tp, tn, fp, fn = _rates(Y, P, t)
+        j = tp / (tp + fn) + tn / (tn + fp) - 1
+        if j > best_j + 1e-12:
+            best, best_j = t, j
+    assert choose_threshold(Y, P, "youden") == pytest.approx(best)
+    assert best == 0.5  # sens 1.0, spec 0.8 (the only maximum)
+
+
+def test_f1_threshold_by_brute_force():
+    best, best_f1 = None, -np.inf
+    for t in sorted(set(P.tolist())):
+        tp, _, fp, fn = _rates(Y, P, t)
+        f1 = 2 * tp / (2 * tp + fp + fn)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = t, f1
+    assert choose_threshold(Y, P, "f1") == pytest.approx(best)
+    assert best == 0.5  # all five positives, one false positive: F1 = 10/11
+
+
+def test_fixed_thresholds_and_one_class():
+    assert choose_threshold(Y, P, "fixed") == 0.5
+    assert choose_threshold(Y, P, 0.27) == 0.27
+    with pytest.warns(MetricWarning, match="one class only: using 0.5"):
+        assert choose_threshold([1, 1], [0.2, 0.9], "youden") == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_threshold([1, 1], [0.2, 0.9], "fixed") == 0.5
+
+
+def test_multiclass_metrics_by_hand():
+    y = np.array([0, 1, 2, 2, 1, 0, 2])
+    p = np.array(
+        [
+            [0.7, 0.2, 0.1],
+            [0.2, 0.5, 0.3],
+            [0.1, 0.3, 0.6],
+            [0.3, 0.4, 0.3],
+            [0.5, 0.3, 0.2],
+            [0.6, 0.1, 0.3],
+            [0.2, 0.2, 0.6],
+        ]
+    )
+    got = multiclass_metrics(y, p)
+    aurocs = [_auroc((y == c).astype(int), p[:, c]) for c in range(3)]
+    assert got["auroc"] == pytest.approx(np.mean(aurocs))
+    pred = [0, 1, 2, 1, 0, 0, 2]  # argmax, first on ties
+    assert got["accuracy"] == pytest.approx(np.mean(np.array(pred) == y))
+    f1s = []
+    for c in range(3):
+        tp = sum(1 for a, b in zip(pred, y, strict=True) if a == c and b == c)
+        fp = sum(1 for a, b in zip(pred, y, strict=True) if a == c and b != c)
+        fn = sum(1 for a, b in zip(pred, y, strict=True) if a != c and b == c)
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    assert got["f1"] == pytest.approx(np.mean(f1s))
+    assert got["n"] == 7
+    from sklearn.metrics import average_precision_score
+
+    aps = [average_precision_score((y == c).astype(int), p[:, c]) for c in range(3)]
+    assert got["auprc"] == pytest.approx(np.mean(aps))
+
+
+def test_multiclass_skips_classes_without_both_sides_and_errors():
+    y = np.array([0, 1, 0, 1])
+    p = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]])
+    with pytest.warns(MetricWarning, match=r"class\(es\) \[2\] lack positives"):
+        got = multiclass_metrics(y, p)
+    assert got["auroc"] == pytest.approx(np.mean([_auroc(y == 0, p[:, 0]), _auroc(y, p[:, 1])]))
+    # class 2 is never true but predicted once: its F1 of 0 counts in the macro mean
+    assert got["f1"] == pytest.approx((1.0 + 2 / 3 + 0.0) / 3)
+    with pytest.warns(MetricWarning):
+        none = multiclass_metrics([0, 0], [[0.9, 0.1], [0.6, 0.4]])
+    assert np.isnan(none["auroc"]) and np.isnan(none["auprc"])
+    with pytest.raises(ValueError, match=r"probs must be \(N, C\) with N = 2"):
+        multiclass_metrics([0, 1], [0.2, 0.8])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got 0..2"):
+        multiclass_metrics([0, 2], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got -1..1"):
+        multiclass_metrics([-1, 1], [[0.5, 0.5], [0.5, 0.5]])
+
+
+def test_metric_names():
+    assert metric_names() == ("auroc", "auprc", "accuracy", "f1", "sensitivity", "specificity")
+    assert metric_names(multiclass=True) == ("auroc", "auprc", "accuracy", "f1")

@@ -1,0 +1,103 @@
+"""Pinned survival evaluation: Harrell's C-index by brute force over the comparable pairs, and
+the time bins / discretisation by hand."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from histomil.evaluation.metrics import MetricWarning
+from histomil.evaluation.survival import (
+    concordance_ci,
+    concordance_index,
+    discretize,
+    time_bins,
+)
+
+
+def _harrell(times, risks, events) -> float:
+    """Pairs (i, j) with t_i < t_j and event i: concordant when risk_i > risk_j, 1/2 on ties."""
+    num = den = 0.0
+    for i in range(len(times)):
+        for j in range(len(times)):
+            if events[i] and times[i] < times[j]:
+                den += 1
+                num += 1.0 if risks[i] > risks[j] else 0.5 if risks[i] == risks[j] else 0.0
+    return num / den
+
+
+def test_c_index_brute_force():
+    rng = np.random.default_rng(0)
+    times = rng.permutation(np.arange(1.0, 31.0))  # distinct times
+    events = rng.integers(0, 2, 30)
+    risks = np.round(-times / 10 + rng.normal(0, 1.0, 30), 1)  # rounding gives risk ties
+    assert len(np.unique(risks)) < 30
+    got = concordance_index(times, risks, events)
+    assert got == pytest.approx(_harrell(times, risks, events))
+    assert concordance_index(times, -risks, events) == pytest.approx(1 - got)
+    assert concordance_index([1, 2, 3], [3, 2, 1], [1, 1, 0]) == 1.0
+    assert concordance_index([1, 2, 3], [1, 2, 3], [1, 1, 0]) == 0.0
+
+
+def test_c_index_errors_and_no_pairs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MetricWarning)
+        with pytest.raises(MetricWarning, match="no comparable pairs"):
+            concordance_index([1, 2], [0.1, 0.2], [0, 0])
+    with pytest.warns(MetricWarning):
+        assert np.isnan(concordance_index([1, 2], [0.1, 0.2], [0, 0]))
+    with pytest.raises(ValueError, match="differ in length"):
+        concordance_index([1, 2], [0.1], [1, 1])
+    with pytest.raises(ValueError, match="0 \\(censored\\) or 1"):
+        concordance_index([1, 2], [0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        concordance_index([1, np.inf], [0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        concordance_index([1, 2], [np.nan, 0.2], [1, 1])
+
+
+def test_concordance_ci_estimate_and_stratified_resamples():
+    rng = np.random.default_rng(1)
+    times = rng.permutation(np.arange(1.0, 41.0))
+    events = (rng.random(40) < 0.6).astype(int)
+    risks = -times + rng.normal(0, 8, 40)
+    ci = concordance_ci(times, risks, events, n=60, seed=2)
+    assert ci.estimate == pytest.approx(_harrell(times, risks, events))
+    assert ci.low <= ci.estimate <= ci.high and ci.n_valid == 60 and ci.alpha == 0.05
+    assert ci == concordance_ci(times, risks, events, n=60, seed=2)
+    assert ci != concordance_ci(times, risks, events, n=60, seed=3)
+    narrow = concordance_ci(times, risks, events, n=60, seed=2, alpha=0.5)
+    assert ci.low <= narrow.low <= narrow.high <= ci.high
+
+
+def test_time_bins_are_quantiles_of_uncensored_times():
+    times = [5.0, 1.0, 9.0, 3.0, 7.0, 100.0, 2.0, 11.0]
+    events = [1, 1, 1, 0, 1, 0, 1, 1]
+    # uncensored, sorted: 1 2 5 7 9 11
+    edges = time_bins(times, events, n_bins=3)
+    # numpy's linear quantiles at 1/3 and 2/3 of 6 values: positions 5/3 and 10/3
+    q1 = 2.0 + (5.0 - 2.0) * (5 / 3 - 1)
+    q2 = 7.0 + (9.0 - 7.0) * (10 / 3 - 3)
+    np.testing.assert_allclose(edges, [0.0, q1, q2, np.inf])
+    np.testing.assert_allclose(time_bins(times, events, n_bins=1), [0.0, np.inf])
+    with pytest.raises(ValueError, match="at least one uncensored"):
+        time_bins(times, [0] * 8)
+    with pytest.raises(ValueError, match="n_bins must be >= 1"):
+        time_bins(times, events, n_bins=0)
+    with pytest.raises(ValueError, match="differ in length"):
+        time_bins(times, events[:-1])
+    with pytest.warns(MetricWarning, match="duplicate time-bin edges"):
+        time_bins([1.0, 1.0, 1.0, 2.0], [1, 1, 1, 1], n_bins=4)
+
+
+def test_discretize_by_hand():
+    edges = [0.0, 2.0, 5.0, np.inf]
+    times = [0.0, 1.9, 2.0, 4.99, 5.0, 1e9, -1.0]
+    want = [0, 0, 1, 1, 2, 2, 0]  # edges[i] <= t < edges[i + 1]; below 0 clipped to bin 0
+    assert discretize(times, edges).tolist() == want
+    assert discretize(times, edges).dtype == np.int64
+    assert discretize([7.0], [0.0, 2.0, 5.0]).tolist() == [1]  # clipped to the last bin
+    with pytest.raises(ValueError, match="at least two edges"):
+        discretize([1.0], [0.0])

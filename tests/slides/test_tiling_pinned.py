@@ -1,0 +1,98 @@
+"""Pinned patch reads: a pyramid read at level > 0 matches the downsampled level-0 crop.
+
+The slide is written here so that every level is known exactly: level 0 is random 4 x 4 blocks
+(plus a column ramp, so a shifted read never matches), level k the exact 2^k x 2^k block mean
+of level 0, stored losslessly (deflate).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from histomil.slides.backends import open_slide
+from histomil.slides.tiling import TileSpec, grid_coords, read_patch, read_patches
+
+MPP0 = 0.5
+
+
+def _down(a: np.ndarray, f: int) -> np.ndarray:
+    """Exact f x f block mean (rounded) of an (H, W, 3) uint8 image."""
+    h, w, c = a.shape
+    blocks = a.reshape(h // f, f, w // f, f, c).astype(float)
+    return np.round(blocks.mean(axis=(1, 3))).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    h0, w0 = 768, 1024
+    base = rng.integers(0, 250, size=(h0 // 4, w0 // 4, 3)).astype(np.uint8)
+    level0 = np.kron(base, np.ones((4, 4, 1), dtype=np.uint8))
+    level0 = level0 + (np.arange(w0)[None, :, None] % 4).astype(np.uint8)
+    path = tmp_path_factory.mktemp("pyramid") / "pyr.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for i, ds in enumerate((1, 2, 4)):
+            tif.write(
+                level0 if ds == 1 else _down(level0, ds),
+                tile=(128, 128),
+                photometric="rgb",
+                compression="zlib",
+                resolution=(1e4 / MPP0 / ds, 1e4 / MPP0 / ds),
+                resolutionunit="CENTIMETER",
+                subfiletype=0 if i == 0 else 1,
+                metadata=None,
+            )
+    return path, level0
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+def test_read_patch_at_level_1_is_the_downsampled_level0_crop(pyramid, backend):
+    path, level0 = pyramid
+    slide = open_slide(path, backend=backend)
+    spec = TileSpec.for_slide(slide, patch_size=64, target_mpp=1.0)
+    assert (spec.read_level, spec.read_size, spec.patch_size_level0) == (1, 64, 128)
+    for x, y in [(512, 256), (128, 384), (896, 640)]:
+        patch = read_patch(slide, (x, y), spec)
+        crop0 = slide.read_region((x, y), 0, (128, 128))
+        np.testing.assert_array_equal(crop0, level0[y : y + 128, x : x + 128])
+        np.testing.assert_array_equal(patch, _down(crop0, 2))
+        # the read-level coordinates (x / 2, y / 2) are another region: the test can tell
+        wrong = slide.read_region((x // 2, y // 2), 1, (64, 64))
+        assert np.abs(patch.astype(int) - wrong).mean() > 20
+
+
+def test_read_patch_at_level_2_and_read_patches(pyramid):
+    path, level0 = pyramid
+    slide = open_slide(path, backend="tiffslide")
+    spec = TileSpec.for_slide(slide, patch_size=32, target_mpp=2.0)
+    assert (spec.read_level, spec.read_size, spec.patch_size_level0) == (2, 32, 128)
+    coords = grid_coords(slide.dimensions, spec.patch_size_level0)
+    assert coords.shape == (8 * 6, 2)
+    patches = read_patches(slide, coords[[0, 9, 47]], spec)
+    for patch, (x, y) in zip(patches, coords[[0, 9, 47]], strict=True):
+        np.testing.assert_array_equal(patch, _down(level0[y : y + 128, x : x + 128], 4))
+
+
+def test_read_patch_resized_from_a_level_gt_0(pyramid):
+    """read_size != patch_size: level 1 read (96 px) resized to 64 px matches the level-0 crop
+    of the same 192 px area, resized the same way."""
+    from PIL import Image
+
+    path, level0 = pyramid
+    slide = open_slide(path, backend="tiffslide")
+    spec = TileSpec.for_slide(slide, patch_size=64, target_mpp=1.5)
+    assert (spec.read_level, spec.read_size, spec.patch_size_level0) == (1, 96, 192)
+    x, y = 384, 192
+    patch = read_patch(slide, (x, y), spec)
+    assert patch.shape == (64, 64, 3) and patch.dtype == np.uint8
+    ref = np.asarray(
+        Image.fromarray(_down(level0[y : y + 192, x : x + 192], 2)).resize(
+            (64, 64), Image.Resampling.LANCZOS
+        )
+    )
+    np.testing.assert_array_equal(patch, ref)
