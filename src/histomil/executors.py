@@ -61,6 +61,7 @@ class ExecutorConfig:
     ray_address: str | None = None
     num_cpus_per_task: float = 1.0
     num_gpus_per_task: float = 0.0
+    ray_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -71,6 +72,8 @@ class ExecutorConfig:
             raise ValueError(f"CPUs per task must be > 0, got {self.num_cpus_per_task}")
         if self.num_gpus_per_task < 0:
             raise ValueError(f"GPUs per task must be >= 0, got {self.num_gpus_per_task}")
+        if self.ray_timeout <= 0:
+            raise ValueError(f"Ray connection timeout must be > 0 s, got {self.ray_timeout}")
 
 
 class BatchError(RuntimeError):
@@ -261,12 +264,26 @@ def ray_init_kwargs(config: ExecutorConfig) -> dict[str, Any]:
 
 
 def _ensure_ray(config: ExecutorConfig):
-    """Return (ray, started): ``started`` is True when this call connected/started Ray."""
+    """Return (ray, started): ``started`` is True when this call connected/started Ray.
+
+    Connecting to an existing cluster is bounded by ``config.ray_timeout`` and fails with a
+    one-line :class:`~histomil.cluster.ClusterError` (see :func:`histomil.cluster.connect`).
+    """
+    from histomil.cluster import connect
+
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
-    ray.init(**ray_init_kwargs(config))
+    connect(ray_init_kwargs(config), config.ray_timeout)
     return ray, True
+
+
+def ensure_connected(config: ExecutorConfig) -> bool:
+    """Connect to (or start) Ray now when ``config`` asks for it, so a command can fail on an
+    unreachable cluster before it writes anything. Returns whether this call connected."""
+    if config.executor != "ray":
+        return False
+    return _ensure_ray(config)[1]
 
 
 def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:

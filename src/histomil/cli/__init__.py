@@ -7,6 +7,7 @@ libraries (torch, openslide, ray) are imported inside the commands, never at imp
 from __future__ import annotations
 
 from histomil.cli import (
+    cluster,  # noqa: F401  (registers commands)
     demo,  # noqa: F401  (registers commands)
     experiment,  # noqa: F401  (registers commands)
     extract,  # noqa: F401  (registers commands)
