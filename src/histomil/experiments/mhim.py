@@ -63,8 +63,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "attention_scoring": {"masking": {"scoring": "attention"}},
     "rhsm_cl_rsm": {"masking": {"large_scale": "random"}, "recycle": _OFF},
     "rhsm_cl_lsm_grn": {"masking": {"large_scale": "low"}},
-    "teacher_frozen": {"teacher": {"momentum": 1.0}},
-    "teacher_copy": {"teacher": {"momentum": 0.0}},
+    # fixed momenta: a shared `momentum_half_life_epochs` (mhim_params) must not replace them
+    "teacher_frozen": {"teacher": {"momentum": 1.0, "momentum_half_life_epochs": None}},
+    "teacher_copy": {"teacher": {"momentum": 0.0, "momentum_half_life_epochs": None}},
     "teacher_cosine": {"teacher": {"schedule": "cosine"}},
     "no_student_init": {"teacher": {"init_student": "none"}},
     # control: the student starts as the teacher (whole baseline) and trains on full bags with

@@ -115,3 +115,15 @@ def test_rank_mhim_uses_a_rank_induction_baseline():
         "name": "rank_induction",
         "params": {"weight": 0.5, "sigma": 2.0},
     }
+
+
+def test_fixed_momentum_variants_ignore_a_shared_half_life():
+    from histomil.experiments.mhim import _merge
+
+    shared = {"teacher": {"momentum_half_life_epochs": 10.0}}
+    frozen = MHIM(**_merge(shared, VARIANTS["teacher_frozen"]))
+    frozen.set_steps_per_epoch(50)
+    assert frozen.base_momentum() == 1.0
+    full = MHIM(**_merge(shared, VARIANTS["full"]))
+    full.set_steps_per_epoch(50)
+    assert full.base_momentum() == pytest.approx(0.5 ** (1 / 500))
