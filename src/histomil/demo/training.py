@@ -110,7 +110,7 @@ def fold_localization(run: Path) -> dict[str, dict[str, float]]:
             if not (labels == 1).any():
                 continue
             loc = localization_metrics(attention, labels, alphas=(1, 100))
-            pointing.append(loc[1]["pointing"])
+            pointing.append(loc[1]["pointing_lesion"])  # the top patch (lesion-relative k)
             dice.append(loc[100]["dice"])
         if dice:
             out[fold_dir.name] = {

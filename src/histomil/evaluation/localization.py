@@ -1,10 +1,13 @@
 """Attention localization against annotated lesion patches (rank-induction paper, Fig. 5).
 
-For one positive slide with ``L`` annotated lesion patches, patches are ranked by attention and
-the top ``k = ceil(alpha / 100 * L)`` (at least 1) are compared with the lesion patches:
-IoU ``= I / (k + L - I)``, Dice ``= 2 I / (k + L)`` (so a perfect ranking scores 1 for every
-alpha), and the pointing game is a hit when any of the top ``k`` is a lesion patch. Patches
-labelled -1 (unknown) are left out. Ties in attention are resolved in expectation over a random
+For one positive slide with ``L`` annotated lesion patches out of ``N`` patches, patches are
+ranked by attention. IoU and Dice compare the top ``k = ceil(alpha / 100 * L)`` (at least 1) with
+the lesion patches: IoU ``= I / (k + L - I)``, Dice ``= 2 I / (k + L)`` (so a perfect ranking
+scores 1 for every alpha). The pointing game (``pointing``) follows the paper: it samples "from
+all patches in the slide", i.e. it is a hit when any of the top ``k_all = ceil(alpha / 100 * N)``
+(at least 1) is a lesion patch. ``pointing_lesion`` is the earlier variant of this package, a hit
+among the lesion-relative top ``k`` (at alpha <= 100 / L that is "the top patch is a lesion").
+Patches labelled -1 (unknown) are left out of everything (``N`` counts the known patches). Ties in attention are resolved in expectation over a random
 order: the tied patches share the remaining slots, ``I`` is its expected value and the pointing
 game is the probability of a hit (hypergeometric).
 """
@@ -51,7 +54,7 @@ def _top_k_hits(a: np.ndarray, lesion: np.ndarray, k: int) -> tuple[float, float
 def localization_metrics(
     attention: ArrayLike, patch_labels: ArrayLike, alphas: Sequence[float] = ALPHAS
 ) -> dict[float, dict[str, float]]:
-    """Per alpha: ``{"k", "iou", "dice", "pointing"}`` for one slide.
+    """Per alpha: ``{"k", "k_all", "iou", "dice", "pointing", "pointing_lesion"}`` for one slide.
 
     ``attention`` (N,) attention weights or scores (only the ranking matters), ``patch_labels``
     (N,) 1 lesion / 0 non-lesion / -1 unknown. Raises ``ValueError`` when the slide has no
@@ -69,11 +72,14 @@ def localization_metrics(
             raise ValueError(f"alpha must be in (0, 100], got {alpha}")
         k = max(1, math.ceil(alpha / 100.0 * n_lesion - 1e-9))
         hits, p_hit = _top_k_hits(a, lesion, k)
+        k_all = max(1, math.ceil(alpha / 100.0 * a.size - 1e-9))
         out[alpha] = {
             "k": k,
+            "k_all": k_all,
             "iou": hits / (k + n_lesion - hits),
             "dice": 2.0 * hits / (k + n_lesion),
-            "pointing": p_hit,
+            "pointing": _top_k_hits(a, lesion, k_all)[1],
+            "pointing_lesion": p_hit,
         }
     return out
 
@@ -87,7 +93,8 @@ def mean_localization(per_slide: Iterable[dict[float, dict[str, float]]]) -> dic
     out: dict = {}
     for alpha in rows[0]:
         out[alpha] = {
-            m: float(np.mean([r[alpha][m] for r in rows])) for m in ("iou", "dice", "pointing")
+            m: float(np.mean([r[alpha][m] for r in rows]))
+            for m in ("iou", "dice", "pointing", "pointing_lesion")
         }
     out["n_slides"] = len(rows)
     return out

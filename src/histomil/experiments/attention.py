@@ -36,7 +36,7 @@ from histomil.experiments.tables import (
 )
 
 THRESHOLDS = (0.0, 0.25, 0.5, 1.0, 2.0, 5.0)
-LOC_METRICS = ("iou", "dice", "pointing")
+LOC_METRICS = ("iou", "dice", "pointing", "pointing_lesion")
 
 
 def positive_test_slides(run_dir: Path, key: str = "attention") -> Iterator[dict[str, Any]]:
@@ -235,6 +235,12 @@ def localization(ctx: Context) -> dict[str, Any]:
             for n in names
         ]
         panels.append((series, Axes("alpha (%)", metric, categorical_x=True)))
+    md += (
+        "\nIoU and Dice: top alpha % of the slide's lesion patches. pointing: the paper's pointing"
+        " game, a hit when one of the top alpha % of *all* (known) patches is a lesion. "
+        "pointing_lesion: a hit among the lesion-relative top k (this package's earlier "
+        "definition).\n"
+    )
     line_figure(ctx.out / "localization.png", panels)
     summary = {
         "experiment": "localization",

@@ -86,9 +86,16 @@ def threshold_attention(
     attention with T = 1) we fall back to the plain softmax weights instead of pooling nothing:
     a zero bag embedding would make the prediction independent of the bag.
     """
+    return _threshold(scores, mask, threshold, eps)[0]
+
+
+def _threshold(
+    scores: Tensor, mask: Tensor | None, threshold: float, eps: float = 1e-8
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`threshold_attention` plus the fallback flags (B, R) (None when T = 0)."""
     weights = masked_softmax(scores, mask, dim=1)
     if threshold <= 0:
-        return weights
+        return weights, None
     if mask is None:
         k = torch.full_like(weights[:, :1], scores.shape[1])
     else:
@@ -96,7 +103,7 @@ def threshold_attention(
     kept = torch.clamp(weights - threshold / k, min=0.0)
     total = kept.sum(dim=1, keepdim=True)
     thresholded = kept / (total + eps)
-    return torch.where(total > 0, thresholded, weights)
+    return torch.where(total > 0, thresholded, weights), (total <= 0)[:, 0]
 
 
 class MILModel(nn.Module):
@@ -155,7 +162,14 @@ class MILModel(nn.Module):
         """Normalised pooling weights from raw scores (B, N, R), thresholded when enabled."""
         use_threshold = self.training or self.threshold_at_eval
         t = self.attention_threshold if use_threshold else 0.0
-        return threshold_attention(scores, mask, t)
+        weights, fallback = _threshold(scores, mask, t)
+        if fallback is not None and self.training:
+            # pooled sets (bags) whose weights were all suppressed, summed on the device (no
+            # host sync); the trainer reads and resets ``fallback_events`` once per epoch
+            n = fallback.any(dim=-1).sum()
+            prev = getattr(self, "fallback_events", None)
+            self.fallback_events = n if prev is None else prev + n
+        return weights
 
     def forward(
         self,

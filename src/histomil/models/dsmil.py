@@ -54,6 +54,20 @@ class DSMIL(MILModel):
         self.fcc = nn.Conv1d(n_classes, n_classes, kernel_size=hidden)
         self.q_scale = q_dim**-0.5
 
+    def class_aware_logits(self, h: Tensor) -> Tensor:
+        """Per-instance class logits (B, N, C) for MHIM's class-aware instance probability.
+
+        Eq. 6 (``S = C(A . Z)``) with DS-MIL's bag classifier: the bag logits are
+        ``fcc(sum_i A_i * v(h_i))`` (``A_i`` the instance's pooling weight in each class branch),
+        and ``fcc`` is linear, so ``fcc(A_i * v(h_i))`` is instance i's share of the bag logit
+        (the bias counted once per instance, as for AB-MIL's ``C(a_i z_i)``).
+        """
+        out = self.aggregate(h, None)
+        weights = out.weights  # (B, N, C)
+        b, n, c = weights.shape
+        per = weights[..., None] * self.v(h)[:, :, None, :]  # (B, N, C, H)
+        return self.fcc(per.reshape(b * n, c, -1)).reshape(b, n, c)
+
     def aggregate(
         self,
         h: Tensor,

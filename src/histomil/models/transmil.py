@@ -71,6 +71,30 @@ class TransMIL(MILModel):
         x, logits = self.layer2.forward_with_query_logits(x, index=0)  # logits (B, heads, 1+s*s)
         return self.norm(x[:, 0]), logits[:, :, 1 : n + 1].mean(dim=1)
 
+    def class_aware_logits(self, h: Tensor) -> Tensor:
+        """Per-instance class logits (B, N, C) for MHIM's class-aware instance probability.
+
+        Eq. 6 (``S = C(A . Z)``) in the form of the MHIM authors' TransMIL code: instance i's
+        share of the class token's *first-layer* attention output,
+        ``c_i = to_out(concat_h a_hi v_hi)`` (``a_hi`` the class token's exact softmax attention
+        to token i in head h, ``v_hi`` its value), classified by the bag classifier. In the
+        first layer every token is still one instance (PPEG and the second layer mix them); on
+        a separable toy bag the first-layer shares rank lesions first, the last layer's do not
+        (tests/objectives/mhim/test_class_aware.py). The shares of the tokens repeated to fill
+        the square grid are added to the instance they copy; the residual path and the
+        LayerNorm before the classifier are left out, as in the authors' code.
+        """
+        b, n, _ = h.shape
+        side = square_side(n)
+        idx = torch.arange(side * side - n, device=h.device) % n
+        x = torch.cat([self.cls_token.expand(b, -1, -1), h, h[:, idx]], dim=1)
+        attn = self.layer1.attn
+        q, k, v = (attn._split(t) for t in attn.to_qkv(self.layer1.norm(x)).chunk(3, dim=-1))
+        a = torch.softmax((q[:, :, :1] * attn.scale) @ k.transpose(-1, -2), dim=-1)  # (B,h,1,T)
+        share = (a[:, :, 0, :, None] * v).transpose(1, 2).flatten(2)  # (B, T, H)
+        inst = share[:, 1 : n + 1].index_add(1, idx, share[:, n + 1 :])  # (B, N, H)
+        return self.classifier(attn.to_out(inst))
+
     def aggregate(
         self,
         h: Tensor,

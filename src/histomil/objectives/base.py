@@ -12,6 +12,8 @@ with the same trainer:
   baseline checkpoint);
 - ``on_epoch_start(epoch, max_epochs)`` (schedules, e.g. MHIM's cosine decay of beta_h);
 - ``after_optimizer_step(model)`` (EMA updates);
+- ``set_steps_per_epoch(n)`` (once, before the first epoch) and ``epoch_stats()`` (numbers for
+  the epoch's history row);
 - ``predict(model, bag)`` at validation/test time (default: the model on the full bag).
 """
 
@@ -68,6 +70,13 @@ class Objective(nn.Module):
 
     def after_optimizer_step(self, model: MILModel) -> None:
         """Called after every optimizer step."""
+
+    def set_steps_per_epoch(self, n: int) -> None:
+        """Called once by the trainer before the first epoch: optimizer steps per epoch."""
+
+    def epoch_stats(self) -> dict[str, float]:
+        """Numbers added to the epoch's history row (e.g. how far MHIM's teacher moved)."""
+        return {}
 
     def predict(self, model: MILModel, bag: Bag) -> MILOutput:
         """Inference on the full bag (used for validation, test and attention export)."""

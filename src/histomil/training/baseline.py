@@ -1,5 +1,5 @@
-"""Baselines for strategies with ``needs_baseline`` (MHIM): same model, ``bag`` objective,
-same split and seed.
+"""Baselines for strategies with ``needs_baseline`` (MHIM): same model, ``bag`` objective
+(``rank_induction`` when the MHIM student trains with the rank loss), same split and seed.
 
 Per fold the state dict comes from, in order: ``objective.params.teacher_init`` (a run folder,
 whose ``folds/<k>/checkpoint.pt`` is used, or a checkpoint file; ``auto`` or unset means the
@@ -30,6 +30,19 @@ def _load(path: Path) -> dict[str, Any]:
     return ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
 
 
+_RANK_KEYS = ("weight", "sigma", "margin", "max_pos", "max_neg")
+
+
+def baseline_objective(objective: dict[str, Any]) -> dict[str, Any]:
+    """The baseline's objective for an MHIM objective ``{"name", "params"}``: ``bag``, or
+    ``rank_induction`` with the same settings when the student trains with the rank loss
+    (``params.rank.weight > 0``), so the teacher comes from the rank-induction baseline."""
+    rank = (objective.get("params") or {}).get("rank") or {}
+    if not isinstance(rank, dict) or float(rank.get("weight", 0.0) or 0.0) <= 0:
+        return {"name": "bag", "params": {}}
+    return {"name": "rank_induction", "params": {k: rank[k] for k in _RANK_KEYS if k in rank}}
+
+
 def baseline_state(
     config: TrainConfig, split: FoldSplit, run_dir: str, baseline_dir: str | None = None
 ) -> dict[str, Any]:
@@ -52,9 +65,12 @@ def baseline_state(
     ckpt = base / "folds" / str(split.fold) / "checkpoint.pt"
     fresh = read_fold_result(base, split.fold) is not None and ckpt.is_file()
     if not fresh or split_leaks(read_split(ckpt.parent), split, "baseline") is not None:
+        base_obj = baseline_objective(
+            {"name": config.objective.name, "params": dict(config.objective.params)}
+        )
         base_cfg = replace(
             config,
-            objective=ObjectiveConfig("bag", {}),
+            objective=ObjectiveConfig(base_obj["name"], base_obj["params"]),
             output=OutputConfig(attention=False, attention_splits=(), save_checkpoints=True),
         )
         run_fold(base_cfg, split, str(base))

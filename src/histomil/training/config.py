@@ -12,7 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -79,6 +86,19 @@ class _Train(_Strict):
     survival_bins: int = Field(4, ge=2)
     threads: int | None = Field(None, ge=1)
     precision: Literal["float32", "bfloat16"] = "float32"
+    scheduler: Literal["none", "cosine"] = "none"
+    lr_warmup_steps: int = Field(0, ge=0)
+    lr_min: float = Field(0.0, ge=0)
+    select_from_epoch: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _selectable(self):
+        if self.select_from_epoch >= self.max_epochs:
+            raise ValueError(
+                f"select_from_epoch ({self.select_from_epoch}) must be < max_epochs "
+                f"({self.max_epochs}): no epoch could be selected"
+            )
+        return self
 
 
 class _Split(_Strict):
@@ -163,6 +183,17 @@ class TrainSettings:
     # the weights and every evaluation stay float32). Opt-in: on CPUs with AVX512-BF16 or AMX
     # and on GPUs it is several times faster; float32 is the papers' setting.
     precision: str = "float32"
+    # Learning-rate schedule over optimizer steps: "none" (constant lr) or "cosine" from ``lr``
+    # to ``lr_min`` over ``max_epochs`` epochs (MHIM-v2 paper: cosine annealing; the authors'
+    # code: CosineAnnealingLR(T_max = num_epoch, eta_min = 0)), after an optional linear
+    # warm-up of ``lr_warmup_steps`` optimizer steps.
+    scheduler: str = "none"
+    lr_warmup_steps: int = 0
+    lr_min: float = 0.0
+    # First epoch (0-based) that may be selected as the best epoch. 0 (default) tracks the best
+    # epoch from the first epoch, as the rank-induction authors' code; a larger value keeps
+    # warm-up epochs (a nearly untrained model) out of model selection.
+    select_from_epoch: int = 0
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,20 @@ class CostMethod:
     objective_params: dict[str, Any] = field(default_factory=dict)
 
 
+_PLAIN = {"gated": False}
+
 DEFAULT_METHODS: tuple[CostMethod, ...] = (
     CostMethod("AB-MIL", "abmil"),
+    CostMethod("AB-MIL (non-gated)", "abmil", "bag", _PLAIN),
     CostMethod("DTFD-MIL", "dtfd"),
     CostMethod("MHIM-v2(AB-MIL)", "abmil", "mhim_v2"),
+    CostMethod("MHIM-v2(AB-MIL, non-gated)", "abmil", "mhim_v2", _PLAIN),
     CostMethod("TransMIL", "transmil"),
     CostMethod("MHIM-v2(TransMIL)", "transmil", "mhim_v2", {}, {"masking": {"beta_h": 0.03}}),
 )
+
+# Feature size and classes of the paper's Table 6 (CAMELYON, ResNet-50 features, 2 classes).
+PAPER_IN_DIM, PAPER_N_CLASSES = 1024, 2
 
 # The paper's Table 6 (RTX 3090, CAMELYON): parameters (M), train s/epoch, memory (GB), slides/s.
 PAPER_TABLE6: dict[str, tuple[float, float, float, float]] = {
@@ -97,12 +104,49 @@ def _load(manifest: str, bags: str, max_bags: int | None) -> list:
     return list(load_cohort(df, bags).values())
 
 
-def measure_one(method: CostMethod, manifest: str, bags: str, settings: CostSettings) -> dict:
-    """Measure one method in this process (see the module docstring)."""
+def build_method(method: CostMethod, in_dim: int, n_classes: int, seed: int = 0):
+    """(model, objective) of ``method`` ready to train (MHIM: baseline = the model's own init)."""
     import torch
 
     from histomil.models import create_model
     from histomil.objectives import TrainContext, create_objective
+
+    torch.manual_seed(seed)
+    model = create_model(method.model, in_dim, n_classes, **method.model_params)
+    objective = create_objective(method.objective, **method.objective_params)
+    base = copy.deepcopy(model.state_dict()) if objective.needs_baseline else None
+    objective.setup(model, TrainContext(n_classes=n_classes, seed=seed, baseline_state=base))
+    return model, objective
+
+
+def parameter_count(method: CostMethod, in_dim: int, n_classes: int) -> int:
+    """Trainable parameters of student + strategy modules (the frozen teacher not counted)."""
+    model, objective = build_method(method, in_dim, n_classes)
+    return sum(p.numel() for m in (model, objective) for p in m.parameters() if p.requires_grad)
+
+
+def table6_parameters(methods: tuple[CostMethod, ...] = DEFAULT_METHODS) -> pd.DataFrame:
+    """Parameter counts at the paper's input (1024-d features, 2 classes) next to Table 6's.
+
+    The paper's 0.66M AB-MIL is the gated variant and its 1.64M MHIM-v2(AB-MIL) the non-gated
+    AB-MIL plus the recycle network (0.59M + 1.05M): both rows are listed.
+    """
+    rows = []
+    for m in methods:
+        paper = PAPER_TABLE6.get(m.label.replace(", non-gated", "").replace(" (non-gated)", ""))
+        rows.append(
+            {
+                "method": m.label,
+                "parameters_M": parameter_count(m, PAPER_IN_DIM, PAPER_N_CLASSES) / 1e6,
+                "paper_parameters_M": paper[0] if paper else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def measure_one(method: CostMethod, manifest: str, bags: str, settings: CostSettings) -> dict:
+    """Measure one method in this process (see the module docstring)."""
+    import torch
 
     torch.manual_seed(settings.seed)
     if settings.threads is not None:
@@ -114,11 +158,8 @@ def measure_one(method: CostMethod, manifest: str, bags: str, settings: CostSett
     labels = sorted({int(b.label) for b in data})
     n_classes = 1 if len(labels) <= 2 else len(labels)
     in_dim = int(data[0].features.shape[1])
-    model = create_model(method.model, in_dim, n_classes, **method.model_params).to(dev)
-    objective = create_objective(method.objective, **method.objective_params)
-    base = copy.deepcopy(model.state_dict()) if objective.needs_baseline else None
-    ctx = TrainContext(n_classes=n_classes, seed=settings.seed, baseline_state=base)
-    objective.setup(model, ctx)
+    model, objective = build_method(method, in_dim, n_classes, settings.seed)
+    model.to(dev)
     objective.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     params += [p for p in objective.parameters() if p.requires_grad]
@@ -207,7 +248,11 @@ def measure_cost(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "cost.csv", table.to_csv(index=False))
-        atomic_write_text(out / "cost.md", to_markdown(table, settings))
+        params = table6_parameters(methods)
+        atomic_write_text(out / "parameters.csv", params.to_csv(index=False))
+        atomic_write_text(
+            out / "cost.md", to_markdown(table, settings) + "\n" + parameters_markdown(params)
+        )
     return table
 
 
@@ -256,3 +301,17 @@ def to_markdown(table: pd.DataFrame, settings: CostSettings | None = None) -> st
             f"settings: {asdict(settings)}.\n"
         )
     return head + "\n".join(lines) + "\n" + note
+
+
+def parameters_markdown(params: pd.DataFrame) -> str:
+    """Parameter counts at the paper's input size next to Table 6."""
+    lines = [
+        f"Parameters at the paper's input ({PAPER_IN_DIM}-d features, {PAPER_N_CLASSES} classes):",
+        "",
+        "| method | parameters (M) | paper Table 6 (M) |",
+        "|---|---:|---:|",
+    ]
+    for _, r in params.iterrows():
+        paper = "" if pd.isna(r["paper_parameters_M"]) else f"{r['paper_parameters_M']:.2f}"
+        lines.append(f"| {r['method']} | {r['parameters_M']:.2f} | {paper} |")
+    return "\n".join(lines) + "\n"

@@ -8,9 +8,15 @@ and the decision threshold are fixed.
 Validation loss = mean slide-level loss (BCE / CE / survival NLL, without auxiliary or
 annotation terms) of ``objective.predict`` on the full validation bags: the same quantity for
 every objective, so runs with different objectives select models by the same criterion.
-Early stopping: the best epoch is tracked from the first epoch; training stops once
-``epoch + 1 >= warmup_epochs`` and the validation loss has not improved for ``patience`` epochs.
-The best state is restored at the end.
+Early stopping: the best epoch is tracked from epoch ``select_from_epoch`` (default 0: from the
+first epoch); training stops once ``epoch + 1 >= warmup_epochs`` and the validation loss has not
+improved for ``patience`` epochs. The best state is restored at the end.
+
+History rows (one per epoch): mean training terms (``train_*``), the learning rate at the end of
+the epoch (``lr``, see :mod:`~histomil.training.schedule`), ``attn_fallback`` (with attention
+thresholding: the number of training bags whose thresholded weights were all suppressed, so the
+plain softmax was used), the objective's ``epoch_stats`` (MHIM: ``teacher_drift``), and
+``val_loss`` / ``val_auroc``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from histomil.objectives.base import Objective
 from histomil.objectives.slide import slide_loss
 from histomil.objectives.survival import risk_score
 from histomil.training.config import TrainSettings
+from histomil.training.schedule import build_scheduler, steps_per_epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -179,11 +186,18 @@ def fit(
     task: str,
     seed: int,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
     """Train ``model`` with ``objective`` on ``train``; select the epoch on ``val`` (never test).
 
     The caller has already called ``objective.setup``. Returns the best state (restored into
     ``model``), the best epoch and one history row per epoch.
+
+    ``on_checkpoint(state)`` receives, after every epoch, everything needed to continue
+    (:func:`training_state`); ``fit(..., resume=state)`` continues from it and ends with the
+    same weights and history as an uninterrupted run (same seed, same data).
     """
     dev = torch.device(settings.device)
     model.to(dev)
@@ -191,16 +205,28 @@ def fit(
     params = [p for p in model.parameters() if p.requires_grad]
     params += [p for p in objective.parameters() if p.requires_grad]
     opt = _adam(params, settings.lr, settings.weight_decay)
+    n_steps = steps_per_epoch(len(train), settings.batch_accumulation)
+    sched = build_scheduler(opt, settings, n_steps)
+    objective.set_steps_per_epoch(n_steps)
     gen = torch.Generator().manual_seed(seed)
     if not val:
         raise ValueError("fit needs validation bags for model selection")
+    if settings.select_from_epoch >= settings.max_epochs:
+        raise ValueError(
+            f"select_from_epoch ({settings.select_from_epoch}) must be < max_epochs "
+            f"({settings.max_epochs})"
+        )
     best = _snapshot(model, objective, -1, float("inf"))
     history: list[dict[str, float]] = []
     since_best = 0
-    for epoch in range(settings.max_epochs):
+    first = 0
+    if resume is not None:
+        first, best, history, since_best = _restore(resume, model, objective, opt, sched, gen)
+    for epoch in range(first, settings.max_epochs):
         objective.on_epoch_start(epoch, settings.max_epochs)
         model.train()
         objective.train()
+        model.fallback_events = None  # counted by MILModel.pool_weights (thresholding)
         sums: dict[str, Any] = {}
         opt.zero_grad(set_to_none=True)
         order = _order(train, settings, gen)
@@ -215,30 +241,115 @@ def fit(
             if step % settings.batch_accumulation == 0 or step == len(order):
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+                if sched is not None:
+                    sched.step()
                 objective.after_optimizer_step(model)
         row = {
             "epoch": float(epoch),
             **{f"train_{k}": float(v) / len(order) for k, v in sums.items()},
+            "lr": float(opt.param_groups[0]["lr"]),
         }
+        if model.attention_threshold > 0:
+            # bags whose thresholded attention was all suppressed (plain-softmax fallback)
+            events = getattr(model, "fallback_events", None)
+            row["attn_fallback"] = 0.0 if events is None else float(events)
+        row.update(objective.epoch_stats())
         last = epoch == settings.max_epochs - 1
         if (epoch + 1) % settings.eval_every == 0 or last:
             preds = predict(model, objective, val, task, settings.device)
             row["val_loss"] = float(np.mean([p.loss for p in preds]))
             row["val_auroc"] = _val_auroc(preds, val, task)
-            if row["val_loss"] < best.best_val_loss:
-                best = _snapshot(model, objective, epoch, row["val_loss"])
-                since_best = 0
-            else:
-                since_best += settings.eval_every
+            if epoch >= settings.select_from_epoch:
+                if row["val_loss"] < best.best_val_loss:
+                    best = _snapshot(model, objective, epoch, row["val_loss"])
+                    since_best = 0
+                else:
+                    since_best += settings.eval_every
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
+        if on_checkpoint is not None:
+            on_checkpoint(
+                training_state(epoch, model, objective, opt, sched, gen, best, history, since_best)
+            )
         if epoch + 1 >= settings.warmup_epochs and since_best >= settings.patience:
             break
     model.load_state_dict(best.state)
     objective.load_state_dict(best.objective_state)
     best.history = history
     return best
+
+
+def training_state(
+    epoch: int,
+    model: MILModel,
+    objective: Objective,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    gen: torch.Generator,
+    best: FitResult,
+    history: list[dict[str, float]],
+    since_best: int,
+) -> dict[str, Any]:
+    """Everything :func:`fit` needs to continue after ``epoch`` (a deep copy; torch-saveable)."""
+    obj_gen = getattr(objective, "generator", None)
+    return copy.deepcopy(
+        {
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "objective": objective.state_dict(),
+            "objective_generator": obj_gen.get_state() if obj_gen is not None else None,
+            "optimizer": opt.state_dict(),
+            "scheduler": None if sched is None else sched.state_dict(),
+            "generator": gen.get_state(),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),  # noqa: NPY002 - the global RNG is what is seeded
+                "torch": torch.get_rng_state(),
+            },
+            "best": {
+                "state": best.state,
+                "epoch": best.best_epoch,
+                "val_loss": best.best_val_loss,
+                "objective": best.objective_state,
+            },
+            "history": history,
+            "since_best": since_best,
+        }
+    )
+
+
+def _restore(
+    state: dict[str, Any],
+    model: MILModel,
+    objective: Objective,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler | None,
+    gen: torch.Generator,
+) -> tuple[int, FitResult, list[dict[str, float]], int]:
+    """Load a :func:`training_state`; returns (next epoch, best, history, since_best)."""
+    if (state.get("scheduler") is None) != (sched is None):
+        raise ValueError("resume state and train.scheduler disagree (one has a schedule)")
+    model.load_state_dict(state["model"])
+    objective.load_state_dict(state["objective"])
+    obj_gen = getattr(objective, "generator", None)
+    if obj_gen is not None and state.get("objective_generator") is not None:
+        obj_gen.set_state(state["objective_generator"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    random.setstate(state["rng"]["python"])
+    np.random.set_state(state["rng"]["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["rng"]["torch"])
+    b = state["best"]
+    best = FitResult(
+        copy.deepcopy(b["state"]),
+        int(b["epoch"]),
+        float(b["val_loss"]),
+        objective_state=copy.deepcopy(b["objective"]),
+    )
+    return int(state["epoch"]) + 1, best, list(state["history"]), int(state["since_best"])
 
 
 def _snapshot(model: MILModel, objective: Objective, epoch: int, val_loss: float) -> FitResult:

@@ -30,3 +30,20 @@ def test_measure_cost_on_tiny_bags(tmp_path: Path) -> None:
     assert "'warmup_steps': 2" in md  # untimed steps before the timed epoch, stated
     cold = CostSettings(epochs=1, max_bags=4, isolate=False, warmup_steps=0)
     assert len(measure_cost(manifest, None, None, methods[:1], cold)) == 1
+
+
+def test_parameter_counts_match_table6_by_hand() -> None:
+    from histomil.training.cost import CostMethod, parameter_count, table6_parameters
+
+    fc, cls = 1024 * 512 + 512, 512 * 2 + 2
+    attn_plain = 512 * 128 + 128 + 128 + 1  # tanh branch + scoring layer
+    gate = 512 * 128 + 128  # sigmoid branch of the gated attention
+    grn = 4 * 512 * 512 + 4 * 512 + 2 * 512  # multi-head attention (q, k, v, out) + LayerNorm
+    plain = CostMethod("AB-MIL (non-gated)", "abmil", "bag", {"gated": False})
+    mhim_plain = CostMethod("MHIM-v2(AB-MIL, non-gated)", "abmil", "mhim_v2", {"gated": False})
+    assert parameter_count(plain, 1024, 2) == fc + attn_plain + cls
+    assert parameter_count(CostMethod("AB-MIL", "abmil"), 1024, 2) == fc + attn_plain + gate + cls
+    assert parameter_count(mhim_plain, 1024, 2) == fc + attn_plain + cls + grn
+    table = table6_parameters((plain, mhim_plain)).set_index("method")
+    assert round(table.loc["MHIM-v2(AB-MIL, non-gated)", "parameters_M"], 2) == 1.64
+    assert table.loc["MHIM-v2(AB-MIL, non-gated)", "paper_parameters_M"] == 1.64

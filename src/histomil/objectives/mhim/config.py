@@ -24,6 +24,11 @@ class MaskingConfig:
     beta_h: float = 0.01  # high-score mask ratio at epoch 0 (paper: "<< 5 %"; code C16: 0.01)
     random_high: bool = True  # RHSM: top 2*beta_h are candidates, half of them masked
     decay: bool = True  # cosine decay of beta_h to 0 over training (paper; code: off by default)
+    # Length of that decay in epochs; None = train.max_epochs (the authors' code: cosine over
+    # num_epoch iterations, whatever early stopping does). With early stopping the selected
+    # epoch then sees little decay; a number (e.g. the epochs a baseline actually trains) makes
+    # beta_h reach 0 there and stay 0.
+    decay_epochs: int | None = None
     beta_l: float = 0.8  # large-scale mask ratio of the rest (paper 70-90 %; code keeps 20 %)
     large_scale: str = "random"  # random (RSM, v2) | low (LSM) | none
     high_score_masking: str = "scores"  # scores | target | spare_lesions (annotated lesions)
@@ -37,6 +42,8 @@ class MaskingConfig:
             raise ValueError(f"beta_h must be in [0, 0.5), got {self.beta_h}")
         if not 0.0 <= self.beta_l < 1.0:
             raise ValueError(f"beta_l must be in [0, 1), got {self.beta_l}")
+        if self.decay_epochs is not None and self.decay_epochs < 1:
+            raise ValueError(f"decay_epochs must be >= 1 or null, got {self.decay_epochs}")
 
 
 @dataclass(frozen=True)
@@ -46,10 +53,19 @@ class TeacherConfig:
     momentum: float = 0.9999  # paper Sec. 4.2 (authors' code default: 0.9997)
     schedule: str = "constant"  # constant | cosine (momentum -> 1 over training, code --mm_sche)
     init_student: str = "projection"  # projection (paper) | all | none (authors' v2 code)
+    # Small-cohort form of the same EMA: the teacher moves half-way to the student every
+    # ``momentum_half_life_epochs`` epochs, i.e. per-step momentum
+    # ``m = 0.5 ** (1 / (half_life * steps_per_epoch))`` (replaces ``momentum`` when set).
+    # The paper's 0.9999 per step has a half-life of ~6,900 steps: ~25 epochs of CAMELYON16's
+    # ~270 training slides, but ~115 epochs of a 60-bag cohort.
+    momentum_half_life_epochs: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {self.momentum}")
+        hl = self.momentum_half_life_epochs
+        if hl is not None and not hl > 0:
+            raise ValueError(f"momentum_half_life_epochs must be > 0 or null, got {hl}")
         _choice("schedule", self.schedule, ("constant", "cosine"))
         _choice("init_student", self.init_student, ("projection", "all", "none"))
 

@@ -2,10 +2,13 @@
 
 *Class-aware instance probability* (v2, ``scoring="probability"``), ``S = C_T(A . Z)``:
 
-- teachers with an instance classifier (DS-MIL: ``MILOutput.instance_logits``): the
-  probability of the target class from the teacher's instance logits,
-  ``sigmoid(l_i)`` (one logit) or ``softmax(l_i)[c]``;
-- the others (AB-MIL, TransMIL, ...): the teacher's *bag* classifier applied to every
+- teachers that define ``class_aware_logits(h)`` (TransMIL, DS-MIL): Eq. 6 in the form the
+  architecture supports (see those methods: TransMIL classifies each instance's share of the
+  class token's first-layer attention output, as the authors' code; DS-MIL applies its bag
+  classifier to each instance's attention-weighted value in every class branch);
+- other teachers with an instance classifier (``MILOutput.instance_logits``): the probability
+  of the target class from the instance logits, ``sigmoid(l_i)`` or ``softmax(l_i)[c]``;
+- the others (AB-MIL, ...): the teacher's *bag* classifier applied to every
   attention-weighted instance embedding, ``s_i = p_c(C_T(a_i * z_i))`` with ``a_i`` the
   teacher's pooling weight of instance i (branch of class c, after softmax) and ``z_i`` its
   embedding. Because ``F = sum_i a_i z_i``, ``C_T(a_i z_i)`` is instance i's share of the bag
@@ -84,6 +87,9 @@ def instance_scores(
         if s is None:
             raise ValueError(f"{type(teacher).__name__} has no attention scores")
         return s[0, :n]
+    class_aware = getattr(teacher, "class_aware_logits", None)
+    if callable(class_aware):  # the model's own form of Eq. 6 (TransMIL, DS-MIL)
+        return class_probability(class_aware(h)[0, :n], target)
     if out.instance_logits is not None:
         return class_probability(out.instance_logits[0, :n], target)
     weights = out.class_weights(branch_class)

@@ -42,8 +42,11 @@ from histomil.objectives.mhim.teacher import (
     build_teacher,
     consistency_loss,
     ema_update,
+    flat_parameters,
+    half_life_momentum,
     init_student,
     momentum_at,
+    relative_distance,
 )
 from histomil.objectives.rank import rank_loss
 from histomil.objectives.slide import BagObjective
@@ -80,6 +83,8 @@ class MHIM(Objective):
         self.generator = torch.Generator().manual_seed(0)
         self.task = "classification"
         self.initialised: list[str] = []
+        self.steps_per_epoch: int | None = None
+        self._teacher_init: Tensor | None = None  # teacher parameters at setup (drift)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def setup(self, model: MILModel, context: TrainContext) -> None:
@@ -95,6 +100,7 @@ class MHIM(Objective):
             )
         self.initialised = init_student(model, state, self.teacher_cfg.init_student)
         self.teacher = build_teacher(model, state)
+        self._teacher_init = flat_parameters(self.teacher)
         self.generator = torch.Generator().manual_seed(int(context.seed) * 1009 + context.fold)
         self.recycle = None
         masks_some = self.masking.large_scale != "none" and self.masking.beta_l > 0
@@ -113,15 +119,41 @@ class MHIM(Objective):
                 dim, rc.n_queries, rc.heads, rc.momentum, rc.dropout, seed=int(context.seed)
             ).to(device)
         self.beta_h = self.masking.beta_h
-        self.momentum = self.teacher_cfg.momentum
+        self.momentum = self.teacher_cfg.momentum  # until the trainer gives the steps per epoch
+
+    def set_steps_per_epoch(self, n: int) -> None:
+        self.steps_per_epoch = int(n)
+        self.momentum = self.base_momentum()
+
+    def base_momentum(self) -> float:
+        """Per-step EMA momentum: ``teacher.momentum``, or the one of
+        ``teacher.momentum_half_life_epochs`` once the trainer gave the steps per epoch."""
+        hl = self.teacher_cfg.momentum_half_life_epochs
+        if hl is None:
+            return self.teacher_cfg.momentum
+        if self.steps_per_epoch is None:
+            raise RuntimeError(
+                "teacher.momentum_half_life_epochs needs the steps per epoch "
+                "(set_steps_per_epoch is called by the trainer before training)"
+            )
+        return half_life_momentum(hl, self.steps_per_epoch)
 
     def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
-        """Cosine decay of beta_h (to 0 at ``max_epochs``) and the momentum schedule."""
+        """Cosine decay of beta_h (to 0 at ``masking.decay_epochs``, default ``max_epochs``) and
+        the momentum schedule."""
         if self.masking.decay:
-            self.beta_h = cosine_decay(self.masking.beta_h, epoch, max_epochs)
+            span = self.masking.decay_epochs or max_epochs
+            self.beta_h = cosine_decay(self.masking.beta_h, epoch, span)
         self.momentum = momentum_at(
-            self.teacher_cfg.momentum, epoch, max_epochs, self.teacher_cfg.schedule
+            self.base_momentum(), epoch, max_epochs, self.teacher_cfg.schedule
         )
+
+    def epoch_stats(self) -> dict[str, float]:
+        """``teacher_drift``: relative L2 distance of the teacher's parameters from its
+        initialisation (the baseline), ``||theta_t - theta_0|| / ||theta_0||``."""
+        if self.teacher is None or self._teacher_init is None:
+            return {}
+        return {"teacher_drift": relative_distance(self.teacher, self._teacher_init)}
 
     def after_optimizer_step(self, model: MILModel) -> None:
         """EMA of the teacher toward the student and of the recycle queries."""

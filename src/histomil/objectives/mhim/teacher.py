@@ -94,6 +94,29 @@ def momentum_at(base: float, epoch: int, max_epochs: int, schedule: str = "const
     return float(1.0 - (1.0 - base) * (1.0 + math.cos(math.pi * t)) / 2.0)
 
 
+def half_life_momentum(half_life_epochs: float, steps_per_epoch: int) -> float:
+    """Per-step EMA momentum that halves the teacher-student gap every ``half_life_epochs``:
+    ``0.5 ** (1 / (half_life_epochs * steps_per_epoch))``."""
+    if half_life_epochs <= 0 or steps_per_epoch < 1:
+        raise ValueError(
+            f"need half_life_epochs > 0 and steps_per_epoch >= 1, got {half_life_epochs}, "
+            f"{steps_per_epoch}"
+        )
+    return float(0.5 ** (1.0 / (half_life_epochs * steps_per_epoch)))
+
+
+def flat_parameters(model: MILModel) -> Tensor:
+    """All parameters of ``model`` as one detached float32 vector (a copy)."""
+    return torch.cat([p.detach().float().reshape(-1) for p in model.parameters()]).clone()
+
+
+def relative_distance(model: MILModel, reference: Tensor) -> float:
+    """``||theta - theta_ref|| / ||theta_ref||`` (0 when both are zero)."""
+    now = flat_parameters(model).to(reference.device)
+    norm = float(reference.norm())
+    return float((now - reference).norm()) / norm if norm > 0 else float((now - reference).norm())
+
+
 def consistency_loss(student_emb: Tensor, teacher_emb: Tensor, tau: float) -> Tensor:
     """``-softmax(F_t / tau) . log_softmax(F_s)`` summed over the embedding, mean over the batch.
 
