@@ -26,7 +26,7 @@ STATUS_COLUMNS = ("slide_id", "status", "n_patches", "seconds", "error", "slide_
 class PreprocessConfig:
     """Tiling settings: ``patch_size`` px at ``target_mpp`` um/px, keep patches with tissue
     fraction >= ``min_tissue``; ``segmentation`` settings; ``thumbnail_max`` caps the
-    segmentation thumbnail's longest side; ``backend`` forces a slide reader."""
+    segmentation image's longest side; ``backend`` forces a slide reader."""
 
     patch_size: int = 224
     target_mpp: float = 0.5
@@ -87,11 +87,16 @@ def collect_slides(
     return list(unique.values())
 
 
-def _thumbnail_size(dims: tuple[int, int], size0: int, cap: int) -> int:
-    """Longest thumbnail side: ~16 mask px per patch side, between 1024 and ``cap``."""
+MASK_PX_PER_PATCH = 16  # mask px per patch side: tissue fractions to ~3 % (docs/preprocessing.md)
+MASK_MIN_SIDE = 1024  # small slides: at least this many mask px on the longest side (cheap)
+
+
+def segmentation_downsample(dims: tuple[int, int], size0: int, cap: int) -> float:
+    """Level-0 px per mask px: ``MASK_PX_PER_PATCH`` mask px per patch side, but at least
+    ``MASK_MIN_SIDE`` and at most ``cap`` px on the longest side (never finer than level 0)."""
     longest = max(dims)
-    want = longest * 16 / max(size0, 1)
-    return int(min(longest, max(1024, min(cap, want))))
+    ds = min(size0 / MASK_PX_PER_PATCH, longest / MASK_MIN_SIDE)
+    return max(1.0, ds, longest / max(cap, 1))
 
 
 def preprocess_slide(slide: SlideInput, out: str | os.PathLike, config: PreprocessConfig) -> dict:
@@ -106,9 +111,8 @@ def preprocess_slide(slide: SlideInput, out: str | os.PathLike, config: Preproce
     out = Path(out)
     with open_slide(slide.path, mpp=slide.mpp, backend=config.backend) as s:
         spec = TileSpec.for_slide(s, config.patch_size, config.target_mpp)
-        thumb = s.get_thumbnail(
-            _thumbnail_size(s.dimensions, spec.patch_size_level0, config.thumbnail_max)
-        )
+        ds = segmentation_downsample(s.dimensions, spec.patch_size_level0, config.thumbnail_max)
+        thumb = s.read_downsampled(ds)  # a pyramid level within sqrt(2) of ds, read as is
         scale = (s.dimensions[0] / thumb.shape[1], s.dimensions[1] / thumb.shape[0])
         mask = segment_tissue(thumb, spec.level0_mpp * scale[0], config.segmentation)
         coords = grid_coords(s.dimensions, spec.patch_size_level0)
