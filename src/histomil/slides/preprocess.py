@@ -160,7 +160,8 @@ def preprocess_slide(slide: SlideInput, out: str | os.PathLike, config: Preproce
 
 
 def _write_overview(path: Path, thumb, polygons, coords, spec, scale) -> None:
-    """Thumbnail (longest side <= 2048) with the patch grid (blue) and tissue contour (green)."""
+    """Segmentation image (longest side <= 2048) with the patch grid (blue) and tissue contour
+    (green)."""
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(thumb)
@@ -176,8 +177,8 @@ def _write_overview(path: Path, thumb, polygons, coords, spec, scale) -> None:
         for ring in [poly.exterior, *poly.interiors]:
             pts = [(x * sx, y * sy) for x, y in ring.coords]
             draw.line(pts, fill=(0, 170, 0), width=max(1, round(max(img.size) / 600)))
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    with atomic_path(path) as tmp:  # zlib level 1: ~4x faster than PIL's default 6, ~20 % larger
+        img.save(tmp, format="PNG", compress_level=1)
 
 
 def _task(slide: SlideInput, out: str, config: PreprocessConfig) -> dict:

@@ -122,7 +122,7 @@ def write_synthetic_slide(
     rng = np.random.default_rng([seed, 1])
     layout = make_layout(rng, config.size, positive, config.artefacts)
     if config.pen_marks:
-        layout = add_pen_marks(layout, np.random.default_rng([seed, 5]))
+        layout = add_pen_marks(layout, np.random.default_rng([seed, 5]), config.mpp)
     ctx = _context(layout, config, seed)
     w0, h0 = config.size
     res0 = 1e4 / config.mpp  # px per cm

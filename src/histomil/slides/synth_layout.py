@@ -102,9 +102,12 @@ def make_layout(
 INK_KINDS = ("blue", "green", "black", "dust")
 
 
-def add_pen_marks(layout: Layout, rng: np.random.Generator) -> Layout:
+def add_pen_marks(layout: Layout, rng: np.random.Generator, mpp: float) -> Layout:
     """Pen ink as on real glass: 1-3 strokes of blue, green or black marker (often across tissue),
-    0-4 marker dots and 10-40 dust specks, as ``layout.ink[kind]`` polygons (level-0 px)."""
+    0-4 marker dots and 10-40 dust specks, as ``layout.ink[kind]`` polygons (level-0 px).
+
+    Sizes are physical (``mpp`` level-0 um/px): strokes 100-300 um wide, dots 300-800 um across,
+    dust 10-50 um, each capped relative to the slide so a small test slide is not all ink."""
     w, h = layout.width, layout.height
     side = min(w, h)
     bounds = Polygon([(0, 0), (w, 0), (w, h), (0, h)]).buffer(-0.01 * side)
@@ -113,17 +116,17 @@ def add_pen_marks(layout: Layout, rng: np.random.Generator) -> Layout:
     for _ in range(int(rng.integers(1, 4))):
         n = int(rng.integers(2, 5))
         pts = np.stack([rng.uniform(0.05, 0.95, n) * w, rng.uniform(0.05, 0.95, n) * h], 1)
-        width = side * rng.uniform(0.006, 0.015)
-        stroke = LineString(pts).buffer(width, cap_style="round").intersection(bounds)
+        half = min(rng.uniform(50, 150) / mpp, 0.03 * side)
+        stroke = LineString(pts).buffer(half, cap_style="round").intersection(bounds)
         ink[colours[int(rng.integers(3))]].append(_largest(stroke))
     for _ in range(int(rng.integers(0, 5))):
         cx, cy = rng.uniform(0.08, 0.92) * w, rng.uniform(0.08, 0.92) * h
-        dot = _blob(rng, cx, cy, side * rng.uniform(0.012, 0.03), n=48)
+        dot = _blob(rng, cx, cy, min(rng.uniform(150, 400) / mpp, 0.06 * side), n=48)
         ink[colours[int(rng.integers(3))]].append(_largest(dot.intersection(bounds)))
     for _ in range(int(rng.integers(10, 41))):
         cx, cy = rng.uniform(0.02, 0.98) * w, rng.uniform(0.02, 0.98) * h
-        speck = _blob(rng, cx, cy, side * rng.uniform(0.002, 0.005), n=24)
-        ink["dust"].append(_largest(speck.intersection(bounds)))
+        radius = max(rng.uniform(5, 25) / mpp, 0.002 * side)  # >= 1-2 px of the render maps
+        ink["dust"].append(_largest(_blob(rng, cx, cy, radius, n=24).intersection(bounds)))
     ink = {k: [p for p in v if not p.is_empty] for k, v in ink.items()}
     return replace(layout, ink={k: v for k, v in ink.items() if v})
 

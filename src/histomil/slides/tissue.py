@@ -36,7 +36,9 @@ class SegmentationConfig:
     Otsu's clipped to [``min_saturation``, ``max_saturation``]; ink: hue in ``ink_hue`` with
     saturation above ``ink_saturation`` (blue/green/cyan), or value below ``black_value``, or value
     below ``gray_value`` with saturation below ``gray_saturation`` (black ink, dust); ink is grown
-    by ``ink_rim_um`` to drop its anti-aliased rim. Areas in level-0 um^2."""
+    by ``ink_rim_um`` to drop its anti-aliased rim. Ink is looked for in the image averaged over
+    ``ink_smooth_um`` so that single dark nuclei, resolved at fine mask resolutions, never count
+    as ink (a marker stroke is 100 um or wider). Areas in level-0 um^2."""
 
     method: str = "saturation"
     white_level: float = 0.9
@@ -44,10 +46,11 @@ class SegmentationConfig:
     max_saturation: float = 0.08
     ink_hue: tuple[float, float] = (0.25, 0.68)
     ink_saturation: float = 0.1
-    black_value: float = 0.25
+    black_value: float = 0.15
     gray_value: float = 0.45
-    gray_saturation: float = 0.2
+    gray_saturation: float = 0.3
     ink_rim_um: float = 16.0
+    ink_smooth_um: float = 16.0
     min_area_um2: float = 10_000.0  # just under one 224-px patch at 20x (12,544 um^2)
     max_hole_um2: float = 10_000.0
     closing_um: float = 8.0
@@ -97,7 +100,9 @@ def _histogram(values: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np
     return hist, lo + width * (np.arange(256) + 0.5)
 
 
-def _raw_otsu(rgb: np.ndarray, config: SegmentationConfig) -> tuple[np.ndarray, np.ndarray]:
+def _raw_otsu(
+    rgb: np.ndarray, config: SegmentationConfig, mpp: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(tissue candidates, pixels to exclude after cleanup), both (h, w) bool."""
     gray = _gray(rgb)
     near_white = gray >= config.white_level
@@ -144,12 +149,20 @@ def ink_mask(rgb: np.ndarray, config: SegmentationConfig | None = None, hsv=None
     return ink | dark
 
 
-def _raw_saturation(rgb: np.ndarray, config: SegmentationConfig) -> tuple[np.ndarray, np.ndarray]:
+def _raw_saturation(
+    rgb: np.ndarray, config: SegmentationConfig, mpp: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage as ndi
+
     hsv = hsv_value_saturation(rgb)
     sat = hsv[1]
     if np.ptp(sat) < 0.02:
         return np.zeros(sat.shape, dtype=bool), np.zeros(sat.shape, dtype=bool)
-    exclude = ink_mask(rgb, config, hsv)
+    smooth = int(round(config.ink_smooth_um / mpp)) if mpp else 3
+    if smooth > 1:
+        exclude = ink_mask(ndi.uniform_filter(rgb, size=(smooth, smooth, 1)), config)
+    else:
+        exclude = ink_mask(rgb, config, hsv)
     # Otsu separates glass from tissue; capping it keeps pale tissue that Otsu would give away
     otsu = float(otsu_thresholds(*_histogram(sat, 0.0, 1.0))[0])
     thr = float(np.clip(otsu, config.min_saturation, config.max_saturation))
@@ -166,7 +179,7 @@ def segment_tissue(
     """
     config = config or SegmentationConfig()
     method = _raw_otsu if config.method == "otsu" else _raw_saturation
-    raw, exclude = method(rgb, config)
+    raw, exclude = method(rgb, config, thumb_mpp)
     if not raw.any():
         return raw
     if thumb_mpp:
