@@ -99,3 +99,29 @@ def test_blockwise_thumbnail_matches_full_read(real_slide: Path):
     slide = open_slide(real_slide)
     full = slide.get_thumbnail(4000)  # larger than the slide: level 0 as is, read in blocks
     np.testing.assert_array_equal(full, slide.read_region((0, 0), 0, slide.dimensions))
+
+
+def test_read_downsampled_reads_only_the_nearest_level(tmp_path: Path):
+    """The segmentation image comes from the pyramid level within sqrt(2) of the wanted
+    downsample, read once as is: no finer level is decoded and nothing is resampled."""
+    from histomil.slides.synth import SynthConfig, write_synthetic_slide
+
+    cfg = SynthConfig(size=(2048, 1536), mpp=2.0, min_level_side=256, artefacts=False)
+    made = write_synthetic_slide(tmp_path / "p.tif", cfg, seed=1, positive=False)
+    slide = open_slide(made.path, backend="openslide")
+    assert slide.level_downsamples == (1.0, 2.0, 4.0, 8.0)
+    levels = []
+    reader_read = slide._reader.read_region
+
+    def spy(location, level, size):
+        levels.append((level, tuple(size)))
+        return reader_read(location, level, size)
+
+    slide._reader.read_region = spy
+    img = slide.read_downsampled(7.0)
+    assert levels == [(3, (256, 192))] and img.shape == (192, 256, 3)
+    levels.clear()
+    assert slide.read_downsampled(3.0).shape == (384, 512, 3) and levels == [(2, (512, 384))]
+    levels.clear()  # between levels: the finer one is read (block by block) and resized
+    assert max(slide.read_downsampled(12.0).shape) == round(2048 / 12)
+    assert {lv for lv, _ in levels} == {3}

@@ -58,7 +58,7 @@ def test_synthetic_cohort_outputs(synth_cohort: Path, tmp_path: Path):
         c, tissue, attrs, _ = _read(tmp_path / "patches" / f"{sid}.h5")
         assert (c % attrs["patch_size_level0"] == 0).all()
         assert list(c[:, 1]) == sorted(c[:, 1])  # raster order
-        assert attrs["slide_id"] == sid and attrs["segmentation"] == "otsu"
+        assert attrs["slide_id"] == sid and attrs["segmentation"] == "saturation"
         thumb = Image.open(tmp_path / "thumbnails" / f"{sid}.png")
         assert max(thumb.size) >= 500
     status = pd.read_csv(tmp_path / "preprocess.csv")
@@ -161,3 +161,29 @@ def test_rerun_with_other_settings_is_refused(synth_cohort: Path, tmp_path: Path
     preprocess_slides([good], tmp_path)
     with pytest.raises(StaleOutputError, match="other inputs or settings.*patch_size: 224 -> 256"):
         preprocess_slides([good], tmp_path, PreprocessConfig(patch_size=256))
+
+
+def test_segmentation_downsample_gives_16_mask_px_per_patch():
+    # CAMELYON-size slide, 224-px patches at 20x from 0.25 um/px: 448 level-0 px per patch side
+    assert pp.segmentation_downsample((40000, 30000), 448, 4096) == pytest.approx(28)
+    # small slides keep at least 1024 mask px on the longest side (never finer than level 0)
+    assert pp.segmentation_downsample((2220, 2967), 224, 4096) == pytest.approx(2967 / 1024)
+    assert pp.segmentation_downsample((600, 400), 224, 4096) == 1.0
+    # the cap bounds the image for huge slides with small patches
+    assert pp.segmentation_downsample((200000, 100000), 64, 4096) == pytest.approx(200000 / 4096)
+
+
+def test_preprocess_path_imports_no_torch():
+    """`histomil preprocess` needs no deep-learning stack: importing the preprocess path (slides,
+    annotations, the local executor) must not load torch or timm (0.7 GB, ~4 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, histomil.slides.preprocess, histomil.slides.synth, histomil.executors, "
+        "histomil.annotations.labelling, histomil.annotations.qupath; "
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -89,3 +89,82 @@ def test_polygons_in_level0_with_holes(tmp_path: Path):
     assert geo["type"] == "FeatureCollection" and len(geo["features"]) == 2
     assert geo["features"][0]["properties"]["objectType"] == "annotation"
     assert geo["features"][0]["properties"]["classification"]["name"] == "Tissue"
+
+
+def test_otsu_thresholds_match_skimage():
+    from skimage.filters import threshold_multiotsu, threshold_otsu
+
+    from histomil.slides.tissue import _histogram, otsu_thresholds
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        parts = [
+            rng.normal(m, s, int(n)) for m, s, n in rng.uniform(0.05, 1, (3, 3)) * [1, 0.1, 4e4]
+        ]
+        values = np.clip(np.concatenate(parts), 0, 1).astype(np.float32)
+        hist, centres = _histogram(values, float(values.min()), float(values.max()))
+        step = centres[1] - centres[0]  # skimage sums in float32: near-ties may differ by a bin
+        ref3 = threshold_multiotsu(hist=(hist, centres), classes=3)
+        np.testing.assert_allclose(otsu_thresholds(hist, centres, 3), ref3, atol=step * 1.01)
+        ref2 = threshold_otsu(hist=(hist, centres))
+        np.testing.assert_allclose(otsu_thresholds(hist, centres, 2), [ref2], atol=step * 1.01)
+        ref_hist, ref_edges = np.histogram(values, 256, (values.min(), values.max()))
+        assert np.abs(hist - ref_hist).sum() <= 2  # bin-edge rounding only
+
+
+def _pen_slide_image():
+    """Tissue with blue, green and black ink strokes (one across tissue), marker dots and dust."""
+    img, (cy, cx, r) = _image_with_tissue()
+    ink = np.zeros(img.shape[:2], bool)
+    for colour, (r0, c0, r1, c1) in [
+        ((40, 75, 150), (20, 10, 280, 390)),  # blue, across the tissue
+        ((45, 125, 85), (280, 20, 40, 120)),  # green, on glass
+        ((40, 40, 46), (10, 250, 120, 395)),  # black, on glass and the tissue edge
+    ]:
+        for d in range(-4, 5):
+            rr, cc = line(r0 + d, c0, r1 + d, c1)
+            ok = (rr >= 0) & (rr < 300)
+            img[rr[ok], cc[ok]] = colour
+            ink[rr[ok], cc[ok]] = True
+    for (y, x), colour in [((250, 330), (40, 75, 150)), ((40, 60), (45, 125, 85))]:
+        rr, cc = disk((y, x), 12, shape=ink.shape)  # marker dots
+        img[rr, cc], ink[rr, cc] = colour, True
+    dust = np.zeros(ink.shape, bool)
+    rng = np.random.default_rng(1)
+    for y, x in rng.integers(5, 295, (30, 2)):  # dust specks, 6 um across
+        rr, cc = disk((y, x * 4 / 3), 1.5, shape=ink.shape)
+        img[rr, cc], dust[rr, cc] = (95, 90, 90), True
+    truth = np.zeros(ink.shape, bool)
+    truth[disk((cy, cx), r, shape=ink.shape)] = True
+    return img, truth & ~ink & ~dust, ink, dust
+
+
+def test_default_segmentation_excludes_pen_ink_and_dust():
+    img, tissue, ink, dust = _pen_slide_image()
+    assert SegmentationConfig().method == "saturation"
+    mask = segment_tissue(img, 2.0)
+    assert (mask & ink).sum() == 0  # no ink pixel, not even its rim, counts as tissue
+    assert (mask & tissue).sum() / tissue.sum() > 0.9  # tissue recall
+    outside = ~ndimage_dilate(tissue | ink, 3)
+    assert not (mask & outside).any()  # no dust speck or ink rim on glass
+    assert (mask & dust).sum() < 0.2 * dust.sum()  # specks on tissue may stay (a few px)
+    otsu = segment_tissue(img, 2.0, SegmentationConfig(method="otsu"))
+    assert (otsu & ink).sum() / ink.sum() > 0.5  # the paper's method keeps ink (still by name)
+
+
+def ndimage_dilate(mask, r):
+    from scipy import ndimage as ndi
+
+    return ndi.binary_dilation(mask, iterations=r)
+
+
+def test_closing_fills_gaps_without_eroding_the_image_border():
+    from histomil.slides.tissue import _closing
+
+    mask = np.zeros((40, 40), bool)
+    mask[:, :20] = True  # tissue touching three borders
+    mask[10:30, 20:22] = False  # not a gap: background continues
+    mask[:, 21] = True
+    closed = _closing(mask, 2)
+    assert closed[:, :22].all()  # the 2-px gap is closed, the border column kept
+    assert not closed[:, 25:].any()

@@ -142,11 +142,7 @@ class Slide:
         w0, h0 = self.dimensions
         scale = min(mw / w0, mh / h0, 1.0)
         tw, th = max(1, round(w0 * scale)), max(1, round(h0 * scale))
-        need = 1.0 / scale
-        level = 0
-        for i, d in enumerate(self.level_downsamples):
-            if d <= need + 1e-6:
-                level = i
+        level = self.level_for_downsample(1.0 / scale)
         lw, lh = self.level_dimensions[level]
         ds = self.level_downsamples[level]
         out = np.empty((th, tw, 3), dtype=np.uint8)
@@ -161,6 +157,30 @@ class Slide:
                 )
                 out[ty0:ty1, tx0:tx1] = np.asarray(img)
         return out
+
+    def level_for_downsample(self, downsample: float) -> int:
+        """The coarsest pyramid level whose downsample is <= ``downsample`` (level 0 if none)."""
+        level = 0
+        for i, d in enumerate(self.level_downsamples):
+            if d <= downsample + 1e-6:
+                level = i
+        return level
+
+    def read_downsampled(self, downsample: float, tolerance: float = 2**0.5) -> np.ndarray:
+        """RGB uint8 (h, w, 3) of the whole slide at about ``downsample`` (level-0 px per pixel).
+
+        A pyramid level within a factor ``tolerance`` of ``downsample`` is read as is (one read, no
+        resampling, nothing finer is decoded); otherwise the next finer level is read block by
+        block and resized (:meth:`get_thumbnail`). The true scale is ``dimensions / shape``.
+        """
+        downsample = max(1.0, float(downsample))
+        level = self.level_for_downsample(downsample * tolerance)
+        if self.level_downsamples[level] * tolerance >= downsample:
+            lw, lh = self.level_dimensions[level]
+            if max(lw, lh) <= 4 * _BLOCK:
+                return self.read_region((0, 0), level, (lw, lh))
+        w0, h0 = self.dimensions
+        return self.get_thumbnail(max(1, round(max(w0, h0) / downsample)))
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
@@ -210,6 +230,8 @@ def to_rgb(arr: Any) -> np.ndarray:
     if a.ndim == 2:
         return np.repeat(a[:, :, None], 3, axis=2)
     if a.shape[2] == 4:
+        if a[:, :, 3].min() == 255:  # opaque (the usual case): no compositing arithmetic
+            return np.ascontiguousarray(a[:, :, :3])
         alpha = a[:, :, 3:4].astype(np.uint16)
         rgb = (a[:, :, :3].astype(np.uint16) * alpha + 255 * (255 - alpha) + 127) // 255
         return rgb.astype(np.uint8)

@@ -48,7 +48,7 @@ EMPTY_MESSAGE = "no tissue found (no patch reaches min_tissue)"
 class PreprocessConfig:
     """Tiling settings: ``patch_size`` px at ``target_mpp`` um/px, keep patches with tissue
     fraction >= ``min_tissue``; ``segmentation`` settings; ``thumbnail_max`` caps the
-    segmentation thumbnail's longest side; ``backend`` forces a slide reader."""
+    segmentation image's longest side; ``backend`` forces a slide reader."""
 
     patch_size: int = 224
     target_mpp: float = 0.5
@@ -125,11 +125,16 @@ def no_inputs_message(folder: Path, suffixes: Sequence[str], what: str) -> str:
     return f"no {what} files in {folder} ({there}); accepted: {', '.join(suffixes)}"
 
 
-def _thumbnail_size(dims: tuple[int, int], size0: int, cap: int) -> int:
-    """Longest thumbnail side: ~16 mask px per patch side, between 1024 and ``cap``."""
+MASK_PX_PER_PATCH = 16  # mask px per patch side: tissue fractions to ~3 % (docs/preprocessing.md)
+MASK_MIN_SIDE = 1024  # small slides: at least this many mask px on the longest side (cheap)
+
+
+def segmentation_downsample(dims: tuple[int, int], size0: int, cap: int) -> float:
+    """Level-0 px per mask px: ``MASK_PX_PER_PATCH`` mask px per patch side, but at least
+    ``MASK_MIN_SIDE`` and at most ``cap`` px on the longest side (never finer than level 0)."""
     longest = max(dims)
-    want = longest * 16 / max(size0, 1)
-    return int(min(longest, max(1024, min(cap, want))))
+    ds = min(size0 / MASK_PX_PER_PATCH, longest / MASK_MIN_SIDE)
+    return max(1.0, ds, longest / max(cap, 1))
 
 
 def preprocess_slide(
@@ -153,9 +158,8 @@ def preprocess_slide(
     out = Path(out)
     with open_slide(slide.path, mpp=slide.mpp, backend=config.backend) as s:
         spec = TileSpec.for_slide(s, config.patch_size, config.target_mpp)
-        thumb = s.get_thumbnail(
-            _thumbnail_size(s.dimensions, spec.patch_size_level0, config.thumbnail_max)
-        )
+        ds = segmentation_downsample(s.dimensions, spec.patch_size_level0, config.thumbnail_max)
+        thumb = s.read_downsampled(ds)  # a pyramid level within sqrt(2) of ds, read as is
         scale = (s.dimensions[0] / thumb.shape[1], s.dimensions[1] / thumb.shape[0])
         mask = segment_tissue(thumb, spec.level0_mpp * scale[0], config.segmentation)
         coords = grid_coords(s.dimensions, spec.patch_size_level0)
@@ -206,7 +210,8 @@ def preprocess_slide(
 
 
 def _write_overview(path: Path, thumb, polygons, coords, spec, scale) -> None:
-    """Thumbnail (longest side <= 2048) with the patch grid (blue) and tissue contour (green)."""
+    """Segmentation image (longest side <= 2048) with the patch grid (blue) and tissue contour
+    (green)."""
     from PIL import Image, ImageDraw
 
     img = Image.fromarray(thumb)
@@ -222,8 +227,8 @@ def _write_overview(path: Path, thumb, polygons, coords, spec, scale) -> None:
         for ring in [poly.exterior, *poly.interiors]:
             pts = [(x * sx, y * sy) for x, y in ring.coords]
             draw.line(pts, fill=(0, 170, 0), width=max(1, round(max(img.size) / 600)))
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    with atomic_path(path) as tmp:  # zlib level 1: ~4x faster than PIL's default 6, ~20 % larger
+        img.save(tmp, format="PNG", compress_level=1)
 
 
 def _task(slide: SlideInput, out: str, config: PreprocessConfig, provenance: dict) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 from histomil._io import atomic_path
 from histomil.slides.synth_layout import (
     Layout,
+    add_pen_marks,
     make_layout,
     rasterize_layout,
     write_annotation_geojson,
@@ -38,7 +39,9 @@ class SynthConfig:
 
     ``size`` level-0 (width, height) px; ``mpp`` level-0 um/px; ``tile`` TIFF tile side;
     ``level_factor`` downsample between pyramid levels; ``min_level_side`` stop the pyramid once
-    the longest side is at most this; ``artefacts`` allow pen marks and faint tissue.
+    the longest side is at most this; ``artefacts`` allow a pen stroke and faint tissue;
+    ``pen_marks`` adds blue/green/black ink strokes, marker dots and dust (:func:`add_pen_marks`,
+    from a separate random stream, so the rest of the slide is the same as without).
     """
 
     size: tuple[int, int] = (2000, 1500)
@@ -49,6 +52,7 @@ class SynthConfig:
     level_factor: int = 2
     min_level_side: int = 1024
     artefacts: bool = True
+    pen_marks: bool = False
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -117,6 +121,8 @@ def write_synthetic_slide(
     path = Path(path)
     rng = np.random.default_rng([seed, 1])
     layout = make_layout(rng, config.size, positive, config.artefacts)
+    if config.pen_marks:
+        layout = add_pen_marks(layout, np.random.default_rng([seed, 5]), config.mpp)
     ctx = _context(layout, config, seed)
     w0, h0 = config.size
     res0 = 1e4 / config.mpp  # px per cm

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ class Layout:
     exclusions: list[Polygon] = field(default_factory=list)
     faint: list[Polygon] = field(default_factory=list)
     pen: list[Polygon] = field(default_factory=list)
+    ink: dict[str, list[Polygon]] = field(default_factory=dict)  # colour -> marks (add_pen_marks)
 
 
 def _blob(rng: np.random.Generator, cx: float, cy: float, radius: float, n: int = 96) -> Polygon:
@@ -98,6 +99,58 @@ def make_layout(
     return Layout(w, h, tissue, lesions, exclusions, faint, pen)
 
 
+INK_KINDS = ("blue", "green", "black", "dust")
+
+
+def add_pen_marks(layout: Layout, rng: np.random.Generator, mpp: float) -> Layout:
+    """Pen ink as on real glass: 1-3 strokes of blue, green or black marker (often across tissue),
+    0-4 marker dots and 10-40 dust specks, as ``layout.ink[kind]`` polygons (level-0 px).
+
+    Sizes are physical (``mpp`` level-0 um/px): strokes 100-300 um wide, dots 300-800 um across,
+    dust 10-50 um, each capped relative to the slide so a small test slide is not all ink."""
+    w, h = layout.width, layout.height
+    side = min(w, h)
+    bounds = Polygon([(0, 0), (w, 0), (w, h), (0, h)]).buffer(-0.01 * side)
+    ink: dict[str, list[Polygon]] = {k: [] for k in INK_KINDS}
+    colours = ("blue", "green", "black")
+    for _ in range(int(rng.integers(1, 4))):
+        n = int(rng.integers(2, 5))
+        pts = np.stack([rng.uniform(0.05, 0.95, n) * w, rng.uniform(0.05, 0.95, n) * h], 1)
+        half = min(rng.uniform(50, 150) / mpp, 0.03 * side)
+        stroke = LineString(pts).buffer(half, cap_style="round").intersection(bounds)
+        ink[colours[int(rng.integers(3))]].append(_largest(stroke))
+    for _ in range(int(rng.integers(0, 5))):
+        cx, cy = rng.uniform(0.08, 0.92) * w, rng.uniform(0.08, 0.92) * h
+        dot = _blob(rng, cx, cy, min(rng.uniform(150, 400) / mpp, 0.06 * side), n=48)
+        ink[colours[int(rng.integers(3))]].append(_largest(dot.intersection(bounds)))
+    for _ in range(int(rng.integers(10, 41))):
+        cx, cy = rng.uniform(0.02, 0.98) * w, rng.uniform(0.02, 0.98) * h
+        radius = max(rng.uniform(5, 25) / mpp, 0.002 * side)  # >= 1-2 px of the render maps
+        ink["dust"].append(_largest(_blob(rng, cx, cy, radius, n=24).intersection(bounds)))
+    ink = {k: [p for p in v if not p.is_empty] for k, v in ink.items()}
+    return replace(layout, ink={k: v for k, v in ink.items() if v})
+
+
+def layout_masks(layout: Layout, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Ground truth at (h, w) ``shape`` covering the whole slide, bool: ``ink`` (pen strokes, marker
+    dots, dust) and ``tissue`` (tissue and faint tissue not under ink)."""
+    from skimage.draw import polygon as draw_polygon
+
+    sy, sx = shape[0] / layout.height, shape[1] / layout.width
+
+    def raster(polys: list[Polygon]) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        for poly in polys:
+            for ring_i, ring in enumerate([poly.exterior, *poly.interiors]):
+                xy = np.asarray(ring.coords)
+                rr, cc = draw_polygon(xy[:, 1] * sy - 0.5, xy[:, 0] * sx - 0.5, shape)
+                out[rr, cc] = ring_i == 0
+        return out
+
+    ink = raster(layout.pen + [p for v in layout.ink.values() for p in v])
+    return {"ink": ink, "tissue": raster(layout.tissue + layout.faint) & ~ink}
+
+
 def _largest(geom) -> Polygon:
     if isinstance(geom, Polygon):
         return geom
@@ -118,7 +171,7 @@ def _random_point_in(rng: np.random.Generator, poly: Polygon) -> tuple[float, fl
 
 def rasterize_layout(layout: Layout, factor: int) -> dict[str, np.ndarray]:
     """Float32 maps (h/factor, w/factor) in [0, 1] for ``tissue``, ``lesion``, ``faint``,
-    ``pen``; lightly blurred so bilinear upsampling gives smooth edges."""
+    ``pen`` and ``ink_<kind>`` per kind of pen mark; lightly blurred so bilinear upsampling gives smooth edges."""
     from scipy.ndimage import gaussian_filter
     from skimage.draw import polygon as draw_polygon
 
@@ -134,12 +187,14 @@ def rasterize_layout(layout: Layout, factor: int) -> dict[str, np.ndarray]:
                     out[rr, cc] = value if ring_i == 0 else 1.0 - value
         return gaussian_filter(out, 0.7)
 
-    return {
+    maps = {
         "tissue": raster(layout.tissue),
         "lesion": raster(layout.lesions, layout.exclusions),
         "faint": raster(layout.faint),
         "pen": raster(layout.pen),
     }
+    maps.update({f"ink_{kind}": raster(polys) for kind, polys in layout.ink.items()})
+    return maps
 
 
 def write_asap_xml(path: Path, lesions: list[Polygon], exclusions: list[Polygon]) -> None:

@@ -17,6 +17,12 @@ from PIL import Image
 CELL = 256  # level-0 px per nucleus-generation cell
 BACKGROUND = np.array([243.0, 242.0, 245.0], dtype=np.float32)
 PEN = np.array([40.0, 75.0, 150.0], dtype=np.float32)
+INK = {  # colour, opacity of each kind of pen mark (add_pen_marks)
+    "blue": ((40.0, 75.0, 150.0), 0.85),
+    "green": ((45.0, 125.0, 85.0), 0.85),
+    "black": ((40.0, 40.0, 46.0), 0.9),
+    "dust": ((95.0, 90.0, 90.0), 0.9),
+}
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,11 @@ def render_region(
     tissue = _crop_resize(ctx.maps["tissue"], box, size)
     faint = _crop_resize(ctx.maps["faint"], box, size)
     pen = _crop_resize(ctx.maps["pen"], box, size)
-    if tissue.max() < 0.02 and faint.max() < 0.02 and pen.max() < 0.02:
+    inks = [
+        (k, _crop_resize(ctx.maps[f"ink_{k}"], box, size)) for k in INK if f"ink_{k}" in ctx.maps
+    ]
+    inks = [(k, a) for k, a in inks if a.max() >= 0.02]
+    if tissue.max() < 0.02 and faint.max() < 0.02 and pen.max() < 0.02 and not inks:
         return np.broadcast_to(BACKGROUND.astype(np.uint8), (h, w, 3)).copy()
     lesion = _crop_resize(ctx.maps["lesion"], box, size)
     stain = _crop_resize(ctx.maps["stain"], box, size)[..., None]
@@ -146,6 +156,10 @@ def render_region(
     if pen.max() >= 0.02:
         pa = np.clip((pen - 0.5) * 6 + 0.5, 0, 1)[..., None] * 0.85
         img += (PEN - img) * pa
+    for kind, amount in inks:
+        colour, opacity = INK[kind]
+        ia = np.clip((amount - 0.5) * 6 + 0.5, 0, 1)[..., None] * opacity
+        img += (np.array(colour, np.float32) - img) * ia
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
