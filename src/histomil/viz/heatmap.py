@@ -287,6 +287,34 @@ def draw_heatmap(
     return fig
 
 
+def heatmap_caption(
+    data: AttentionData, has_slide: bool, has_lesion: bool, scale: str, mpp: float | None
+) -> str:
+    """What the heatmap PNG shows, stored in it as its ``Description`` (the report's caption)."""
+    how = {
+        "percentile": "colour = percentile rank of the attention weight among the slide's patches",
+        "raw": "colour = attention weight",
+    }[scale]
+    n_zero = _attention_panel(data, scale).n_zero
+    parts = [f"Attention heatmap of slide {_title(data)}."]
+    parts.append(
+        ("Panels: the slide thumbnail, then " if has_slide else "Panels (no slide image): ")
+        + f"attention per patch ({how}"
+        + (f"; grey = weight 0 after attention thresholding, {n_zero} patches" if n_zero else "")
+        + ")"
+        + (
+            ", then the model's instance probability per patch"
+            if data.instance_prob is not None
+            else ""
+        )
+        + "."
+    )
+    if has_lesion:
+        parts.append("Black outline: annotated lesion.")
+    parts.append("Scale bars in micrometres." if mpp else "No scale bar (resolution unknown).")
+    return " ".join(parts)
+
+
 def render_heatmap(
     source: str | os.PathLike,
     out_png: str | os.PathLike | None = None,
@@ -323,8 +351,9 @@ def render_heatmap(
         if mpp is None:
             notes.append("no scale bar: level-0 resolution (level0_mpp) unknown")
         fig = draw_heatmap(data, canvas, lesion, notes, options, mpp)
+        caption = heatmap_caption(data, canvas.has_slide, lesion is not None, options.scale, mpp)
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=options.dpi)
+            fig.savefig(tmp, format="png", dpi=options.dpi, metadata={"Description": caption})
         if slide is not None and options.top_k > 0:
             from histomil.viz.montage import render_montage
 

@@ -110,6 +110,15 @@ def render_montage(
             caption = f"a={data.attention[i]:.3g}  p{pct[i]:.0f}"
             draw.text((x + 2, y + tile_px + 3), caption, fill="#333333", font=small)
     _draw_scale(draw, data, slide, tile_px, w, small)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(
+        "Description",
+        f"Patches of slide {data.slide_id} read from the slide: the top row the {len(top)} with "
+        f"the highest attention, the bottom row the {len(bottom)} with the lowest; under each, "
+        "its attention weight a and percentile p; red frame: lesion-labelled patch.",
+    )
     with atomic_path(out_png) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", pnginfo=info)
     return Path(out_png)
