@@ -72,3 +72,34 @@ def add_scale_bar(ax: Any, image_width_px: int, um_per_image_px: float) -> Any:
     bar.patch.set(facecolor="white", alpha=0.8, edgecolor="none")
     ax.add_artist(bar)
     return bar
+
+
+def pil_font(size: int) -> Any:
+    """matplotlib's DejaVu Sans (it has µ) at ``size`` px, else PIL's default font."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+    except (ImportError, OSError, ValueError):
+        return ImageFont.load_default()
+
+
+def draw_pil_scale_bar(img: Any, um_per_px: float, fraction: float = 0.2) -> Any:
+    """Draw a boxed micrometre scale bar in the lower right of a PIL image (in place)."""
+    from PIL import ImageDraw
+
+    um = nice_length_um(img.width * um_per_px, fraction)
+    length = max(1, round(um / um_per_px))
+    size = max(10, img.width // 70)
+    font = pil_font(size)
+    label = length_label(um)
+    draw = ImageDraw.Draw(img)
+    pad, thick = max(4, size // 2), max(2, size // 4)
+    x1, y1 = img.width - 2 * pad, img.height - 2 * pad
+    box = [x1 - length - pad, y1 - thick - size - 2 * pad, x1 + pad, y1 + pad]
+    draw.rectangle(box, fill="white")
+    draw.rectangle([x1 - length, y1 - thick, x1, y1], fill="black")
+    draw.text((x1 - length / 2, y1 - thick - 3), label, fill="black", font=font, anchor="mb")
+    return img

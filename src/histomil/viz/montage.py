@@ -55,7 +55,7 @@ def _draw_scale(
     draw: Any, data: AttentionData, slide: Any, tile_px: int, w: int, font: Any
 ) -> None:
     """A micrometre scale bar at the right end of the first header row (none without mpp)."""
-    from histomil.viz._scalebar import length_label, level0_mpp, nice_length_um
+    from histomil.viz._scalebar import length_label, level0_mpp, nice_length_um, pil_font
 
     mpp = level0_mpp(data, slide)
     if mpp is None:
@@ -65,8 +65,8 @@ def _draw_scale(
     length = max(1, round(um / tile_um * tile_px))
     x1, y = w - PAD, PAD + HEADER_PX - 8
     draw.rectangle([x1 - length, y, x1, y + 3], fill="black")
-    label = length_label(um, micro="u")  # PIL's default font has no µ
-    draw.text((x1 - length - 6, y - 9), label, fill="black", font=font, anchor="rs")
+    label = length_label(um)
+    draw.text((x1 - length - 6, y + 4), label, fill="black", font=pil_font(12), anchor="rs")
 
 
 def render_montage(
