@@ -131,3 +131,15 @@ def test_training_curves_put_each_term_on_its_own_axis(tmp_path):
     assert "Consistency" in con.get_title() and "AUROC" in auroc.get_title()
     stars = [line for line in bag.get_lines() if line.get_marker() == "*"]
     assert [float(s.get_xdata()[0]) for s in stars] == [3.0, 3.0]  # best epoch: lowest val loss
+
+
+def test_templates_escape_text_and_keep_raw_html():
+    from histomil.viz import _html as H
+
+    html = H.table(["a<b"], [["<script>x</script>", H.RawHtml("<b>ok</b>")], [1.5, 2]])
+    assert "<th>a&lt;b</th>" in html and "&lt;script&gt;x&lt;/script&gt;" in html
+    assert "<td><b>ok</b></td>" in html and '<td class="num">1.500</td>' in html
+    page = H.page("t<1>", "<i>meta</i>", [("s", "S & T", "<p>body</p>")], "f<")
+    assert "<title>t&lt;1&gt;</title>" in page and "<i>meta</i>" in page
+    assert '<a href="#s">S &amp; T</a>' in page and "<p>body</p>" in page and "f&lt;" in page
+    assert H.figure(b"png", 'say "hi"').count("&#34;hi&#34;") == 2  # alt and caption
