@@ -106,6 +106,7 @@ def test_heatmap_png_carries_its_caption(run_dir, tmp_path):
     caption = figure_caption(out)
     assert caption.startswith("Attention heatmap of slide slide_pos0")
     assert "instance probability" in caption and ".png" not in caption
+    assert "Black outline: lesion-labelled patches." in caption
 
 
 def test_training_curves_put_each_term_on_its_own_axis(tmp_path):

@@ -288,7 +288,7 @@ def draw_heatmap(
 
 
 def heatmap_caption(
-    data: AttentionData, has_slide: bool, has_lesion: bool, scale: str, mpp: float | None
+    data: AttentionData, has_slide: bool, lesion_note: str | None, scale: str, mpp: float | None
 ) -> str:
     """What the heatmap PNG shows, stored in it as its ``Description`` (the report's caption)."""
     how = {
@@ -309,8 +309,8 @@ def heatmap_caption(
         )
         + "."
     )
-    if has_lesion:
-        parts.append("Black outline: annotated lesion.")
+    if lesion_note:  # "lesion outline: annotation X.xml" or "...: lesion-labelled patches"
+        parts.append(f"Black outline: {lesion_note.split(': ', 1)[-1]}.")
     parts.append("Scale bars in micrometres." if mpp else "No scale bar (resolution unknown).")
     return " ".join(parts)
 
@@ -351,7 +351,9 @@ def render_heatmap(
         if mpp is None:
             notes.append("no scale bar: level-0 resolution (level0_mpp) unknown")
         fig = draw_heatmap(data, canvas, lesion, notes, options, mpp)
-        caption = heatmap_caption(data, canvas.has_slide, lesion is not None, options.scale, mpp)
+        caption = heatmap_caption(
+            data, canvas.has_slide, lesion_note if lesion is not None else None, options.scale, mpp
+        )
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format="png", dpi=options.dpi, metadata={"Description": caption})
         if slide is not None and options.top_k > 0:

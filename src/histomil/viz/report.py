@@ -162,9 +162,9 @@ def _heatmap_section(run: Path, df: pd.DataFrame, options: ReportOptions) -> str
                     f'<p class="note">{H.esc(why)}: {H.esc(sid)} - no heatmap ({H.esc(exc)})</p>'
                 )
                 continue
-            caption = (
+            caption = png_caption(out) or (
                 f"{why.capitalize()} test slide {sid} (fold {fold}, label {row['label']}, "
-                f"P(positive) {row['prob']:.3f}). " + (png_caption(out) or "")
+                f"P(positive) {row['prob']:.3f})"
             )
             item = f"<h3>{H.esc(why.capitalize())}: {H.esc(sid)}</h3>"
             item += H.figure(out.read_bytes(), caption)
