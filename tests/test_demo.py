@@ -36,6 +36,10 @@ def test_quick_demo_prints_table_and_where_to_look(quick_demo):
     assert "test AUROC" in flat and "±" in flat
     assert "RANDOM weights" in flat and "resnet50_trunc" in flat
     assert "Open first" in flat and "report.html" in flat and "heatmap_" in flat
+    assert "synthetic slides" in flat and f"{QUICK.n_slides}/{QUICK.n_slides}" in flat  # bar
+    # counts are integers listed once, never a mean over folds such as "n 14.667"
+    assert re.search(r"each fold scored on its own test slides \(\d+(, \d+)+\)", flat)
+    assert not re.search(r"\bn \d+\.\d+", flat)
 
 
 def test_quick_demo_data_steps(quick_demo):
@@ -88,6 +92,14 @@ def test_quick_demo_heatmaps_qupath_report(quick_demo):
     html = (res / "report.html").read_text()
     assert "<img" in html and "AB-MIL" in html
     assert not re.search(r"""(src|href)=["'](https?:|//)""", html)
+    # the top report links every run report; runs are not listed per fold as "pooled"
+    links = {h for h in re.findall(r'href="([^"#][^"]*)"', html)}
+    assert links == {f"runs/{m}/report.html" for m in METHODS}
+    assert all((res / h).is_file() for h in links) and "folds/0" not in html
+    captions = re.findall(r"<figcaption>([^<]*)</figcaption>", html)
+    assert captions and not any(c.endswith(".png") or c.startswith("heatmap_") for c in captions)
+    assert any("tissue contour" in c for c in captions)
+    assert "Pooled over folds" not in html and "not pooled" in html  # fold-mean table labelled
     summary = json.loads((res / "demo_summary.json").read_text())
     assert summary["weights"] == "random" and len(summary["results"]) == len(METHODS)
 

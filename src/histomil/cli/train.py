@@ -29,6 +29,7 @@ def train(
     from histomil.executors import BatchError
     from histomil.training import ConfigError
     from histomil.training import train as run_training
+    from histomil.viz.summary import metrics_summary
 
     try:
         result = run_training(
@@ -39,10 +40,7 @@ def train(
         )
     except (BatchError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    test = result.metrics.get("test", {})
-    shown = ", ".join(
-        f"{k} {v['mean']:.3f}" for k, v in sorted(test.items()) if v.get("mean") is not None
-    )
+    shown = metrics_summary(result.metrics)  # counts per fold as integers, never averaged
     typer.echo(
         f"{len(result.folds)} fold(s) -> {result.run_dir}" + (f" | test {shown}" if shown else "")
     )

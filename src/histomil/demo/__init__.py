@@ -251,11 +251,9 @@ def _print_extract(console: Any, rows: list[dict], separation: dict[str, float])
 def _print_table(console: Any, table: Any, settings: DemoSettings) -> None:
     from rich.table import Table
 
-    from histomil.demo.training import COLUMN_TITLES, TABLE_COLUMNS, fmt_mean_sd
+    from histomil.demo.training import COLUMN_TITLES, TABLE_COLUMNS, fmt_mean_sd, table_caption
 
-    rich_table = Table(
-        title=f"Test results, mean ± sd over {settings.folds} folds", title_justify="left"
-    )
+    rich_table = Table(title=table_caption(table), title_justify="left")
     rich_table.add_column("method", no_wrap=True)
     for c in TABLE_COLUMNS:
         rich_table.add_column(COLUMN_TITLES[c], justify="right", no_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,20 +63,54 @@ def step_qupath(paths: DemoPaths, method: str, slide_id: str, fold: int) -> Path
 
 def copy_tiling_figures(paths: DemoPaths, slide_ids: list[str]) -> list[Path]:
     """Copy preprocessing overviews (tissue contour + patch grid) of one synthetic slide and of
-    the real slide into the results folder so the report shows them."""
+    the real slide into the results folder, with a micrometre scale bar and a stored caption,
+    so the report shows them."""
     out = []
-    sources = [
-        (paths.preprocess / "thumbnails" / f"{s}.png", f"tiling_synthetic_{s}.png")
-        for s in slide_ids
-    ]
+    sources = [(paths.preprocess, s, "synthetic", f"tiling_synthetic_{s}.png") for s in slide_ids]
     sources += [
-        (p, f"tiling_real_{p.name}") for p in sorted((paths.real / "thumbnails").glob("*.png"))
+        (paths.real, p.stem, "real", f"tiling_real_{p.name}")
+        for p in sorted((paths.real / "thumbnails").glob("*.png"))
     ]
-    for src, name in sources:
+    for root, slide_id, kind, name in sources:
+        src = root / "thumbnails" / f"{slide_id}.png"
         if src.is_file():
-            shutil.copyfile(src, paths.results / name)
-            out.append(paths.results / name)
+            out.append(
+                annotate_overview(
+                    src, root / "patches" / f"{slide_id}.h5", paths.results / name, kind
+                )
+            )
     return out
+
+
+def annotate_overview(src: Path, patch_file: Path, dst: Path, kind: str) -> Path:
+    """``dst``: the overview ``src`` with a scale bar (resolution and size from the patch file's
+    ``level0_mpp``/``level0_width``; none when unknown) and a caption saying what it shows."""
+    import h5py
+    from PIL import Image
+
+    from histomil.viz._figures import set_png_caption
+    from histomil.viz._scalebar import draw_pil_scale_bar
+
+    attrs: dict = {}
+    if patch_file.is_file():
+        with h5py.File(patch_file, "r") as f:
+            attrs = dict(f.attrs)
+    slide_id = str(attrs.get("slide_id", src.stem))
+    with Image.open(src) as img:
+        img = img.convert("RGB")
+    mpp, width0 = attrs.get("level0_mpp"), attrs.get("level0_width")
+    scale = ""
+    if mpp and width0:
+        draw_pil_scale_bar(img, float(mpp) * float(width0) / img.width)
+        scale = " Scale bar in micrometres."
+    img.save(dst, format="PNG")
+    size = attrs.get("patch_size_level0")
+    grid = f"{int(size)} x {int(size)} level-0 px patches" if size else "patches"
+    return set_png_caption(
+        dst,
+        f"Preprocessing of the {kind} slide {slide_id}: green, the tissue contour found by "
+        f"segmentation; blue, the grid of {grid} kept for feature extraction.{scale}",
+    )
 
 
 def step_reports(paths: DemoPaths, title: str) -> tuple[Path, dict[str, Path]]:

@@ -138,10 +138,14 @@ def results_table(paths: DemoPaths) -> pd.DataFrame:
         metrics = json.loads((run / "metrics.json").read_text())
         folds = metrics["folds"]
         loc = fold_localization(run)
+        from histomil.viz.summary import fold_counts
+
         row: dict[str, Any] = {
             "method": method,
             "title": METHOD_TITLES[method],
             "folds": len(folds),
+            # integers per fold, once (an average over folds read like "n 14.667")
+            "test_slides_per_fold": " ".join(str(n) for n in fold_counts(metrics)),
         }
         for name in ("auroc", "auprc"):
             row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([f["test"].get(name) for f in folds])
@@ -158,6 +162,17 @@ def fmt_mean_sd(mean: float, sd: float) -> str:
     return f"{mean:.3f} ± {sd:.3f}" if np.isfinite(sd) else f"{mean:.3f}"
 
 
+def table_caption(table: pd.DataFrame) -> str:
+    """What the numbers are: fold mean ± sd (not pooled), and the test slides of each fold."""
+    folds = int(table["folds"].max()) if len(table) else 0
+    counts = str(table["test_slides_per_fold"].iloc[0]) if "test_slides_per_fold" in table else ""
+    text = f"Test metrics, mean ± sd over {folds} folds (not pooled)"
+    if counts and (table["test_slides_per_fold"] == counts).all():
+        per_fold = ", ".join(counts.split())
+        text += f"; each fold scored on its own test slides ({per_fold})"
+    return text
+
+
 def table_markdown(table: pd.DataFrame, note: str) -> str:
     """The results table as markdown (the experiment report renders it)."""
     head = ["method", *(COLUMN_TITLES[c] for c in TABLE_COLUMNS), "folds"]
@@ -165,7 +180,7 @@ def table_markdown(table: pd.DataFrame, note: str) -> str:
     for r in table.itertuples():
         cells = [fmt_mean_sd(getattr(r, f"{c}_mean"), getattr(r, f"{c}_sd")) for c in TABLE_COLUMNS]
         lines.append("| " + " | ".join([r.title, *cells, str(r.folds)]) + " |")
-    return "\n".join(lines) + "\n\n" + note + "\n"
+    return f"**{table_caption(table)}**\n\n" + "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def write_results(paths: DemoPaths, table: pd.DataFrame, note: str) -> None:

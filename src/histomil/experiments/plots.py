@@ -83,10 +83,25 @@ def _draw(ax, series: Sequence[Series], axes: Axes) -> None:
             ax.legend(fontsize=8)
 
 
+def figure_caption(panels: Sequence[tuple[Sequence[Series], Axes]], note: str = "") -> str:
+    """What a line figure shows, in words (stored in the PNG; the HTML report shows it)."""
+    parts = []
+    for series, axes in panels:
+        what = axes.title or axes.ylabel
+        names = ", ".join(s.label for s in series)
+        errors = " (error bars: sd over folds)" if any(s.sd is not None for s in series) else ""
+        parts.append(f"{what}: {axes.ylabel} by {axes.xlabel} for {names}{errors}.")
+    return " ".join(parts) + (f" {note}" if note else "")
+
+
 def line_figure(
-    path: str | os.PathLike, panels: Sequence[tuple[Sequence[Series], Axes]], note: str = ""
+    path: str | os.PathLike,
+    panels: Sequence[tuple[Sequence[Series], Axes]],
+    note: str = "",
+    caption: str | None = None,
 ) -> None:
-    """One PNG with a row of panels, each a set of lines with error bars; written atomically."""
+    """One PNG with a row of panels, each a set of lines with error bars; written atomically.
+    ``caption`` (default: :func:`figure_caption`) is stored as the PNG's ``Description``."""
     plt = _pyplot()
     outside = sum(len(series) > 3 and not axes.tick_labels for series, axes in panels)
     width = 5.2 * len(panels) + 1.8 * outside  # room for legends placed right of their panel
@@ -97,5 +112,10 @@ def line_figure(
         fig.text(0.01, 0.01, note, fontsize=7, ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.04 if note else 0, 1, 1))
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(
+            tmp,
+            dpi=110,
+            format="png",
+            metadata={"Description": caption or figure_caption(panels, note)},
+        )
     plt.close(fig)

@@ -10,8 +10,9 @@ CAMELYON-size slides. Positive slides carry lesions, written as ASAP XML and QuP
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -170,14 +171,41 @@ def parse_size(text: str | int | tuple[int, int]) -> tuple[int, int]:
     return int(s), int(s) * 3 // 4
 
 
+@contextlib.contextmanager
+def _slide_bar(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A rich bar over slides (slides x size, elapsed, remaining); yields ``advance(status)``."""
+    if not enabled:
+        yield lambda status: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("[bold]synthetic slides"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+    )  # fmt: skip
+    task = bar.add_task("synthetic slides", total=total, status="")
+    with bar:
+        yield lambda status: bar.update(task, advance=1, status=f"last: {status}")
+
+
 def make_synthetic_slides(
     out: str | os.PathLike,
     n: int,
     seed: int = 0,
     config: SynthConfig | None = None,
     positive_fraction: float = 0.5,
+    progress: bool = True,
 ) -> Path:
     """Write ``n`` slides into ``out/slides`` plus ``out/manifest.csv`` and return the manifest.
+
+    ``progress``: a rich progress bar over slides (seconds each at demo sizes).
 
     Manifest columns: ``slide_id,label,slide_path,annotation_path`` with paths relative to the
     manifest (annotation empty for negative slides). Slide ``i`` gets seed ``(seed, i)``; exactly
@@ -195,20 +223,22 @@ def make_synthetic_slides(
     labels = np.zeros(n, dtype=int)
     labels[np.random.default_rng([seed, 2]).permutation(n)[:n_pos]] = 1
     rows = []
-    for i in range(n):
-        slide_id = f"synth_{seed}_{i:03d}"
-        slide_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        made = write_synthetic_slide(
-            out / "slides" / f"{slide_id}.tif", replace(config), slide_seed, bool(labels[i])
-        )
-        rows.append(
-            {
-                "slide_id": slide_id,
-                "label": made.label,
-                "slide_path": f"slides/{slide_id}.tif",
-                "annotation_path": f"slides/{slide_id}.xml" if made.annotation_xml else "",
-            }
-        )
+    with _slide_bar(n, progress) as advance:
+        for i in range(n):
+            slide_id = f"synth_{seed}_{i:03d}"
+            slide_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            made = write_synthetic_slide(
+                out / "slides" / f"{slide_id}.tif", replace(config), slide_seed, bool(labels[i])
+            )
+            advance(f"{slide_id} ({'positive' if made.label else 'negative'})")
+            rows.append(
+                {
+                    "slide_id": slide_id,
+                    "label": made.label,
+                    "slide_path": f"slides/{slide_id}.tif",
+                    "annotation_path": f"slides/{slide_id}.xml" if made.annotation_xml else "",
+                }
+            )
     manifest = out / "manifest.csv"
     with atomic_path(manifest) as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)

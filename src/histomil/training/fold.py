@@ -141,7 +141,8 @@ def _export_attention(run_dir, fold, config, data, bags, preds, splits_of) -> No
 
 @contextlib.contextmanager
 def _epoch_bar(fold: int, max_epochs: int):
-    """Per-epoch progress (val loss/AUROC) in the main process; silent in worker processes."""
+    """Per-epoch progress (train and val loss, val AUROC, best epoch so far) in the main process;
+    transient, and silent in worker processes and when the output is not a terminal."""
     import multiprocessing as mp
 
     if mp.parent_process() is not None:
@@ -150,14 +151,20 @@ def _epoch_bar(fold: int, max_epochs: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     progress = Progress(
-        TextColumn(f"fold {fold} epochs"), BarColumn(), MofNCompleteColumn(),
+        TextColumn(f"fold {fold} epoch"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), transient=True,
     )  # fmt: skip
     bar = progress.add_task("epochs", total=max_epochs, status="")
 
+    best = [float("inf"), "-"]  # lowest validation loss so far and its epoch (1-based)
+
     def update(row: dict) -> None:
-        status = f"val loss {row.get('val_loss', float('nan')):.4f}"
-        status += f" | val AUROC {row.get('val_auroc', float('nan')):.3f}"
+        epoch, nan = int(row.get("epoch", 0)) + 1, float("nan")
+        train = row.get("train_bag", row.get("train_total", row.get("train_loss", nan)))
+        if row.get("val_loss", nan) < best[0]:
+            best[:] = [row["val_loss"], str(epoch)]
+        status = f"train loss {train:.4f} | val loss {row.get('val_loss', nan):.4f}"
+        status += f" | val AUROC {row.get('val_auroc', nan):.3f} | best epoch {best[1]}"
         progress.update(bar, advance=1, status=status)
 
     with progress:

@@ -1,4 +1,5 @@
-"""Self-contained HTML pieces for the report: inline CSS, escaped tables, base64 PNG figures.
+"""Self-contained HTML pieces for the report: inline CSS, escaped tables, base64 PNG figures,
+rendered from the Jinja2 templates in ``histomil/viz/templates`` (autoescaped).
 
 Nothing here references a URL or a file: images are ``data:image/png;base64`` URIs and the style
 sheet is inline, so a report opens offline and can be mailed as one file.
@@ -7,6 +8,7 @@ sheet is inline, so a report opens offline and can be mailed as one file.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
@@ -79,21 +81,42 @@ def _is_num(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+@functools.lru_cache(maxsize=1)
+def _env() -> Any:
+    """Jinja2 environment over ``histomil/viz/templates`` with HTML autoescaping on."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(
+        loader=PackageLoader("histomil.viz", "templates"),
+        autoescape=select_autoescape(["html", "j2"], default=True),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render(template: str, **context: Any) -> str:
+    """Render ``templates/<template>`` (values escaped unless wrapped in :class:`RawHtml`)."""
+    return _env().get_template(template).render(**context)
+
+
+def _markup(html_text: str) -> Any:
+    from markupsafe import Markup
+
+    return Markup(html_text)
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], scroll: bool = False) -> str:
     """An escaped HTML table; numeric cells right-aligned."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for v in row:
-            if isinstance(v, RawHtml):
-                cells.append(f"<td>{v.html}</td>")
-            else:
-                cls = ' class="num"' if _is_num(v) else ""
-                cells.append(f"<td{cls}>{esc(fmt(v))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    out = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-    return f'<div class="scroll">{out}</div>' if scroll else out
+    cells = [
+        [
+            {"text": _markup(v.html), "num": False}
+            if isinstance(v, RawHtml)
+            else {"text": fmt(v), "num": _is_num(v)}
+            for v in row
+        ]
+        for row in rows
+    ]
+    return render("table.html.j2", headers=list(headers), rows=cells, scroll=scroll)
 
 
 class RawHtml:
@@ -108,8 +131,7 @@ def png_data_uri(png: bytes) -> str:
 
 
 def figure(png: bytes, caption: str = "", alt: str = "") -> str:
-    cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{esc(alt or caption)}" src="{png_data_uri(png)}">{cap}</figure>'
+    return render("figure.html.j2", src=png_data_uri(png), caption=caption, alt=alt or caption)
 
 
 def fig_png(fig: Any, dpi: int = 110) -> bytes:
@@ -130,18 +152,14 @@ def markdown_html(text: str) -> str:
     return md.render(text)
 
 
-def section(anchor: str, title: str, body: str) -> str:
-    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{body}</section>'
-
-
 def page(title: str, meta: str, sections: Sequence[tuple[str, str, str]], footer: str) -> str:
-    """The whole document: header, a nav bar over the sections, the sections, a footer."""
-    nav = "".join(f'<a href="#{esc(a)}">{esc(t)}</a>' for a, t, _ in sections)
-    body = "".join(section(a, t, b) for a, t, b in sections)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
-        f'<header><h1>{esc(title)}</h1><div class="meta">{meta}</div></header>'
-        f"<nav>{nav}</nav><main>{body}</main><footer>{esc(footer)}</footer></body></html>\n"
+    """The whole document: header, a nav bar over the sections, the sections, a footer.
+    ``meta`` and the section bodies are HTML already; titles and the footer are escaped."""
+    return render(
+        "page.html.j2",
+        title=title,
+        meta=_markup(meta),
+        css=_markup(CSS),
+        sections=[(a, t, _markup(b)) for a, t, b in sections],
+        footer=footer,
     )

@@ -11,7 +11,7 @@ percentile bootstraps over test slides pooled across folds (``n_boot`` resamples
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,8 @@ BINARY_METRICS = ("auroc", "auprc", "accuracy", "f1", "sensitivity", "specificit
 
 @dataclass(frozen=True)
 class MetricRow:
-    """One metric: pooled test estimate with its CI, and the mean/sd over folds."""
+    """One metric: pooled test estimate with its CI, and the mean/sd over folds (``n_folds``
+    folds where it is defined; ``fold_values`` per fold, NaN where undefined)."""
 
     name: str
     estimate: float
@@ -30,6 +31,7 @@ class MetricRow:
     fold_mean: float
     fold_sd: float
     n_folds: int
+    fold_values: dict[str, float] = field(default_factory=dict)
 
 
 def task_of(df: pd.DataFrame) -> str:
@@ -189,20 +191,22 @@ def metric_table(
         return []
     yhat = decisions(df, thresholds) if task == "binary" else None
     arrays = _task_arrays(test, task, yhat)
-    folds = [_task_arrays(rows, task, yhat) for _, rows in test.groupby("fold")]
+    groups = list(test.groupby("fold"))
+    folds = [_task_arrays(rows, task, yhat) for _, rows in groups]
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricWarning)  # undefined metrics are NaN, shown as "-"
         for name, fn in _metric_fns(task).items():
             ci = bootstrap_ci(fn, *arrays, n=n_boot, seed=seed)
-            f = np.asarray([fn(*a) for a in folds], dtype=np.float64)
-            f = f[np.isfinite(f)]
+            every = np.asarray([fn(*a) for a in folds], dtype=np.float64)
+            f = every[np.isfinite(every)]
             rows.append(
                 MetricRow(
                     name, ci.estimate, ci.low, ci.high,
                     float(f.mean()) if len(f) else np.nan,
                     float(f.std(ddof=1)) if len(f) > 1 else np.nan,
                     len(f),
+                    {str(k): float(v) for (k, _), v in zip(groups, every, strict=True)},
                 )
             )  # fmt: skip
     return rows

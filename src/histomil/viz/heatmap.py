@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from histomil.viz._scalebar import add_scale_bar, level0_mpp
 from histomil.viz._sources import lesion_geometry, open_slide_or_none, polygon_rings
 from histomil.viz.attention import AttentionData, VizError, load_attention, percentile_rank
 
@@ -127,19 +128,51 @@ def composite(canvas: Canvas, layer: np.ndarray, alpha: float) -> np.ndarray:
     return np.clip(base * (1 - a) + layer[:, :, :3] * a, 0, 1)
 
 
-def _panels(data: AttentionData, scale: str) -> list[tuple[str, np.ndarray, float, float, str]]:
-    """(title, values, vmin, vmax, colour-bar label) for attention and instance probability."""
+ZERO_RGB = (0.80, 0.80, 0.80)  # weight 0 after thresholding: grey, outside the colour maps
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One coloured panel: per-patch ``values`` under ``norm``; values below ``norm.vmin`` are
+    patches whose attention weight is exactly 0 (thresholded) and get :data:`ZERO_RGB`."""
+
+    title: str
+    values: np.ndarray  # (N,)
+    vmin: float
+    vmax: float
+    label: str
+    n_zero: int = 0  # thresholded patches drawn in ZERO_RGB (the colour bar's "under" end)
+
+
+def _attention_panel(data: AttentionData, scale: str) -> Panel:
+    """With attention thresholding on most weights are exactly 0: ranking or colouring them on
+    the same scale as the kept patches paints nearly everything at the bottom of the colour map.
+    Zero weights are therefore shown in grey (below the scale) and the kept patches span it."""
+    att = np.asarray(data.attention, dtype=np.float64)
+    zero = att <= 0
+    n_zero = int(zero.sum()) if (~zero).any() else 0
     if scale == "percentile":
-        panels = [
-            ("attention", percentile_rank(data.attention), 0.0, 100.0, "attention percentile")
-        ]
-    else:
-        lo, hi = float(np.min(data.attention)), float(np.max(data.attention))
-        hi = hi if hi > lo else lo + 1e-12
-        panels = [("attention", data.attention, lo, hi, "attention weight (raw)")]
+        if n_zero:
+            values = np.full(len(att), -1.0)
+            values[~zero] = percentile_rank(att[~zero])
+            label = "attention percentile among weights > 0 (grey: weight 0)"
+            return Panel("attention", values, 0.0, 100.0, label, n_zero)
+        return Panel("attention", percentile_rank(att), 0.0, 100.0, "attention percentile")
+    lo = float(np.min(att[~zero])) if n_zero else float(np.min(att))
+    hi = float(np.max(att))
+    hi = hi if hi > lo else lo + 1e-12
+    if n_zero:
+        values = np.where(zero, lo - 1.0, att)
+        return Panel("attention", values, lo, hi, "attention weight (grey: weight 0)", n_zero)
+    return Panel("attention", att, lo, hi, "attention weight (raw)")
+
+
+def _panels(data: AttentionData, scale: str) -> list[Panel]:
+    """Attention (thresholded zeros apart) and, when stored, instance probability."""
+    panels = [_attention_panel(data, scale)]
     if data.instance_prob is not None:
         panels.append(
-            ("instance probability", data.instance_prob, 0.0, 1.0, "instance probability")
+            Panel("instance probability", data.instance_prob, 0.0, 1.0, "instance probability")
         )
     return panels
 
@@ -193,8 +226,10 @@ def draw_heatmap(
     lesion: Any | None,
     notes: list[str],
     options: HeatmapOptions,
+    mpp: float | None = None,
 ) -> Any:
-    """Build the matplotlib figure (slide panel when there is one, attention, instance prob)."""
+    """Build the matplotlib figure (slide panel when there is one, attention, instance prob);
+    ``mpp`` (level-0 um/px) adds a scale bar to every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,12 +243,13 @@ def draw_heatmap(
     images: list[tuple[str, np.ndarray, Any]] = []
     if canvas.has_slide:
         images.append(("slide", canvas.image, None))
-    cmap = colormaps[options.cmap]
-    for title, values, lo, hi, label in panels:
-        norm = Normalize(vmin=lo, vmax=hi)
-        layer = paint_values(canvas, data, cmap(norm(np.asarray(values, dtype=np.float64)))[:, :3])
-        bar = (ScalarMappable(norm=norm, cmap=cmap), label)
-        images.append((title, composite(canvas, layer, options.alpha), bar))
+    for panel in panels:
+        cmap = colormaps[options.cmap].with_extremes(under=ZERO_RGB)
+        norm = Normalize(vmin=panel.vmin, vmax=panel.vmax)
+        rgb = cmap(norm(np.asarray(panel.values, dtype=np.float64)))[:, :3]
+        layer = paint_values(canvas, data, rgb)
+        bar = (ScalarMappable(norm=norm, cmap=cmap), panel.label, "min" if panel.n_zero else None)
+        images.append((panel.title, composite(canvas, layer, options.alpha), bar))
     h, w = canvas.image.shape[:2]
     aspect = h / w
     w_in, h_in = _figure_inches(len(images), aspect, options)
@@ -232,6 +268,8 @@ def draw_heatmap(
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title, fontsize=10, pad=3)
+        if mpp is not None:
+            add_scale_bar(ax, w, mpp / canvas.sx)
         if not canvas.has_slide:
             ax.text(0.01, 0.99, "no slide image: blank canvas", transform=ax.transAxes,
                     ha="left", va="top", fontsize=8, color="#555")  # fmt: skip
@@ -241,12 +279,40 @@ def draw_heatmap(
         if bar is not None:
             cax = fig.add_axes([left + 0.06 / len(images) + 0.01, (_FOOTER_IN + 0.45) / h_in,
                                 0.88 / len(images) - 0.02, 0.16 / h_in])  # fmt: skip
-            cb = fig.colorbar(bar[0], cax=cax, orientation="horizontal")
+            cb = fig.colorbar(bar[0], cax=cax, orientation="horizontal", extend=bar[2] or "neither")
             cb.set_label(bar[1], fontsize=9)
             cb.ax.tick_params(labelsize=8)
     note = "\n".join(textwrap.wrap(" | ".join(notes), int(w_in * 72 / 4.4))[:3])
     fig.text(0.01, 0.24 / h_in, note, ha="left", va="center", fontsize=7.5, color="#444")
     return fig
+
+
+def heatmap_caption(
+    data: AttentionData, has_slide: bool, lesion_note: str | None, scale: str, mpp: float | None
+) -> str:
+    """What the heatmap PNG shows, stored in it as its ``Description`` (the report's caption)."""
+    how = {
+        "percentile": "colour = percentile rank of the attention weight among the slide's patches",
+        "raw": "colour = attention weight",
+    }[scale]
+    n_zero = _attention_panel(data, scale).n_zero
+    parts = [f"Attention heatmap of slide {_title(data)}."]
+    parts.append(
+        ("Panels: the slide thumbnail, then " if has_slide else "Panels (no slide image): ")
+        + f"attention per patch ({how}"
+        + (f"; grey = weight 0 after attention thresholding, {n_zero} patches" if n_zero else "")
+        + ")"
+        + (
+            ", then the model's instance probability per patch"
+            if data.instance_prob is not None
+            else ""
+        )
+        + "."
+    )
+    if lesion_note:  # "lesion outline: annotation X.xml" or "...: lesion-labelled patches"
+        parts.append(f"Black outline: {lesion_note.split(': ', 1)[-1]}.")
+    parts.append("Scale bars in micrometres." if mpp else "No scale bar (resolution unknown).")
+    return " ".join(parts)
 
 
 def render_heatmap(
@@ -274,10 +340,22 @@ def render_heatmap(
     try:
         canvas = build_canvas(data, slide, slide_note, options.thumbnail_size)
         lesion, lesion_note = lesion_geometry(data, options.annotation_path)
+        mpp = level0_mpp(data, slide)
         notes = [canvas.note, lesion_note, f"{data.n_patches} patches", f"scale: {options.scale}"]
-        fig = draw_heatmap(data, canvas, lesion, notes, options)
+        n_zero = _attention_panel(data, options.scale).n_zero
+        if n_zero:
+            notes.append(
+                f"attention thresholding: {n_zero} of {data.n_patches} patches have weight 0 "
+                "(grey, below the colour scale)"
+            )
+        if mpp is None:
+            notes.append("no scale bar: level-0 resolution (level0_mpp) unknown")
+        fig = draw_heatmap(data, canvas, lesion, notes, options, mpp)
+        caption = heatmap_caption(
+            data, canvas.has_slide, lesion_note if lesion is not None else None, options.scale, mpp
+        )
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png", dpi=options.dpi)
+            fig.savefig(tmp, format="png", dpi=options.dpi, metadata={"Description": caption})
         if slide is not None and options.top_k > 0:
             from histomil.viz.montage import render_montage
 

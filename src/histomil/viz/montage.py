@@ -51,6 +51,24 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
+def _draw_scale(
+    draw: Any, data: AttentionData, slide: Any, tile_px: int, w: int, font: Any
+) -> None:
+    """A micrometre scale bar at the right end of the first header row (none without mpp)."""
+    from histomil.viz._scalebar import length_label, level0_mpp, nice_length_um, pil_font
+
+    mpp = level0_mpp(data, slide)
+    if mpp is None:
+        return
+    tile_um = data.patch_size_level0 * mpp  # a tile shows one whole patch
+    um = nice_length_um(tile_um, fraction=0.5)
+    length = max(1, round(um / tile_um * tile_px))
+    x1, y = w - PAD, PAD + HEADER_PX - 8
+    draw.rectangle([x1 - length, y, x1, y + 3], fill="black")
+    label = length_label(um)
+    draw.text((x1 - length - 6, y + 4), label, fill="black", font=pil_font(12), anchor="rs")
+
+
 def render_montage(
     data: AttentionData,
     slide: Any,
@@ -61,7 +79,7 @@ def render_montage(
     """Write a 2-row montage (top-k, bottom-k attention) of patches read with ``read_patch``.
 
     Each tile is captioned with its attention weight and percentile; lesion-labelled patches get a
-    red frame. The image is ``montage_size(k, tile_px)`` px whatever the number of patches (empty
+    red frame; a micrometre scale bar sits in the top right corner when the resolution is known. The image is ``montage_size(k, tile_px)`` px whatever the number of patches (empty
     slots stay white when the bag has fewer than 2k patches).
     """
     from PIL import Image, ImageDraw
@@ -91,6 +109,16 @@ def render_montage(
                 )
             caption = f"a={data.attention[i]:.3g}  p{pct[i]:.0f}"
             draw.text((x + 2, y + tile_px + 3), caption, fill="#333333", font=small)
+    _draw_scale(draw, data, slide, tile_px, w, small)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(
+        "Description",
+        f"Patches of slide {data.slide_id} read from the slide: the top row the {len(top)} with "
+        f"the highest attention, the bottom row the {len(bottom)} with the lowest; under each, "
+        "its attention weight a and percentile p; red frame: lesion-labelled patch.",
+    )
     with atomic_path(out_png) as tmp:
-        img.save(tmp, format="PNG")
+        img.save(tmp, format="PNG", pnginfo=info)
     return Path(out_png)

@@ -20,6 +20,13 @@ import pandas as pd
 
 from histomil._io import read_csv
 from histomil.viz import _html as H
+from histomil.viz._figures import (
+    HISTORY_CAPTION,
+    curves_png,
+    figure_caption,
+    history_figure,
+    png_caption,
+)
 from histomil.viz._metrics import MetricRow, metric_table, task_of
 from histomil.viz.attention import VizError
 from histomil.viz.heatmap import HeatmapOptions, montage_path_for, render_heatmap
@@ -89,94 +96,39 @@ def read_predictions(run: Path) -> pd.DataFrame:
 
 # -- run sections -----------------------------------------------------------------------------
 def _metrics_section(rows: list[MetricRow], df: pd.DataFrame, n_boot: int) -> str:
+    """Two tables, each with one kind of estimate and saying which: all test predictions
+    pooled across folds (with a bootstrap CI), and the per-fold values with their mean +- sd."""
     if not rows:
         return '<p class="note">No test rows in predictions.csv: nothing to evaluate.</p>'
-    body = H.table(
-        ["metric", "pooled test", "95% CI", "mean \u00b1 sd over folds (n)"],
+    n_test = int((df["split"] == "test").sum())
+    pooled = H.table(
+        ["metric", "pooled test estimate", "95% bootstrap CI"],
+        [(r.name, r.estimate, f"[{H.fmt(r.ci_low)}, {H.fmt(r.ci_high)}]") for r in rows],
+    )
+    pooled_note = (
+        f"All {n_test} test predictions of every fold pooled into one set; 95% percentile "
+        f"bootstrap over slides ({n_boot} resamples)."
+    )
+    folds = sorted({k for r in rows for k in r.fold_values})
+    per_fold = H.table(
+        ["metric", "mean \u00b1 sd over folds", "folds", *(f"fold {k}" for k in folds)],
         [
-            (r.name, r.estimate, f"[{H.fmt(r.ci_low)}, {H.fmt(r.ci_high)}]",
-             f"{H.fmt(r.fold_mean)} \u00b1 {H.fmt(r.fold_sd)} ({r.n_folds})")
+            (r.name, f"{H.fmt(r.fold_mean)} \u00b1 {H.fmt(r.fold_sd)}", r.n_folds,
+             *(r.fold_values.get(k, float("nan")) for k in folds))
             for r in rows
         ],
     )  # fmt: skip
-    n_test = int((df["split"] == "test").sum())
     note = (
-        f"Recomputed from predictions.csv over {n_test} test predictions pooled across folds; "
-        f"95% percentile bootstrap over slides ({n_boot} resamples). Decisions (accuracy, F1, "
-        "sensitivity, specificity) use the threshold chosen per fold on validation data "
-        "(the trainer's, else Youden's J on the validation rows), never on the test rows."
+        "Recomputed from predictions.csv. Decisions (accuracy, F1, sensitivity, specificity) use "
+        "the threshold chosen per fold on validation data (the trainer's, else Youden's J on the "
+        "validation rows), never on the test rows."
     )
-    return body + f'<p class="note">{H.esc(note)}</p>'
-
-
-def _curves_png(df: pd.DataFrame) -> bytes | None:
-    """ROC and PR curves of the test rows: one thin line per fold and the pooled curve."""
-    test = df[df["split"] == "test"]
-    if task_of(df) != "binary" or test["label"].nunique() < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    from histomil.viz._metrics import auroc, average_precision
-
-    fig = Figure(figsize=(10, 4.3))
-    ax_roc, ax_pr = fig.subplots(1, 2)
-    groups = [(f"fold {k}", g, 0.8, 0.45) for k, g in test.groupby("fold")]
-    groups.append(("pooled", test, 2.2, 1.0))
-    for name, g, lw, alpha in groups:
-        y, p = g["label"].to_numpy(int), g["prob"].to_numpy(float)
-        if len(np.unique(y)) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(y, p)
-        prec, rec, _ = precision_recall_curve(y, p)
-        kw = {"lw": lw, "alpha": alpha, "color": "#1f2f4d" if name == "pooled" else None}
-        ax_roc.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y, p):.3f})", **kw)
-        ax_pr.step(
-            rec, prec, where="post", label=f"{name} (AP {average_precision(y, p):.3f})", **kw
-        )
-    ax_roc.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8)
-    ax_pr.axhline(float(test["label"].mean()), ls="--", color="#999", lw=0.8)
-    for ax, (xl, yl, title) in zip(
-        (ax_roc, ax_pr),
-        (
-            ("false positive rate", "true positive rate", "ROC"),
-            ("recall", "precision", "Precision-recall"),
-        ),
-        strict=True,
-    ):
-        ax.set(xlabel=xl, ylabel=yl, title=title, xlim=(-0.01, 1.01), ylim=(-0.01, 1.02))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7.5, loc="lower right" if ax is ax_roc else "lower left")
-    fig.tight_layout()
-    return H.fig_png(fig)
-
-
-def _history_png(run: Path) -> bytes | None:
-    files = sorted((run / "folds").glob("*/history.csv"))
-    if not files:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 3.4))
-    ax = fig.subplots()
-    for path in files[:20]:
-        hist = read_csv(path)
-        x = hist["epoch"] if "epoch" in hist else np.arange(len(hist))
-        train = next((c for c in ("train_loss", "train_total") if c in hist), None)
-        for col, ls in ((train, "-"), ("val_loss", "--")):
-            if col in hist:
-                ax.plot(x, hist[col], ls=ls, lw=1, label=f"fold {path.parent.name} {col}")
-    ax.set(xlabel="epoch", ylabel="loss", title="Training history")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    return H.fig_png(fig)
+    return (
+        "<h3>Pooled over folds</h3>" + pooled + f'<p class="note">{H.esc(pooled_note)}</p>'
+        "<h3>Per fold</h3>" + per_fold + '<p class="note">Each fold scored on its own test '
+        "slides; mean and sample sd over folds (not pooled).</p>"
+        f'<p class="note">{H.esc(note)}</p>'
+    )
 
 
 def pick_heatmap_slides(df: pd.DataFrame) -> list[tuple[str, pd.Series]]:
@@ -211,14 +163,15 @@ def _heatmap_section(run: Path, df: pd.DataFrame, options: ReportOptions) -> str
                     f'<p class="note">{H.esc(why)}: {H.esc(sid)} - no heatmap ({H.esc(exc)})</p>'
                 )
                 continue
-            caption = (
-                f"{why}: {sid} (fold {fold}, label {row['label']}, P(positive) {row['prob']:.3f})"
+            caption = png_caption(out) or (
+                f"{why.capitalize()} test slide {sid} (fold {fold}, label {row['label']}, "
+                f"P(positive) {row['prob']:.3f})"
             )
             item = f"<h3>{H.esc(why.capitalize())}: {H.esc(sid)}</h3>"
             item += H.figure(out.read_bytes(), caption)
             montage = montage_path_for(out)
             if montage.is_file():
-                item += H.figure(montage.read_bytes(), f"{sid}: top and bottom attention patches")
+                item += H.figure(montage.read_bytes(), figure_caption(montage))
             parts.append(f"<div>{item}</div>")
     if not parts:
         return '<p class="note">No test slides with attention files to show.</p>'
@@ -269,52 +222,82 @@ def run_sections(run: Path, options: ReportOptions) -> list[tuple[str, str, str]
     test = df[df["split"] == "test"]
     cards = [("task", task_of(df)), ("folds", df["fold"].nunique()), ("test predictions", len(test)),
              ("slides", df["slide_id"].nunique())]  # fmt: skip
-    cards += [(r.name, f"{H.fmt(r.estimate)}") for r in rows[:2]]
+    cards += [(f"{r.name} (pooled test)", f"{H.fmt(r.estimate)}") for r in rows[:2]]
     summary = '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{H.esc(k)}</div><div class="v">{H.esc(v)}</div></div>'
         for k, v in cards
     ) + "</div>"  # fmt: skip
     sections = [("summary", "Summary", summary),
                 ("metrics", "Metrics", _metrics_section(rows, df, options.n_boot))]  # fmt: skip
-    curves = _curves_png(df)
+    curves = curves_png(df)
     if curves is not None:
-        sections.append(("curves", "ROC and PR curves", H.figure(curves, "Test predictions")))
+        caption = (
+            "ROC (left) and precision-recall (right) curves of the test predictions: one thin "
+            "line per fold (its own test slides) and the thick line for all folds pooled; "
+            "dashed: chance."
+        )
+        sections.append(("curves", "ROC and PR curves", H.figure(curves, caption)))
     if options.heatmaps:
         sections.append(("heatmaps", "Attention heatmaps", _heatmap_section(run, df, options)))
-    history = _history_png(run)
+    history = history_figure(sorted((run / "folds").glob("*/history.csv")))
     if history is not None:
-        sections.append(("history", "Training", H.figure(history, "Loss per epoch and fold")))
+        sections.append(("history", "Training", H.figure(H.fig_png(history), HISTORY_CAPTION)))
     sections.append(("predictions", "Per-slide predictions", _predictions_section(df)))
     sections.append(("config", "Configuration", _config_section(run)))
     return sections
 
 
 # -- experiment sections ----------------------------------------------------------------------
-def _run_summary_rows(exp: Path, options: ReportOptions) -> list[list[object]]:
-    runs = sorted(p.parent for p in exp.rglob("predictions.csv"))[: options.max_runs]
+def find_runs(exp: Path, limit: int) -> list[Path]:
+    """Training runs below ``exp``: folders with ``predictions.csv`` that are not the per-fold
+    folders (``<run>/folds/<k>``) of a run, whose predictions are a part of the run's."""
     out = []
-    for run in runs:
+    for path in sorted(exp.rglob("predictions.csv")):
+        run = path.parent
+        if run == exp or (run.parent.name == "folds" and is_run_dir(run.parent.parent)):
+            continue
+        out.append(run)
+    return out[:limit]
+
+
+def _run_link(run: Path, out_dir: Path) -> object:
+    """A relative link to ``run/report.html`` from the report's folder (text when none)."""
+    target = run / "report.html"
+    if not target.is_file():
+        return "no report yet (histomil report RUN)"
+    href = Path(os.path.relpath(target, out_dir)).as_posix()
+    return H.RawHtml(f'<a href="{H.esc(href)}">{H.esc(run.name)} report</a>')
+
+
+def _run_summary_rows(exp: Path, options: ReportOptions, out_dir: Path) -> list[list[object]]:
+    out = []
+    for run in find_runs(exp, options.max_runs):
+        name, link = str(run.relative_to(exp)), _run_link(run, out_dir)
         try:
             df = read_predictions(run)
             n_boot = max(100, options.n_boot // 5)
             rows = metric_table(df, n_boot, options.seed, fold_thresholds(run))
         except (VizError, ValueError, KeyError) as exc:
-            out.append([str(run.relative_to(exp)), f"unreadable: {exc}", "", ""])
+            out.append([name, link, f"unreadable: {exc}", "", ""])
             continue
         for r in rows[:2]:
-            out.append(
-                [
-                    str(run.relative_to(exp)),
-                    r.name,
-                    r.estimate,
-                    f"[{H.fmt(r.ci_low)}, {H.fmt(r.ci_high)}]",
-                ]
-            )
+            out.append([name, link, r.name, r.estimate, f"[{H.fmt(r.ci_low)}, {H.fmt(r.ci_high)}]"])
     return out
 
 
-def experiment_sections(exp: Path, options: ReportOptions) -> list[tuple[str, str, str]]:
-    """(anchor, title, html) sections for an experiment directory."""
+_RUNS_NOTE = (
+    "Each run's test predictions of all its folds pooled into one set, with a 95% bootstrap CI "
+    "over slides. This is a different estimate from a mean \u00b1 sd over folds (as in a "
+    "results table): the two need not agree. Open a run's report for its per-fold values."
+)
+
+
+def experiment_sections(
+    exp: Path, options: ReportOptions, out_dir: Path | None = None
+) -> list[tuple[str, str, str]]:
+    """(anchor, title, html) sections for an experiment directory; links to run reports are
+    relative to ``out_dir`` (the folder of the report being written, ``exp`` by default)."""
+    out_dir = out_dir or exp
     sections = []
     table_md = _read_text(exp / "table.md")
     if table_md is not None:
@@ -330,22 +313,23 @@ def experiment_sections(exp: Path, options: ReportOptions) -> list[tuple[str, st
             if len(res) > len(rows)
             else ""
         )
-        sections.append(
-            ("results", "results.csv", H.table(list(res.columns), rows, scroll=True) + more)
-        )
+        body = H.table(list(res.columns), rows, scroll=True) + more
+        if table_md is not None:  # the same numbers as the table above, unformatted
+            body = f"<details><summary>results.csv (raw values)</summary>{body}</details>"
+        sections.append(("results", "results.csv", body))
     figs = sorted(exp.glob("*.png"))
     if figs:
         body = (
             '<div class="grid2">'
-            + "".join(H.figure(p.read_bytes(), p.name) for p in figs)
+            + "".join(H.figure(p.read_bytes(), figure_caption(p)) for p in figs)
             + "</div>"
         )
         sections.append(("figures", "Figures", body))
-    runs = _run_summary_rows(exp, options)
+    runs = _run_summary_rows(exp, options, out_dir)
     if runs:
-        sections.append(
-            ("runs", "Runs", H.table(["run", "metric", "pooled test", "95% CI"], runs, scroll=True))
-        )
+        headers = ["run", "run report", "metric", "pooled test estimate", "95% bootstrap CI"]
+        body = H.table(headers, runs, scroll=True) + f'<p class="note">{H.esc(_RUNS_NOTE)}</p>'
+        sections.append(("runs", "Runs (pooled over folds)", body))
     configs = (
         sorted(p for p in (exp / "configs").glob("*") if p.is_file())
         if (exp / "configs").is_dir()
@@ -373,12 +357,14 @@ def build_report(
     root = Path(path)
     if not root.is_dir():
         raise VizError(f"{root}: not a directory")
+    out = Path(out_html) if out_html is not None else root / "report.html"
+    out_dir = out.resolve().parent
     if is_run_dir(root):
         kind, sections = "run", run_sections(root, options)
         if is_experiment_dir(root):
-            sections += experiment_sections(root, options)
+            sections += experiment_sections(root, options, out_dir)
     elif is_experiment_dir(root):
-        kind, sections = "experiment", experiment_sections(root, options)
+        kind, sections = "experiment", experiment_sections(root, options, out_dir)
     else:
         raise VizError(
             f"{root}: neither a run directory (predictions.csv) nor an experiment directory "
@@ -389,7 +375,6 @@ def build_report(
     meta = (
         f"{H.esc(root.resolve())} &middot; generated {now} &middot; histomil {H.esc(__version__)}"
     )
-    out = Path(out_html) if out_html is not None else root / "report.html"
     html_text = H.page(title, meta, sections, "Self-contained report: every figure is embedded.")
     atomic_write_text(out, html_text)
     return out
