@@ -172,3 +172,28 @@ def test_empty_slide_is_a_status_and_csv_rows_are_clean(job: Path, tmp_path: Pat
     assert table.loc["neg", "status"] == "empty" and table.loc["pos", "status"] == "skipped"
     settings = json.loads((out / "label_config.json").read_text())
     assert settings["min_overlap"] == 0.05
+
+
+def test_bag_extracted_from_the_labelled_copy_is_left_alone(job: Path, tmp_path: Path):
+    """preprocess -> label --out L -> extract --patches L --out JOB -> label again: the bags in
+    JOB/bags already carry L's labels, so they are neither copied nor refused."""
+    from histomil.provenance import file_identity, record, write_h5
+
+    out = tmp_path / "labels"
+    (job / "bags" / "pos.h5").unlink()
+    _label(job, out)
+    with h5py.File(job / "bags" / "pos.h5", "w") as f:  # what extract from `out` writes
+        f["features"] = np.ones((36, 4), dtype=np.float32)
+        with h5py.File(out / "pos.h5", "r") as g:
+            f["coords"] = g["coords"][:]
+            f["patch_labels"] = g["patch_labels"][:]
+        write_h5(f, record("extract", {}, {"patch_file": out / "pos.h5"}))
+    assert read_identity(job / "bags" / "pos.h5") == file_identity(out / "pos.h5")
+    table = _label(job, out)
+    assert set(table["status"]) == {"skipped"} and not (out / "bags").exists()
+
+
+def read_identity(bag: Path) -> dict:
+    from histomil.provenance import read_h5
+
+    return read_h5(bag)["inputs"]["patch_file"]

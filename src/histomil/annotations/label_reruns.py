@@ -17,7 +17,14 @@ from typing import Any
 
 import h5py
 
-from histomil.provenance import StaleOutputError, decide, normalise, read_h5, record
+from histomil.provenance import (
+    StaleOutputError,
+    decide,
+    file_identity,
+    normalise,
+    read_h5,
+    record,
+)
 
 #: HDF5 attribute holding the label provenance (the file's own H5_ATTR is the grid's).
 LABEL_ATTR = "histomil_label_provenance"
@@ -89,9 +96,19 @@ def _decide(target: Path | None, wanted: dict | None, overwrite: bool) -> bool:
     return decide(target, recorded, wanted, overwrite, how=HOW) == "compute"
 
 
+def _extracted_from(bag: Path, labelled: Path | None) -> bool:
+    """True when ``bag`` records ``labelled`` (as it is now) as the patch file it came from."""
+    if labelled is None or not labelled.is_file():
+        return False
+    made = (read_h5(bag) or {}).get("inputs", {}).get("patch_file")
+    return made is not None and made == normalise(file_identity(labelled))
+
+
 def plan_slide(job, config, overwrite: bool) -> LabelPlan:
     """Decide one slide's outputs (raises :class:`~histomil.provenance.StaleOutputError`)."""
     patch, bag = label_provenance(job, config)
+    if bag is not None and _extracted_from(job.bag_file, job.output_file):
+        bag = None  # extracted from this step's own labelled copy: it carries its labels
     decisions, refusals = [], []
     for target, wanted in ((job.patch_target, patch), (job.bag_target, bag)):
         try:
