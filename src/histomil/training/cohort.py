@@ -189,14 +189,43 @@ def _ids(ids: list[str]) -> str:
 _IDENTITY_CACHE: dict[tuple, dict[str, Any]] = {}
 
 
-def cached_identity(path: str | os.PathLike) -> dict[str, Any]:
-    """:func:`histomil.provenance.file_identity`, memoised on (path, size, mtime, inode) so a
-    sweep of many points over one cohort hashes each bag once per process."""
+def cached_identity(path: str | os.PathLike, content: bool = False) -> dict[str, Any]:
+    """:func:`histomil.provenance.file_identity` (or :func:`h5_content_identity` when
+    ``content``), memoised on (path, size, mtime, inode) so a sweep of many points over one
+    cohort hashes each bag once per process."""
     st = os.stat(path)
-    key = (os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    key = (os.fspath(path), st.st_size, st.st_mtime_ns, st.st_ino, content)
     if key not in _IDENTITY_CACHE:
-        _IDENTITY_CACHE[key] = provenance.file_identity(path)
+        is_h5 = Path(path).suffix in (".h5", ".hdf5")
+        ident = h5_content_identity if content and is_h5 else provenance.file_identity
+        _IDENTITY_CACHE[key] = ident(path)
     return _IDENTITY_CACHE[key]
+
+
+def h5_content_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of an HDF5 bag by what it holds: SHA-256 over every dataset (name, dtype,
+    shape, values) and every attribute. Hand-written because HDF5 files rewritten with the same
+    content differ in bytes (object timestamps), e.g. after a rerun of ``histomil label``."""
+    import h5py
+    import numpy as np
+
+    h = hashlib.sha256()
+
+    def attrs(obj) -> None:
+        for k in sorted(obj.attrs):
+            h.update(f"@{k}={np.asarray(obj.attrs[k]).tolist()!r}".encode())
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Dataset):
+            data = np.ascontiguousarray(obj[()])
+            h.update(f"{name}|{data.dtype.str}|{data.shape}".encode())
+            h.update(data.tobytes())
+        attrs(obj)
+
+    with h5py.File(path, "r") as f:
+        attrs(f)
+        f.visititems(visit)
+    return {"name": Path(path).name, "content-sha256": h.hexdigest()}
 
 
 def teacher_checkpoints(config: TrainConfig, splits: list[FoldSplit]) -> dict[int, Path] | None:
@@ -222,7 +251,7 @@ def run_provenance(config: TrainConfig, cohort: Cohort) -> dict[str, Any]:
     )
     inputs: dict[str, Any] = {"manifest": cached_identity(config.data.manifest)}
     for sid, path in sorted(cohort.bag_paths.items()):
-        inputs[f"bag {sid}"] = cached_identity(path)
+        inputs[f"bag {sid}"] = cached_identity(path, content=True)
     for fold, ckpt in sorted((teacher_checkpoints(config, cohort.splits) or {}).items()):
         inputs[f"teacher fold {fold}"] = cached_identity(ckpt) if ckpt.is_file() else None
     record["inputs"] = inputs
