@@ -1,0 +1,117 @@
+"""Regenerate the per-fold tables of the issue-15 reruns from finished run folders.
+
+Usage (from the repository root, with histomil importable):
+
+    python scripts/regime_tables.py folds RUN_DIR [RUN_DIR ...]
+    python scripts/regime_tables.py localization NAME=RUN_DIR [NAME=RUN_DIR ...] [--alphas 1,5,75]
+
+``folds``: one row per run with the test AUROC / AUPRC of every *finished* fold
+(``folds/<k>/result.json``), mean (SD) over those folds, the selected epoch, the epochs run, and
+from ``history.csv`` at the selected epoch: MHIM's ``teacher_drift`` and ``train_momentum`` and
+the attention-threshold fallback count ``attn_fallback`` when present. Folds that did not
+finish are listed as missing, never filled in.
+
+``localization``: per run, mean over folds of the per-fold averages over annotated positive test
+slides (patches ranked by raw attention scores) of IoU and Dice (lesion-relative top k) and of
+the pointing game as the rank-induction paper defines it (top alpha % of all patches) and the
+lesion-relative variant, with the per-fold values.
+
+Markdown goes to stdout. Only finished folds are read; nothing is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def _mean_sd(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    return f"{np.mean(values):.3f} ({sd:.3f})" if not math.isnan(sd) else f"{values[0]:.3f}"
+
+
+def fold_rows(run: Path) -> list[dict]:
+    rows = []
+    for res in sorted((run / "folds").glob("*/result.json"), key=lambda p: int(p.parent.name)):
+        r = json.loads(res.read_text(encoding="utf-8"))
+        hist = pd.read_csv(res.parent / "history.csv")
+        at = hist[hist["epoch"] == r["best_epoch"]]
+        row = {
+            "fold": r["fold"],
+            "auroc": r["test"]["auroc"],
+            "auprc": r["test"]["auprc"],
+            "best_epoch": r["best_epoch"],
+            "epochs_run": r["epochs_run"],
+        }
+        for col in ("teacher_drift", "train_momentum", "attn_fallback"):
+            if col in hist and len(at):
+                row[col] = float(at[col].iloc[0])
+        rows.append(row)
+    return rows
+
+
+def folds_table(runs: list[Path]) -> str:
+    lines = [
+        "| run | folds | test AUROC mean (SD) | AUPRC mean (SD) | per-fold AUROC | best epoch "
+        "| epochs run | teacher drift at best epoch | momentum/step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        rows = fold_rows(run)
+        au = [r["auroc"] for r in rows]
+        per = ", ".join(f"{r['fold']}: {r['auroc']:.3f}" for r in rows)
+        drift = ", ".join(f"{r['teacher_drift']:.3f}" for r in rows if "teacher_drift" in r)
+        mom = sorted({f"{r['train_momentum']:.5f}" for r in rows if "train_momentum" in r})
+        lines.append(
+            f"| {run.name} | {len(rows)} | {_mean_sd(au)} | {_mean_sd([r['auprc'] for r in rows])} "
+            f"| {per} | {', '.join(str(r['best_epoch']) for r in rows)} "
+            f"| {', '.join(str(r['epochs_run']) for r in rows)} | {drift or '-'} "
+            f"| {', '.join(mom) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def localization_table(named: list[tuple[str, Path]], alphas: list[float]) -> str:
+    from histomil.experiments.attention import localization_rows
+
+    metrics = ("iou", "dice", "pointing", "pointing_lesion")
+    lines = [
+        "| run | alpha (%) | folds | IoU | Dice | pointing (paper: top alpha % of all patches) "
+        "| pointing_lesion (top alpha % of lesion count) | pointing per fold |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in named:
+        rows = pd.DataFrame(localization_rows(name, run, alphas, "scores"))
+        for a in alphas:
+            sel = rows[rows.alpha == float(a)]
+            cells = [_mean_sd(sel[m].tolist()) for m in metrics]
+            per = ", ".join(f"{p:.3f}" for p in sel["pointing"])
+            lines.append(f"| {name} | {a:g} | {len(sel)} | " + " | ".join(cells) + f" | {per} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("folds")
+    f.add_argument("runs", nargs="+", type=Path)
+    loc = sub.add_parser("localization")
+    loc.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
+    loc.add_argument("--alphas", default="1,5,10,20,50,75,100")
+    args = parser.parse_args()
+    if args.cmd == "folds":
+        print(folds_table(args.runs))
+    else:
+        named = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in args.runs]
+        print(localization_table(named, [float(a) for a in args.alphas.split(",")]))
+
+
+if __name__ == "__main__":
+    main()
