@@ -112,6 +112,10 @@ def _pyproject(src: str, module: str, tests: list[str], isolation: str) -> str:
         + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]\n'
         + f'process_isolation = "{isolation}"\n'
         + "use_git_change_detection = false\n"
+        # on a shared, loaded machine a niced test run takes many times its unloaded time; a
+        # tight timeout would count slow (surviving) mutants as killed
+        + "timeout_constant = 60.0\n"
+        + "timeout_multiplier = 15.0\n"
     )
 
 
