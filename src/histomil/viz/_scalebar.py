@@ -92,7 +92,7 @@ def draw_pil_scale_bar(img: Any, um_per_px: float, fraction: float = 0.2) -> Any
 
     um = nice_length_um(img.width * um_per_px, fraction)
     length = max(1, round(um / um_per_px))
-    size = max(10, img.width // 70)
+    size = max(11, img.width // 55)
     font = pil_font(size)
     label = length_label(um)
     draw = ImageDraw.Draw(img)
