@@ -23,8 +23,8 @@ import numpy as np
 from histomil.slides.preprocess import (
     PreprocessConfig,
     SlideInput,
-    _thumbnail_size,
     preprocess_slide,
+    segmentation_downsample,
 )
 from histomil.slides.synth import SynthConfig, parse_size, write_synthetic_slide
 from histomil.slides.tiling import grid_coords, tissue_fractions
@@ -90,7 +90,8 @@ def main() -> None:
 
     with open_slide(slide_path) as slide:  # the same mask size preprocess_slide uses
         dims = slide.dimensions
-        thumb = slide.get_thumbnail(_thumbnail_size(dims, size0, PreprocessConfig().thumbnail_max))
+        ds = segmentation_downsample(dims, size0, PreprocessConfig().thumbnail_max)
+        thumb = slide.read_downsampled(ds)
     mask = segment_tissue(thumb, args.mpp * dims[0] / thumb.shape[1])
     coords = grid_coords(dims, size0)
     t_int, a = _time(lambda: tissue_fractions(mask, coords, size0, dims), args.repeats)
