@@ -104,11 +104,13 @@ def write_bag(
     attn_target: np.ndarray | None = None,
     attrs: Mapping[str, Any] | None = None,
     dtype: str = "float32",
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Atomically write a bag file; ``features`` (N, D) stored as ``dtype`` (float32|float16).
 
     ``coords`` (N, 2) int64; optional per-patch arrays (N,). ``attrs`` are stored as file
-    attributes (None values are skipped). Returns the path written.
+    attributes (None values are skipped); ``dataset_attrs`` ``{"coords": {...}}`` on datasets
+    (the geometry CLAM and TRIDENT read, :mod:`histomil.bags.layouts`). Returns the path.
     """
     import h5py
 
@@ -144,6 +146,10 @@ def write_bag(
             for key, value in all_attrs.items():
                 if value is not None:
                     f.attrs[key] = _attr_value(value)
+            for name, values in (dataset_attrs or {}).items():
+                for key, value in values.items():
+                    if value is not None:
+                        f[name].attrs[key] = _attr_value(value)
     return path
 
 

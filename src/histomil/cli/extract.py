@@ -14,7 +14,10 @@ def extract(
     patches: Path = typer.Option(..., "--patches", help="Folder of patch files (<id>.h5)."),
     out: Path = typer.Option(..., "--out", help="Output folder; bags go to OUT/bags/<id>.h5."),
     encoder: str = typer.Option(
-        "resnet50_trunc", "--encoder", help="resnet50_trunc | resnet50 | timm:<name>."
+        "resnet50_trunc",
+        "--encoder",
+        help="resnet50_trunc | resnet50 | uni | uni2_h | conch_v15 | virchow | virchow2 | "
+        "gigapath | h_optimus_0 | h_optimus_1 | phikon_v2 | lunit_vits8 | timm:<name>.",
     ),
     weights: Path | None = typer.Option(
         None, "--weights", help="Checkpoint (state dict, torchvision or timm key layout)."
@@ -30,6 +33,12 @@ def extract(
     ),
     float16: bool = typer.Option(False, "--float16", help="Store features as float16."),
     export_pt: bool = typer.Option(False, "--export-pt", help="Also write CLAM pt_files/<id>.pt."),
+    layout: str = typer.Option(
+        "histomil",
+        "--layout",
+        help="histomil (OUT/bags) | clam (OUT/h5_files + pt_files) | trident "
+        "(OUT/features_<encoder>).",
+    ),
     slides: Path | None = typer.Option(
         None, "--slides", help="Folder holding the slides when they moved since preprocess."
     ),
@@ -59,6 +68,7 @@ def extract(
             export_pt=export_pt,
             overwrite=overwrite,
             slides_dir=None if slides is None else str(slides),
+            layout=layout,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
