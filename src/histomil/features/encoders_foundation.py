@@ -56,6 +56,8 @@ def find_weights(spec: FoundationSpec, weights: WeightsSpec) -> Path:
 def foundation_encoder(spec: FoundationSpec, weights: WeightsSpec, **overrides: object) -> Encoder:
     """Build ``spec`` with weights; ``overrides`` change constructor arguments (tests only, e.g.
     ``depth=1``; they are recorded in the architecture string)."""
+    import torch
+
     _seeded(weights)
     if weights.random:
         model = build_model(spec, **overrides)
@@ -63,8 +65,13 @@ def foundation_encoder(spec: FoundationSpec, weights: WeightsSpec, **overrides: 
         ident = RANDOM
     else:
         path = find_weights(spec, weights)  # before building: a missing file fails fast
-        model = build_model(spec, **overrides)
-        load_published(spec, model, read_state_dict(path), path)
+        state = read_state_dict(path)
+        # Built on the meta device and given the file's tensors (no random init of ~1B
+        # parameters, no second copy in memory); strict loading guarantees every tensor is set.
+        with torch.device("meta"):
+            model = build_model(spec, init=False, **overrides)
+        load_published(spec, model, state, path)
+        model.float()
         ident = weights_identity(path)
     arch = spec.architecture
     if overrides:
@@ -90,7 +97,7 @@ def load_published(spec: FoundationSpec, model, state: dict, source: str | os.Pa
     the error says which other named encoder the file fits, when one does."""
     converted = convert_published(spec, state, model)
     try:
-        load_into(model, converted, source)
+        load_into(model, converted, source, assign=True)
     except WeightsError as exc:
         other = guess_encoder(state, exclude=spec.name)
         hint = f"; it looks like a {other!r} checkpoint" if other else ""

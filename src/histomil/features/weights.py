@@ -104,10 +104,12 @@ def load_into(
     state: Mapping,
     source: str | os.PathLike,
     ignore_prefixes: Iterable[str] = (),
+    assign: bool = False,
 ) -> None:
     """Strictly load ``state`` into ``model``; keys under ``ignore_prefixes`` (layers the encoder
     drops, such as ``layer4.``/``fc.``) are discarded first. Raises :class:`WeightsError` listing
-    missing and unexpected keys."""
+    missing and unexpected keys. ``assign`` hands the tensors to a model built on the meta
+    device (``load_state_dict(assign=True)``)."""
     ignore = tuple(ignore_prefixes)
     state = {k: v for k, v in state.items() if not (ignore and k.startswith(ignore))}
     own = model.state_dict()
@@ -127,7 +129,7 @@ def load_into(
             f"{source} does not fit this encoder ({'; '.join(parts)}); check that the file is "
             "for this architecture"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def torch_hub_file(names: Iterable[str]) -> Path | None:
