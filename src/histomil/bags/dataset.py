@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from histomil.bags.bag import Bag
-from histomil.bags.io import BagError, load_bag
+from histomil.bags.io import BagError, check_one_encoder, load_bag
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def load_cohort(
             f"{len(missing)} manifest slide(s) have no bag under {bags_dir}: "
             f"{', '.join(missing[:20])}{more}; run `histomil extract` or fix the manifest"
         )
+    check_one_encoder({sid: index[sid] for sid in ids})
     extra = sorted(set(index) - set(ids))
     if extra:
         log.warning(

@@ -28,6 +28,7 @@ from histomil.training.config import (
     matches_saved,
 )
 from histomil.training.fold import read_fold_result, run_fold
+from histomil.training.split_files import write_split_files
 from histomil.training.splits import make_splits
 
 
@@ -103,6 +104,7 @@ def train(
     required = ("slide_id", "time", "event") if config.task == "survival" else ("slide_id", "label")
     df = read_manifest(config.data.manifest, required=required)
     splits = make_splits(df, config.split, config.train.seed, config.task)
+    write_split_files(splits, run_dir / "splits")  # CLAM's splits_<k>.csv of this run
     if folds is not None:
         splits = [s for s in splits if s.fold in set(folds)]
     todo = [s for s in splits if read_fold_result(run_dir, s.fold) is None]
