@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from histomil.bags import load_bag
-from histomil.features import ExtractConfig, WeightsError, WeightsSpec, extract_dir
-from histomil.features import foundation
+from histomil.features import ExtractConfig, WeightsError, WeightsSpec, extract_dir, foundation
 from histomil.features.foundation import SPECS
 from tests.features.conftest import write_patch_file
 from tests.features.test_foundation import published_state, small_model

@@ -18,7 +18,7 @@ def _clam_file(path, train, val, test):
     """As CLAM's save_splits writes it: columns side by side, padded, with the index column."""
     cols = [
         pd.Series(v, name=n, dtype=object)
-        for n, v in zip(("train", "val", "test"), (train, val, test))
+        for n, v in zip(("train", "val", "test"), (train, val, test), strict=True)
     ]
     pd.concat(cols, axis=1).to_csv(path)
 
