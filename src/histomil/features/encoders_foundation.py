@@ -96,8 +96,11 @@ def load_published(spec: FoundationSpec, model, state: dict, source: str | os.Pa
     """Strictly load a checkpoint in ``spec``'s published layout into ``model``; on a mismatch
     the error says which other named encoder the file fits, when one does."""
     converted = convert_published(spec, state, model)
+    # A classifier head (timm's `head.`) is not part of the feature model; files saved from a
+    # model with num_classes > 0 carry one.
+    heads = ("head.",) if not any(k.startswith("head.") for k in model.state_dict()) else ()
     try:
-        load_into(model, converted, source, assign=True)
+        load_into(model, converted, source, ignore_prefixes=heads, assign=True)
     except WeightsError as exc:
         other = guess_encoder(state, exclude=spec.name)
         hint = f"; it looks like a {other!r} checkpoint" if other else ""
