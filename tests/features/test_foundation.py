@@ -212,3 +212,95 @@ def test_trident_alias_builds_the_same_encoder_under_our_name():
         enc = create_encoder("lunit-vits8", WeightsSpec(random=True))
     assert enc.name == "lunit_vits8" and enc.feature_dim == 384
     assert enc.mean == SPECS["lunit_vits8"].mean
+
+
+# TRIDENT's timm calls (trident/patch_encoder_models/load.py, commit a91fa84): architecture name
+# and keyword arguments, for the check that our explicit constructors build the same modules.
+TRIDENT_TIMM = {
+    "uni": ("vit_large_patch16_224", dict(img_size=224, patch_size=16, init_values=1e-5)),
+    "uni2_h": (
+        "vit_giant_patch14_224",
+        dict(
+            img_size=224,
+            patch_size=14,
+            depth=24,
+            num_heads=24,
+            init_values=1e-5,
+            embed_dim=1536,
+            mlp_ratio=2.66667 * 2,
+            no_embed_class=True,
+            mlp_layer="swiglu",
+            act_layer="silu",
+            reg_tokens=8,
+        ),
+    ),
+    "virchow": (
+        "vit_huge_patch14_224",
+        dict(
+            img_size=224,
+            init_values=1e-5,
+            mlp_ratio=5.3375,
+            global_pool="",
+            mlp_layer="swiglu",
+            act_layer="silu",
+        ),
+    ),
+    "virchow2": (
+        "vit_huge_patch14_224",
+        dict(
+            img_size=224,
+            init_values=1e-5,
+            reg_tokens=4,
+            mlp_ratio=5.3375,
+            global_pool="",
+            mlp_layer="swiglu",
+            act_layer="silu",
+        ),
+    ),
+    "gigapath": (
+        "vit_giant_patch14_dinov2",
+        dict(
+            img_size=224,
+            in_chans=3,
+            patch_size=16,
+            embed_dim=1536,
+            depth=40,
+            num_heads=24,
+            mlp_ratio=5.33334,
+        ),
+    ),
+    "h_optimus_0": (
+        "vit_giant_patch14_reg4_dinov2",
+        dict(img_size=224, global_pool="token", init_values=1e-5),
+    ),
+    "h_optimus_1": (
+        "vit_giant_patch14_reg4_dinov2",
+        dict(img_size=224, global_pool="token", init_values=1e-5),
+    ),
+    "lunit_vits8": ("vit_small_patch8_224", dict(img_size=224)),
+    "phikon_v2": ("vit_large_patch14_dinov2", dict(img_size=224)),  # timm twin of Dinov2 L/14
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRIDENT_TIMM))
+def test_explicit_constructor_matches_the_reference_timm_call(name):
+    """Same parameter names and shapes as the model TRIDENT builds with timm.create_model."""
+    import timm
+    from timm.layers import SwiGLUPacked
+
+    arch, kw = TRIDENT_TIMM[name]
+    kw = {**kw, "num_classes": 0, "weight_init": "skip"}
+    kw = {
+        k: {"swiglu": SwiGLUPacked, "silu": torch.nn.SiLU}.get(v, v)
+        if isinstance(v, str) and k in ("mlp_layer", "act_layer")
+        else v
+        for k, v in kw.items()
+    }
+    with torch.device("meta"):
+        ref = timm.create_model(arch, pretrained=False, **kw)
+        ours = build_model(SPECS[name], init=False)
+    ours = ours.vit if hasattr(ours, "vit") else ours
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(ours) == shapes(ref)
+    assert type(ours.blocks[0].mlp) is type(ref.blocks[0].mlp)
+    assert ours.num_prefix_tokens == ref.num_prefix_tokens and ours.global_pool == ref.global_pool
