@@ -111,9 +111,12 @@ def bench(name: str, n: int, patch_dir: Path) -> dict:
         else str(size),
         "patches": n,
         "build_s": round(build_s, 1),
-        "forward_img_s": round(n / fwd, 2),
-        "pipeline_img_s": round(n / pipe, 2),
+        "forward_img_s": float(f"{n / fwd:.3g}"),
+        "pipeline_img_s": float(f"{n / pipe:.3g}"),
+        "forward_s_per_img": float(f"{fwd / n:.3g}"),
+        "pipeline_s_per_img": float(f"{pipe / n:.3g}"),
         "pipeline_over_forward": round(fwd / pipe, 2),
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 
@@ -161,7 +164,7 @@ def main() -> None:
         print(
             f"| `{r['encoder']}` | {r['params'] / 1e6:.1f} M | {r['feature_dim']} | {r['input']} | "
             f"{r['patches']} | {r['forward_img_s']} | {r['pipeline_img_s']} | "
-            f"{r['pipeline_over_forward']} |"
+            f"{r['pipeline_over_forward']} | {r['load_average']} |"
         )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,13 +52,13 @@ def clam_coords_attrs(attrs: Mapping[str, Any], save_path: str | os.PathLike = "
     ``patch_size_level0`` px at level 0 and resizes to its ``--target_patch_size``, i.e. the same
     field of view as ours.
     """
-    w, h = int(attrs.get("level0_width", 0)), int(attrs.get("level0_height", 0))
+    dims = _dims(attrs)
     return {
         "patch_size": int(attrs["patch_size_level0"]),
         "patch_level": 0,
         "downsample": (1.0, 1.0),
-        "downsampled_level_dim": (w, h),
-        "level_dim": (w, h),
+        "downsampled_level_dim": dims,
+        "level_dim": dims,
         "name": str(attrs.get("slide_id", "")),
         "save_path": str(save_path),
     }
@@ -76,9 +76,16 @@ def trident_coords_attrs(attrs: Mapping[str, Any], save_dir: str | os.PathLike =
         "overlap": 0,
         "name": str(attrs.get("slide_id", "")),
         "savetodir": str(save_dir),
-        "level0_width": int(attrs.get("level0_width", 0)),
-        "level0_height": int(attrs.get("level0_height", 0)),
+        "level0_width": None if _dims(attrs) is None else _dims(attrs)[0],
+        "level0_height": None if _dims(attrs) is None else _dims(attrs)[1],
     }
+
+
+def _dims(attrs: Mapping[str, Any]) -> tuple[int, int] | None:
+    """Level-0 (width, height) when the patch file recorded them (None values are not written)."""
+    if attrs.get("level0_width") is None or attrs.get("level0_height") is None:
+        return None
+    return int(attrs["level0_width"]), int(attrs["level0_height"])
 
 
 def layout_attrs(layout: str, attrs: Mapping[str, Any], path: Path, encoder: str) -> dict:

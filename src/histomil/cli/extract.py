@@ -20,7 +20,10 @@ def extract(
         "gigapath | h_optimus_0 | h_optimus_1 | phikon_v2 | lunit_vits8 | timm:<name>.",
     ),
     weights: Path | None = typer.Option(
-        None, "--weights", help="Checkpoint (state dict, torchvision or timm key layout)."
+        None,
+        "--weights",
+        help="Checkpoint in the published layout (else $HISTOMIL_WEIGHTS_<NAME>, "
+        "$HISTOMIL_WEIGHTS_FILE or the local caches; never downloaded).",
     ),
     random_weights: bool = typer.Option(
         False, "--random-weights", help="Use random weights (tests/demos only; recorded)."
@@ -54,7 +57,7 @@ def extract(
     """Encode every patch of every slide into OUT/bags/<slide_id>.h5 (skips slides done)."""
     from histomil.executors import BatchError
     from histomil.features import EncoderError, ExtractConfig, WeightsError, WeightsSpec
-    from histomil.features.extract import extract_dir
+    from histomil.features.extract import bag_path_for, extract_dir
 
     try:
         config = ExtractConfig(
@@ -80,5 +83,5 @@ def extract(
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     typer.echo(
         f"extract: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"-> {out / 'bags'} (status: {out / 'extract.csv'})"
+        f"-> {bag_path_for(out, 'x', config).parent} (status: {out / 'extract.csv'})"
     )

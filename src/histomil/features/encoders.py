@@ -293,7 +293,7 @@ def describe(enc: Encoder) -> dict[str, str | int]:
         "encoder_input_size": enc.input_size or 0,
         "encoder_resize": enc.resize or enc.input_size or 0,
         "encoder_interpolation": enc.interpolation,
-        "encoder_mean": ",".join(f"{v:g}" for v in enc.mean),
-        "encoder_std": ",".join(f"{v:g}" for v in enc.std),
+        "encoder_mean": ",".join(repr(float(v)) for v in enc.mean),
+        "encoder_std": ",".join(repr(float(v)) for v in enc.std),
         "encoder_card": enc.card,
     }
