@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from histomil.bags.bag import Bag
-from histomil.bags.io import BagError, load_bag
+from histomil.bags.io import BagError, check_one_encoder, load_bag
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,7 @@ def load_cohort(
     missing = _missing_message(ids, index, bags_dir)
     if missing:
         raise BagError(missing)
+    check_one_encoder({sid: index[sid] for sid in ids})
     extra = sorted(set(index) - set(ids))
     if extra:
         log.warning(

@@ -104,11 +104,13 @@ def write_bag(
     attn_target: np.ndarray | None = None,
     attrs: Mapping[str, Any] | None = None,
     dtype: str = "float32",
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """Atomically write a bag file; ``features`` (N, D) stored as ``dtype`` (float32|float16).
 
     ``coords`` (N, 2) int64; optional per-patch arrays (N,). ``attrs`` are stored as file
-    attributes (None values are skipped). Returns the path written.
+    attributes (None values are skipped); ``dataset_attrs`` ``{"coords": {...}}`` on datasets
+    (the geometry CLAM and TRIDENT read, :mod:`histomil.bags.layouts`). Returns the path.
     """
     import h5py
 
@@ -144,6 +146,10 @@ def write_bag(
             for key, value in all_attrs.items():
                 if value is not None:
                     f.attrs[key] = _attr_value(value)
+            for name, values in (dataset_attrs or {}).items():
+                for key, value in values.items():
+                    if value is not None:
+                        f[name].attrs[key] = _attr_value(value)
     return path
 
 
@@ -274,3 +280,48 @@ def _load_pt(path: Path) -> BagData:
         extras = {k: getattr(h5, k) for k in OPTIONAL_DATASETS if getattr(h5, k) is not None}
         attrs["coords_source"] = str(sibling)
     return _finish(path, features, coords, extras, attrs, "clam_pt")
+
+
+def encoder_of(path: str | os.PathLike) -> str | None:
+    """The encoder a feature file was made with: our ``encoder`` attribute (on the file, or on
+    the sibling ``h5_files``/``bags`` file of a CLAM ``.pt``), TRIDENT's ``encoder`` attribute
+    on ``features``, else the ``features_<encoder>`` folder name; None when unknown."""
+    import h5py
+
+    path = Path(path)
+    if path.suffix == ".pt":
+        siblings = [path.parent.parent / d / f"{path.stem}.h5" for d in ("h5_files", "bags")]
+        path = next((s for s in siblings if s.is_file()), path)
+    if path.suffix in (".h5", ".hdf5"):
+        try:
+            with h5py.File(path, "r") as f:
+                value = f.attrs.get("encoder")
+                if value is None and "features" in f:
+                    value = f["features"].attrs.get("encoder")
+        except OSError:
+            value = None  # unreadable files are reported by load_bag
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
+        if value not in (None, "", "None"):
+            return str(value)
+    if path.parent.name.startswith("features_"):
+        return path.parent.name[len("features_") :]
+    return None
+
+
+def check_one_encoder(paths: Mapping[str, str | os.PathLike]) -> str | None:
+    """Raise :class:`BagError` when the bags ``{slide_id: path}`` come from different encoders
+    (features of two encoders are not comparable); return the encoder (None if unrecorded)."""
+    seen: dict[str, list[str]] = {}
+    for sid, path in paths.items():
+        enc = encoder_of(path)
+        if enc is not None:
+            seen.setdefault(enc, []).append(sid)
+    if len(seen) > 1:
+        parts = [f"{enc} ({len(ids)}: {', '.join(ids[:3])})" for enc, ids in sorted(seen.items())]
+        raise BagError(
+            "bags from different encoders cannot be mixed in one run: "
+            + "; ".join(parts)
+            + "; re-extract the slides with one encoder or point --bags at one encoder's folder"
+        )
+    return next(iter(seen), None)

@@ -14,10 +14,16 @@ def extract(
     patches: Path = typer.Option(..., "--patches", help="Folder of patch files (<id>.h5)."),
     out: Path = typer.Option(..., "--out", help="Output folder; bags go to OUT/bags/<id>.h5."),
     encoder: str = typer.Option(
-        "resnet50_trunc", "--encoder", help="resnet50_trunc | resnet50 | timm:<name>."
+        "resnet50_trunc",
+        "--encoder",
+        help="resnet50_trunc | resnet50 | uni | uni2_h | conch_v15 | virchow | virchow2 | "
+        "gigapath | h_optimus_0 | h_optimus_1 | phikon_v2 | lunit_vits8 | timm:<name>.",
     ),
     weights: Path | None = typer.Option(
-        None, "--weights", help="Checkpoint (state dict, torchvision or timm key layout)."
+        None,
+        "--weights",
+        help="Checkpoint in the published layout (else $HISTOMIL_WEIGHTS_<NAME>, "
+        "$HISTOMIL_WEIGHTS_FILE or the local caches; never downloaded).",
     ),
     random_weights: bool = typer.Option(
         False, "--random-weights", help="Use random weights (tests/demos only; recorded)."
@@ -30,6 +36,12 @@ def extract(
     ),
     float16: bool = typer.Option(False, "--float16", help="Store features as float16."),
     export_pt: bool = typer.Option(False, "--export-pt", help="Also write CLAM pt_files/<id>.pt."),
+    layout: str = typer.Option(
+        "histomil",
+        "--layout",
+        help="histomil (OUT/bags) | clam (OUT/h5_files + pt_files) | trident "
+        "(OUT/features_<encoder>).",
+    ),
     slides: Path | None = typer.Option(
         None, "--slides", help="Folder holding the slides when they moved since preprocess."
     ),
@@ -45,7 +57,7 @@ def extract(
     """Encode every patch of every slide into OUT/bags/<slide_id>.h5 (skips slides done)."""
     from histomil.executors import BatchError
     from histomil.features import EncoderError, ExtractConfig, WeightsError, WeightsSpec
-    from histomil.features.extract import extract_dir
+    from histomil.features.extract import bag_path_for, extract_dir
 
     try:
         config = ExtractConfig(
@@ -59,6 +71,7 @@ def extract(
             export_pt=export_pt,
             overwrite=overwrite,
             slides_dir=None if slides is None else str(slides),
+            layout=layout,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -70,5 +83,5 @@ def extract(
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
     typer.echo(
         f"extract: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-        f"-> {out / 'bags'} (status: {out / 'extract.csv'})"
+        f"-> {bag_path_for(out, 'x', config).parent} (status: {out / 'extract.csv'})"
     )

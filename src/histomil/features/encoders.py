@@ -4,10 +4,14 @@
   adaptive average pooling, 1024-d, ImageNet normalisation (the encoder of both papers, and
   CLAM's default).
 - ``resnet50``: the full ResNet-50 pooled output, 2048-d.
+- pathology foundation models by name (``uni``, ``uni2_h``, ``conch_v15``, ``virchow``,
+  ``virchow2``, ``gigapath``, ``h_optimus_0``, ``h_optimus_1``, ``phikon_v2``, ``lunit_vits8``):
+  exact architectures and preprocessing in :mod:`histomil.features.foundation`.
 - ``timm:<name>``: any timm model with ``num_classes=0`` (pooled features) and the input size
-  and normalisation of its timm data config (how UNI, CONCH, Virchow, H-optimus ... are loaded).
+  and normalisation of its timm data config.
 
-Weights come from ``weights=PATH`` or the local torch/timm caches; nothing is downloaded.
+Weights come from ``weights=PATH``, ``$HISTOMIL_WEIGHTS_<NAME>``, a name -> path mapping file
+(``$HISTOMIL_WEIGHTS_FILE``) or the local torch/Hugging Face caches; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from histomil.features.weights import (
     HOW_TO_PROVIDE,
     TORCH_HUB_RESNET50,
     WeightsError,
+    configured_path,
     hf_cache_file,
     load_into,
     read_state_dict,
@@ -50,8 +55,10 @@ class WeightsSpec:
 class Encoder:
     """A ready-to-run encoder: ``model(x)`` maps (B, 3, S, S) normalised float to (B, D).
 
-    ``input_size`` None means the native patch size is used; otherwise patches are resized.
-    ``weights`` is the identity recorded in bag files (path + sha256, or ``"random"``).
+    ``input_size`` None means the native patch size is used; otherwise patches are resized to
+    ``resize`` (default ``input_size``) and centre-cropped to ``input_size``. ``weights`` is the
+    identity recorded in bag files (path + sha256, or ``"random"``); ``architecture`` and
+    ``output`` describe the model and which activations form the feature vector.
     """
 
     name: str
@@ -62,6 +69,10 @@ class Encoder:
     input_size: int | None
     weights: str
     interpolation: str = "bilinear"
+    architecture: str = ""
+    output: str = ""
+    resize: int | None = None
+    card: str = ""
 
 
 def register_encoder(name: str, builder: Callable[[WeightsSpec], Encoder]) -> None:
@@ -72,8 +83,18 @@ def register_encoder(name: str, builder: Callable[[WeightsSpec], Encoder]) -> No
 
 
 def list_encoders() -> list[str]:
-    """Registered names plus the ``timm:<name>`` family."""
-    return sorted(_REGISTRY) + ["timm:<name>"]
+    """Registered names, the foundation models and the ``timm:<name>`` family."""
+    from histomil.features.foundation import SPECS
+
+    return sorted(_REGISTRY) + sorted(SPECS) + ["timm:<name>"]
+
+
+def canonical_name(name: str) -> str:
+    """``name`` with TRIDENT-style aliases (``uni_v1``, ``hoptimus0`` ...) mapped to ours."""
+    from histomil.features.foundation import lookup
+
+    spec = lookup(name)
+    return spec.name if spec is not None else name
 
 
 def create_encoder(name: str, weights: WeightsSpec | None = None) -> Encoder:
@@ -85,10 +106,18 @@ def create_encoder(name: str, weights: WeightsSpec | None = None) -> Encoder:
     weights = weights or WeightsSpec()
     if weights.random and weights.path is not None:
         raise EncoderError("give either --weights or --random-weights, not both")
+    from histomil.features.foundation import NOT_AVAILABLE, lookup
+
     if name.startswith("timm:"):
         enc = _timm_encoder(name[len("timm:") :], weights)
     elif name in _REGISTRY:
         enc = _REGISTRY[name](weights)
+    elif (spec := lookup(name)) is not None:
+        from histomil.features.encoders_foundation import foundation_encoder
+
+        enc = foundation_encoder(spec, weights)
+    elif name in NOT_AVAILABLE:
+        raise EncoderError(f"encoder {name!r} is not offered: {NOT_AVAILABLE[name]}")
     else:
         raise EncoderError(f"unknown encoder {name!r}; valid: {', '.join(list_encoders())}")
     enc.model.eval()
@@ -124,6 +153,8 @@ def _resnet50_base(weights: WeightsSpec, ignore: tuple[str, ...], name: str):
     if weights.random:
         _warn_random(name)
         return model, RANDOM
+    if path is None and (found := configured_path([name])) is not None:
+        path = found[0]
     if path is None:
         path = torch_hub_file(TORCH_HUB_RESNET50)
         if path is None:
@@ -163,12 +194,32 @@ def _resnet50_trunc(weights: WeightsSpec) -> Encoder:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(1),
     )
-    return Encoder("resnet50_trunc", trunk, 1024, IMAGENET_MEAN, IMAGENET_STD, None, ident)
+    return Encoder(
+        "resnet50_trunc",
+        trunk,
+        1024,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        None,
+        ident,
+        architecture="torchvision ResNet-50 up to layer3 (CLAM resnet50_trunc)",
+        output="adaptive average pool of layer3 (1024 channels)",
+    )
 
 
 def _resnet50(weights: WeightsSpec) -> Encoder:
     model, ident = _resnet50_base(weights, ("fc.",), "resnet50")
-    return Encoder("resnet50", model, 2048, IMAGENET_MEAN, IMAGENET_STD, None, ident)
+    return Encoder(
+        "resnet50",
+        model,
+        2048,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        None,
+        ident,
+        architecture="torchvision ResNet-50 without fc",
+        output="global average pool of layer4 (2048 channels)",
+    )
 
 
 # An explicit table (no import-time self-registration); extend with register_encoder.
@@ -194,6 +245,8 @@ def _timm_encoder(model_name: str, weights: WeightsSpec) -> Encoder:
         ident = RANDOM
     else:
         path = weights.path
+        if path is None and (found := configured_path([name])) is not None:
+            path = found[0]
         if path is None:
             cfg = getattr(model, "pretrained_cfg", {}) or {}
             path = hf_cache_file(cfg.get("hf_hub_id"))
@@ -215,6 +268,8 @@ def _timm_encoder(model_name: str, weights: WeightsSpec) -> Encoder:
         input_size=int(data_cfg["input_size"][-1]),
         weights=ident,
         interpolation="bicubic" if data_cfg.get("interpolation") == "bicubic" else "bilinear",
+        architecture=f"timm {model_name} (num_classes=0)",
+        output=f"timm pooled features (global_pool={getattr(model, 'global_pool', '?')!s})",
     )
 
 
@@ -228,10 +283,17 @@ def _classifier_prefixes(model) -> tuple[str, ...]:
 
 
 def describe(enc: Encoder) -> dict[str, str | int]:
-    """The bag-file attributes that identify an encoder."""
+    """The bag-file attributes that identify an encoder and how patches were fed to it."""
     return {
         "encoder": enc.name,
         "encoder_weights": enc.weights,
+        "encoder_architecture": enc.architecture,
+        "encoder_output": enc.output,
         "feature_dim": enc.feature_dim,
         "encoder_input_size": enc.input_size or 0,
+        "encoder_resize": enc.resize or enc.input_size or 0,
+        "encoder_interpolation": enc.interpolation,
+        "encoder_mean": ",".join(repr(float(v)) for v in enc.mean),
+        "encoder_std": ",".join(repr(float(v)) for v in enc.std),
+        "encoder_card": enc.card,
     }

@@ -42,7 +42,8 @@ class ExtractConfig:
 
     ``storage_dtype`` float32|float16 is how features are stored in the bag file;
     ``export_pt`` also writes CLAM-style ``pt_files/<id>.pt``; ``slides_dir`` relocates slides
-    whose recorded path is gone.
+    whose recorded path is gone (and finds the slides of CLAM/TRIDENT patch files); ``layout``
+    histomil|clam|trident picks the output folders (:mod:`histomil.bags.layouts`).
     """
 
     encoder: str = "resnet50_trunc"
@@ -56,8 +57,13 @@ class ExtractConfig:
     overwrite: bool = False
     slides_dir: str | None = None
     progress: bool = True
+    layout: str = "histomil"
 
     def __post_init__(self) -> None:
+        from histomil.bags.layouts import OUTPUT_LAYOUTS
+
+        if self.layout not in OUTPUT_LAYOUTS:
+            raise ValueError(f"layout must be one of {OUTPUT_LAYOUTS}, got {self.layout!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.device not in DEVICES:
@@ -129,10 +135,14 @@ class Runner:
 
         x = batch.to(self.device, non_blocking=True).float()
         size = self.encoder.input_size
-        if size is not None and x.shape[-1] != size:
+        resize = self.encoder.resize or size
+        if resize is not None and x.shape[-1] != resize:
             x = F.interpolate(
-                x, size=(size, size), mode=self.encoder.interpolation, antialias=True
+                x, size=(resize, resize), mode=self.encoder.interpolation, antialias=True
             ).clamp_(0, 255)
+        if size is not None and x.shape[-1] > size:  # centre crop (e.g. GigaPath: 256 -> 224)
+            top = (x.shape[-1] - size) // 2
+            x = x[..., top : top + size, top : top + size]
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last)
 
@@ -190,8 +200,16 @@ def encode_batches(
     return out
 
 
-def bag_path_for(out_dir: str | os.PathLike, slide_id: str) -> Path:
-    return Path(out_dir) / "bags" / f"{slide_id}.h5"
+def bag_path_for(
+    out_dir: str | os.PathLike, slide_id: str, config: ExtractConfig | None = None
+) -> Path:
+    """Where ``slide_id``'s features go for ``config.layout`` (``OUT/bags/<id>.h5`` by default)."""
+    from histomil.bags.layouts import feature_path
+    from histomil.features.encoders import canonical_name
+
+    if config is None:
+        return Path(out_dir) / "bags" / f"{slide_id}.h5"
+    return feature_path(out_dir, slide_id, config.layout, canonical_name(config.encoder))
 
 
 def extract_slide(
@@ -214,12 +232,14 @@ def extract_slide(
     import torch
 
     from histomil.bags.io import load_bag, write_bag
+    from histomil.bags.layouts import layout_attrs
     from histomil.features.reruns import HOW, bag_provenance, weights_record
     from histomil.provenance import H5_ATTR, decide, normalise, read_h5
 
     start = time.perf_counter()
     pf = read_patch_file(patch_file, config.slides_dir)
-    bag_path = bag_path_for(out_dir, pf.slide_id)
+    bag_path = bag_path_for(out_dir, pf.slide_id, config)
+    export_pt = config.export_pt or config.layout == "clam"
     row = {"slide_id": pf.slide_id, "bag": str(bag_path), "n_patches": len(pf.coords)}
     if len(pf.coords) == 0:
         return {**row, "bag": "", "status": "empty", "error": EMPTY_MESSAGE}
@@ -227,7 +247,7 @@ def extract_slide(
         provenance = bag_provenance(pf, config, weights_record(config))
         recorded = read_h5(bag_path) if bag_path.is_file() else None
         if decide(bag_path, recorded, provenance, config.overwrite, how=HOW) == "skip":
-            if config.export_pt:
+            if export_pt:
                 _export_pt(out_dir, pf.slide_id, load_bag(bag_path).features)
             return {**row, "status": "skipped", "seconds": 0.0, "patches_per_s": 0.0}
     runner = get_runner(config)
@@ -237,6 +257,7 @@ def extract_slide(
     with _progress(pf.slide_id, len(pf.coords), config.progress) as advance:
         features = encode_batches(runner, loader, len(pf.coords), advance)
     attrs = {k: v for k, v in pf.attrs.items() if k not in ("histomil_version", H5_ATTR)}
+    attrs["slide_id"] = pf.slide_id
     attrs.update(describe(runner.encoder))
     attrs.update(
         precision=runner.precision,
@@ -250,9 +271,10 @@ def extract_slide(
         pf.coords,
         attrs=attrs,
         dtype=config.storage_dtype,
+        dataset_attrs=layout_attrs(config.layout, attrs, bag_path, runner.encoder.name),
         **{k: v for k, v in pf.extras.items()},
     )
-    if config.export_pt:
+    if export_pt:
         _export_pt(out_dir, pf.slide_id, features, replace=True)
     seconds = time.perf_counter() - start
     rate = len(pf.coords) / seconds if seconds > 0 else 0.0
@@ -339,12 +361,15 @@ def extract_dir(
         raise FileNotFoundError(
             f"no patch files (*.h5) in {patches_dir} ({there}); run `histomil preprocess` first"
         )
+    from histomil.features.encoders_foundation import check_weights
+
+    check_weights(config.encoder, config.weights)  # a missing checkpoint fails before any slide
     plan = plan_extraction(files, out_dir, config, weights_record(config))
     plan.raise_problems(out_dir)
     executor = executor or ExecutorConfig()
     if executor.executor == "ray" and _wants_gpu(config.device):
         executor = replace(executor, num_gpus_per_task=1.0)  # one encoder per GPU
-    if config.export_pt:
+    if config.export_pt or config.layout == "clam":
         from histomil.bags.io import load_bag
 
         for row in plan.rows.values():

@@ -70,11 +70,14 @@ def read_patch_file(path: str | os.PathLike, slides_dir: str | os.PathLike | Non
                 raise PatchFileError(f"patch file {path}: no 'coords' dataset; re-run preprocess")
             coords = np.asarray(f["coords"][()], dtype=np.int64)
             attrs = {k: _plain(v) for k, v in f.attrs.items()}
+            coords_attrs = {k: _plain(v) for k, v in f["coords"].attrs.items()}
             extras = {k: np.asarray(f[k][()]) for k in PATCH_LABEL_DATASETS if k in f}
     except OSError as exc:
         raise PatchFileError(
             f"patch file {path} cannot be read ({exc}); re-run preprocess"
         ) from exc
+    if "slide_path" not in attrs and coords_attrs.get("patch_size") is not None:
+        attrs = {**foreign_attrs(path, coords_attrs, slides_dir), **attrs}
     missing = [k for k in (*TILESPEC_ATTRS, "slide_path") if k not in attrs]
     if missing:
         raise PatchFileError(
@@ -93,6 +96,61 @@ def read_patch_file(path: str | os.PathLike, slides_dir: str | os.PathLike | Non
         )
     slide_id = str(attrs.get("slide_id") or slide_id_from_path(path))
     return PatchFile(path, slide_id, slide_path, coords, attrs, extras)
+
+
+CLAM_PATCH_SIZE = 224  # CLAM extract_features_fp.py --target_patch_size default
+
+
+def foreign_attrs(path: Path, coords_attrs: dict, slides_dir) -> dict[str, Any]:
+    """Our patch-file attributes for a CLAM (``patches/<id>.h5``) or TRIDENT
+    (``patches/<id>_patches.h5``) coordinate file, from the attributes on its ``coords`` and the
+    slide found in ``slides_dir``.
+
+    TRIDENT: ``patch_size`` px at ``target_magnification`` cut from ``patch_size_level0`` level-0
+    squares. CLAM: ``patch_size`` px read at ``patch_level`` (level-0 side ``patch_size`` x the
+    level's downsample) and resized to 224 px, as CLAM's ``extract_features_fp.py`` does.
+    """
+    from histomil._io import SLIDE_SUFFIXES
+    from histomil.slides import TileSpec, open_slide
+
+    trident = "target_magnification" in coords_attrs and "level0_magnification" in coords_attrs
+    stem = path.stem.removesuffix("_patches") if trident else path.stem
+    slide_id = str(coords_attrs.get("name") or stem)
+    if slides_dir is None:
+        raise PatchFileError(
+            f"patch file {path} is a {'TRIDENT' if trident else 'CLAM'} coordinate file (no "
+            "slide path inside); pass --slides DIR, the folder holding its slide"
+        )
+    found = [Path(slides_dir) / f"{slide_id}{ext}" for ext in SLIDE_SUFFIXES]
+    slide_path = next((p for p in found if p.is_file()), None)
+    if slide_path is None:
+        raise PatchFileError(f"patch file {path}: no slide named {slide_id}.* in {slides_dir}")
+    with open_slide(slide_path) as slide:
+        mpp0 = slide.require_mpp()
+        dims = slide.dimensions
+        if trident:
+            size = int(coords_attrs["patch_size"])
+            size0 = int(
+                coords_attrs.get("patch_size_level0")
+                or size
+                * float(coords_attrs["level0_magnification"])
+                // float(coords_attrs["target_magnification"])
+            )
+            spec = TileSpec.for_slide(slide, size, mpp0 * size0 / size)
+        else:
+            level = int(coords_attrs.get("patch_level", 0))
+            read = int(coords_attrs["patch_size"])
+            size0 = round(read * slide.level_downsamples[level])
+            size = CLAM_PATCH_SIZE
+            spec = TileSpec(size, mpp0 * size0 / size, mpp0, level, read, size0)
+    return {
+        "slide_id": slide_id,
+        "slide_path": str(slide_path),
+        **spec.as_attrs(),
+        "level0_width": dims[0],
+        "level0_height": dims[1],
+        "patch_file_format": "trident" if trident else "clam",
+    }
 
 
 def _plain(value: Any) -> Any:

@@ -101,7 +101,7 @@ def plan_extraction(files: list[Path], out_dir: Path, config, weights) -> Plan:
             plan.rows[path.stem] = {"slide_id": path.stem, "status": "failed", "error": message}
             plan.errors[path.stem] = message
             continue
-        bag = bag_path_for(out_dir, pf.slide_id)
+        bag = bag_path_for(out_dir, pf.slide_id, config)
         row = {"slide_id": pf.slide_id, "bag": str(bag), "n_patches": len(pf.coords)}
         if len(pf.coords) == 0:
             plan.rows[pf.slide_id] = {

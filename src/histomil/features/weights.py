@@ -104,10 +104,12 @@ def load_into(
     state: Mapping,
     source: str | os.PathLike,
     ignore_prefixes: Iterable[str] = (),
+    assign: bool = False,
 ) -> None:
     """Strictly load ``state`` into ``model``; keys under ``ignore_prefixes`` (layers the encoder
     drops, such as ``layer4.``/``fc.``) are discarded first. Raises :class:`WeightsError` listing
-    missing and unexpected keys."""
+    missing and unexpected keys. ``assign`` hands the tensors to a model built on the meta
+    device (``load_state_dict(assign=True)``)."""
     ignore = tuple(ignore_prefixes)
     state = {k: v for k, v in state.items() if not (ignore and k.startswith(ignore))}
     own = model.state_dict()
@@ -127,7 +129,7 @@ def load_into(
             f"{source} does not fit this encoder ({'; '.join(parts)}); check that the file is "
             "for this architecture"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def torch_hub_file(names: Iterable[str]) -> Path | None:
@@ -141,8 +143,16 @@ def torch_hub_file(names: Iterable[str]) -> Path | None:
     return None
 
 
-def hf_cache_file(hf_hub_id: str | None) -> Path | None:
-    """The cached timm weights of a Hugging Face repo id, or None (no download)."""
+def hf_cache_file(
+    hf_hub_id: str | None,
+    names: Iterable[str] = (
+        "model.safetensors",
+        "pytorch_model.bin",
+        "open_clip_pytorch_model.bin",
+    ),
+) -> Path | None:
+    """The first of ``names`` in the local Hugging Face cache of repo ``hf_hub_id``, or None
+    (no download)."""
     if not hf_hub_id:
         return None
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
@@ -151,7 +161,62 @@ def hf_cache_file(hf_hub_id: str | None) -> Path | None:
     if not repo.is_dir():
         return None
     for snapshot in sorted(repo.iterdir(), reverse=True):
-        for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        for name in names:
             if (snapshot / name).is_file():
                 return snapshot / name
     return None
+
+
+WEIGHTS_FILE_ENV = "HISTOMIL_WEIGHTS_FILE"
+DEFAULT_WEIGHTS_FILE = Path("~/.config/histomil/weights.json")
+
+
+def env_var_for(name: str) -> str:
+    """``HISTOMIL_WEIGHTS_<NAME>``: the per-encoder environment variable (``uni2_h`` ->
+    ``HISTOMIL_WEIGHTS_UNI2_H``)."""
+    return "HISTOMIL_WEIGHTS_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+
+
+def configured_path(names: Iterable[str]) -> tuple[Path, str] | None:
+    """A checkpoint path configured for any of ``names`` (the encoder name, then its aliases),
+    with where it came from: ``HISTOMIL_WEIGHTS_<NAME>``, else the JSON/YAML mapping file named
+    by ``$HISTOMIL_WEIGHTS_FILE`` (default ``~/.config/histomil/weights.json``; TRIDENT's
+    ``local_ckpts.json`` has the same shape: ``{"uni_v1": "/path/pytorch_model.bin", ...}``).
+    Empty values are skipped, as TRIDENT does. None when nothing is configured."""
+    names = list(names)
+    for name in names:
+        value = os.environ.get(env_var_for(name), "").strip()
+        if value:
+            return Path(value).expanduser(), f"${env_var_for(name)}"
+    file = Path(os.environ.get(WEIGHTS_FILE_ENV, "") or DEFAULT_WEIGHTS_FILE).expanduser()
+    if not file.is_file():
+        if os.environ.get(WEIGHTS_FILE_ENV):
+            raise WeightsError(f"${WEIGHTS_FILE_ENV} points at {file}, which does not exist")
+        return None
+    mapping = _read_mapping(file)
+    for name in names:
+        value = str(mapping.get(name) or "").strip()
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_absolute():
+                path = file.parent / path
+            return path, str(file)
+    return None
+
+
+def _read_mapping(file: Path) -> dict:
+    text = file.read_text()
+    try:
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            import json
+
+            data = json.loads(text)
+    except Exception as exc:  # json/yaml raise their own error types
+        raise WeightsError(f"weights mapping {file} cannot be parsed ({exc})") from exc
+    if not isinstance(data, dict):
+        raise WeightsError(f"weights mapping {file} must map encoder names to checkpoint paths")
+    return data

@@ -151,6 +151,7 @@ def preprocess_slide(
     import h5py
 
     from histomil import __version__
+    from histomil.bags.layouts import clam_coords_attrs
     from histomil.slides.backends import open_slide
     from histomil.slides.tiling import TileSpec, grid_coords, tissue_fractions
     from histomil.slides.tissue import mask_to_polygons, segment_tissue, write_tissue_geojson
@@ -193,8 +194,8 @@ def preprocess_slide(
     target = out / "patches" / f"{slide.slide_id}.h5"
     with atomic_path(target) as tmp, h5py.File(tmp, "w") as h5:
         ds = h5.create_dataset("coords", data=coords.astype(np.int64))
-        ds.attrs["patch_level"] = 0  # CLAM: coords and patch_size are level-0 values
-        ds.attrs["patch_size"] = spec.patch_size_level0
+        for k, v in clam_coords_attrs(attrs, target.parent).items():
+            ds.attrs[k] = v  # CLAM reads patches/<id>.h5 by these (level-0 geometry)
         h5.create_dataset("tissue", data=frac.astype(np.float32))
         for k, v in attrs.items():
             h5.attrs[k] = v

@@ -102,7 +102,8 @@ class _Train(_Strict):
 
 
 class _Split(_Strict):
-    scheme: Literal["monte_carlo", "kfold"] = "monte_carlo"
+    scheme: Literal["monte_carlo", "kfold", "files"] = "monte_carlo"
+    dir: str | None = None  # scheme files: folder of CLAM splits_<k>.csv
     repeats: int = Field(10, ge=1)
     k: int = Field(5, ge=2)
     val_fraction: float = Field(0.2, gt=0, lt=1)
@@ -204,9 +205,14 @@ class SplitConfig:
     val_fraction: float = 0.2
     val: str = "fraction"
     test: str | float = "manifest"
+    dir: str | None = None
 
     @property
     def n_folds(self) -> int:
+        if self.scheme == "files":
+            from histomil.training.split_files import split_files
+
+            return len(split_files(self.dir or "."))
         return self.repeats if self.scheme == "monte_carlo" else self.k
 
 
@@ -290,9 +296,18 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike | None = N
         model=ModelConfig(root.model.name, dict(root.model.params)),
         objective=ObjectiveConfig(root.objective.name, obj_params),
         train=TrainSettings(**root.train.model_dump()),
-        split=SplitConfig(**root.split.model_dump()),
+        split=SplitConfig(**_split_dict(root.split.model_dump(), base)),
         output=OutputConfig(out.attention, tuple(out.attention_splits), out.save_checkpoints),
     )
+
+
+def _split_dict(split: dict, base: Path | None) -> dict:
+    """``split.dir`` (CLAM split files) resolved against the config file's folder."""
+    if split["scheme"] == "files" and not split.get("dir"):
+        raise ValueError("split.scheme: files needs split.dir, the folder of splits_<k>.csv")
+    if split.get("dir") and base is not None and not Path(split["dir"]).is_absolute():
+        split["dir"] = str((base / split["dir"]).resolve())
+    return split
 
 
 def load_config(path: str | os.PathLike) -> TrainConfig:

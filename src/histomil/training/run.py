@@ -48,6 +48,7 @@ from histomil.training.config import (
     with_defaults,
 )
 from histomil.training.fold import read_fold_result, run_fold
+from histomil.training.split_files import write_split_files
 
 log = logging.getLogger(__name__)
 PROVENANCE = "provenance.json"
@@ -222,6 +223,7 @@ def train(
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     provenance.write_json(run_dir / PROVENANCE, wanted)
     splits = cohort.splits
+    write_split_files(splits, run_dir / "splits")  # CLAM's splits_<k>.csv of this run
     if folds is not None:
         splits = [s for s in splits if s.fold in set(folds)]
     todo = [s for s in splits if read_fold_result(run_dir, s.fold) is None]

@@ -105,6 +105,10 @@ def _manifest_part(df: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def make_splits(df: pd.DataFrame, spec: SplitConfig, seed: int, task: str) -> list[FoldSplit]:
     """All folds of the run (deterministic for a given manifest, spec and seed)."""
+    if spec.scheme == "files":  # CLAM splits_<k>.csv, fixed
+        from histomil.training.split_files import read_split_folder
+
+        return read_split_folder(spec.dir or ".", df)
     if spec.test == "fold" and spec.scheme != "kfold":
         raise ValueError("split.test: fold needs split.scheme: kfold")
     fixed_test: pd.DataFrame | None = None
