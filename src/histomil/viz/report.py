@@ -117,6 +117,7 @@ def _metrics_section(rows: list[MetricRow], df: pd.DataFrame, n_boot: int) -> st
              *(r.fold_values.get(k, float("nan")) for k in folds))
             for r in rows
         ],
+        scroll=len(folds) > 8,  # many folds (repeats): scroll instead of a page-wide table
     )  # fmt: skip
     note = (
         "Recomputed from predictions.csv. Decisions (accuracy, F1, sensitivity, specificity) use "

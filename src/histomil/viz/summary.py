@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-COUNT_KEYS = frozenset({"n", "n_pos", "n_neg", "n_events"})
 NOT_RESULTS = frozenset({"threshold"})
+
+
+def is_count(name: str) -> bool:
+    """``n``, ``n_positive``, ``n_events``, ...: slide counts, never averaged over folds."""
+    return name == "n" or name.startswith("n_")
 
 
 def fold_counts(metrics: dict[str, Any], split: str = "test", key: str = "n") -> list[int]:
@@ -25,12 +29,12 @@ def fold_counts(metrics: dict[str, Any], split: str = "test", key: str = "n") ->
 
 
 def metrics_summary(metrics: dict[str, Any], digits: int = 3) -> str:
-    """``auroc 0.912 ± 0.040, auprc 0.88 ± 0.05 (mean ± sd over 3 folds; 44 test slides:
-    15, 15, 14)``; empty when there is no test aggregate."""
+    """``auroc 0.912 ± 0.040, auprc 0.880 ± 0.050 (mean ± sd over 3 folds; 44 test slides:
+    15 (7 positive), 15 (8 positive), 14 (7 positive))``; empty without a test aggregate."""
     agg = metrics.get("test") or {}
     parts = []
     for name, value in sorted(agg.items()):
-        if name in COUNT_KEYS or name in NOT_RESULTS or not isinstance(value, dict):
+        if is_count(name) or name in NOT_RESULTS or not isinstance(value, dict):
             continue
         mean, sd = value.get("mean"), value.get("sd")
         if mean is None:
@@ -43,11 +47,14 @@ def metrics_summary(metrics: dict[str, Any], digits: int = 3) -> str:
     n_folds = int(metrics.get("n_folds") or len(metrics.get("folds", [])))
     counts = fold_counts(metrics)
     where = f"mean ± sd over {n_folds} fold{'s' if n_folds != 1 else ''}"
+    positives = fold_counts(metrics, key="n_positive")
     if counts:
-        per_fold = ", ".join(str(c) for c in counts)
-        where += (
-            f"; {sum(counts)} test slides: {per_fold}"
-            if len(counts) > 1
-            else f"; {counts[0]} test slides"
-        )
+        per_fold = [str(c) for c in counts]
+        if len(positives) == len(counts):
+            per_fold = [f"{c} ({p} positive)" for c, p in zip(counts, positives, strict=True)]
+        if len(counts) > 1:
+            where += f"; {sum(counts)} test slides: {', '.join(per_fold)}"
+        else:
+            where += f"; {counts[0]} test slides"
+            where += f" ({positives[0]} positive)" if len(positives) == 1 else ""
     return ", ".join(parts) + f" ({where})"
