@@ -2,13 +2,43 @@
 
 Pipeline (imports flow one way): slides -> annotations -> features/bags -> models -> objectives
 -> training -> evaluation -> viz. See README.md and docs/.
+
+The steps are importable from here (``from histomil import preprocess, label, extract, train,
+heatmap``; docs/api.md). They load on first use, so ``import histomil`` stays light.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("histomil")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+local"
 
-__all__ = ["__version__"]
+_API = (
+    "preprocess",
+    "label",
+    "extract",
+    "train",
+    "heatmap",
+    "PreprocessResult",
+    "LabelResult",
+    "ExtractResult",
+    "TrainResult",
+    "HeatmapResult",
+)
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    """The API functions and result types, imported on first access (PEP 562)."""
+    if name in _API:
+        from histomil import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'histomil' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -66,6 +66,8 @@ def label_patches_dir(
     config: LabelConfig = LabelConfig(),
     executor: ExecutorConfig | None = None,
     skip_errors: bool = False,
+    out_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Label every ``patches_dir/*.h5``; ``annotations`` is a directory of ``<id>.xml|.geojson|
     .json`` files or a manifest CSV with ``annotation_path``. Writes ``patches_dir/label.csv``
@@ -73,6 +75,12 @@ def label_patches_dir(
     ``skip_errors``."""
     patches_dir = Path(patches_dir)
     jobs = plan_jobs(patches_dir, Path(annotations), manifest, config)
+    del overwrite  # labels are always recomputed here (pass-through until provenance lands)
+    where = patches_dir if out_dir is None else Path(out_dir)
+    if out_dir is not None and config.qupath:
+        jobs = [
+            replace(j, qupath_file=where / "labels_geojson" / f"{j.slide_id}.geojson") for j in jobs
+        ]
     rows: dict[str, dict] = {}
 
     def on_result(result: TaskResult) -> None:
@@ -83,16 +91,16 @@ def label_patches_dir(
         )
 
     settings = {**asdict(config), "annotations": str(annotations), "manifest": manifest}
-    atomic_write_json(patches_dir / "label_config.json", settings)
+    atomic_write_json(where / "label_config.json", settings)
     tasks = [Task(j.slide_id, label_slide, {"job": j, "config": config}) for j in jobs]
     run_tasks(tasks, executor, description="label", on_result=on_result)
     table = pd.DataFrame([rows[j.slide_id] for j in jobs], columns=list(STATUS_COLUMNS))
-    atomic_write_text(patches_dir / "label.csv", table.to_csv(index=False))
+    atomic_write_text(where / "label.csv", table.to_csv(index=False))
     failed = table[table["status"] != "ok"]
     if len(failed) and not skip_errors:
         first = failed.iloc[0]
         raise BatchError(
-            f"{len(failed)} of {len(table)} slide(s) failed to label (see {patches_dir / 'label.csv'}); "
+            f"{len(failed)} of {len(table)} slide(s) failed to label (see {where / 'label.csv'}); "
             f"first: {first['slide_id']}: {first['error']}. Fix them or pass --skip-errors."
         )
     return table
@@ -128,7 +136,7 @@ def label_slide(job: SlideJob, config: LabelConfig) -> dict:
         "annotated": ann is not None,
         "label_min_overlap": float(config.min_overlap),
         "label_padding_px": float(padding),
-        "annotation_path": str(job.annotation_path or ""),
+        "annotation_path": str(Path(job.annotation_path).absolute()) if job.annotation_path else "",
     }
     write_labels(job.patch_file, values, meta)
     if job.bag_file is not None:

@@ -187,6 +187,7 @@ def preprocess_slides(
     executor: ExecutorConfig | None = None,
     slide_mpp: float | None = None,
     skip_errors: bool = False,
+    overwrite: bool = False,
 ):
     """Preprocess every slide of ``inputs`` (see :func:`collect_slides`) into ``out``.
 
@@ -209,7 +210,7 @@ def preprocess_slides(
     todo = []
     for s in slides:
         done = out / "patches" / f"{s.slide_id}.h5"
-        if done.is_file():
+        if done.is_file() and not overwrite:
             run_rows[s.slide_id] = {
                 "slide_id": s.slide_id,
                 "status": "skipped",
