@@ -115,6 +115,21 @@ def existing(path: PathLike, what: str, *, kind: str = "any") -> Path:
     return p
 
 
+def annotation_file(annotations: PathLike | None, slide_id: str) -> Path | None:
+    """An annotation file, or the ``<slide_id>.<ext>`` file of an annotations folder."""
+    if annotations is None:
+        return None
+    path = existing(annotations, "annotations")
+    if path.is_dir():
+        from histomil.annotations.readers import find_annotation_file
+
+        found = find_annotation_file(path, slide_id)
+        if found is None:
+            raise FileNotFoundError(f"no annotation file for slide {slide_id} in {path}")
+        return found
+    return path
+
+
 def as_list(paths: PathLike | Sequence[PathLike]) -> list[PathLike]:
     return [paths] if isinstance(paths, str | os.PathLike) else list(paths)
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from histomil.api._common import HeatmapResult, PathLike, TrainResult, absolute, existing
+from histomil.api._common import (
+    HeatmapResult,
+    PathLike,
+    TrainResult,
+    absolute,
+    annotation_file,
+    existing,
+)
 from histomil.api._common import executor as make_executor
 
 
@@ -75,14 +82,7 @@ def heatmap(
         out_dir = src / "heatmaps"
     else:
         out_dir = absolute(out)
-    ann = None if annotations is None else existing(annotations, "annotations")
-    if ann is not None and ann.is_dir():
-        from histomil.annotations.readers import find_annotation_file
-
-        found = find_annotation_file(ann, data.slide_id)
-        if found is None:
-            raise FileNotFoundError(f"no annotation file for slide {data.slide_id} in {ann}")
-        ann = found
+    ann = annotation_file(annotations, data.slide_id)
     options = HeatmapOptions(
         scale=scale,
         top_k=top_k,

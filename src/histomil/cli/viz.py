@@ -110,7 +110,7 @@ def export_qupath_cmd(
         None, "--attention", metavar="FILE", help="Attention .npy/.h5 for a bag."
     ),
     annotations: Path | None = typer.Option(
-        None, "--annotations", metavar="FILE", help="Lesion annotation file."
+        None, "--annotations", metavar="PATH", help=_ANNOTATIONS_HELP
     ),
     tissue: Path | None = typer.Option(
         None, "--tissue", metavar="FILE", help="Tissue GeoJSON (default: found next to the bags)."
@@ -120,6 +120,7 @@ def export_qupath_cmd(
     old_annotation: Path | None = typer.Option(None, "--annotation", hidden=True),
 ) -> None:
     """Patches as QuPath detections with attention/prediction measurements, plus annotations."""
+    from histomil.api._common import annotation_file
     from histomil.viz.attention import load_attention
     from histomil.viz.qupath import QuPathOptions, export_qupath
 
@@ -127,12 +128,12 @@ def export_qupath_cmd(
     annotations = deprecated("--annotation", "--annotations", old_annotation, annotations)
     out_dir, out_file = _file_out(out, ".geojson", "OUT/<slide_id>.geojson")
     with user_errors():
+        data = load_attention(source, slide_id, fold, attention, None)
         options = QuPathOptions(
-            tissue_path=tissue, annotation_path=None if annotations is None else annotations.absolute(),
+            tissue_path=tissue, annotation_path=annotation_file(annotations, data.slide_id),
             attention_path=attention, legacy_measurements=legacy,
         )  # fmt: skip
         if out_file is None:
-            data = load_attention(source, slide_id, fold, attention, None)
             out_file = out_dir / f"{data.slide_id}.geojson"
         path = export_qupath(source, out_file, options, slide_id=slide_id, fold=fold)
     typer.echo(f"QuPath GeoJSON: {path} (File > Import objects, or drag onto the image)")
