@@ -107,6 +107,21 @@ def test_warnings_are_one_readable_line(tmp_path):
     assert "UserWarning" not in result.output and "warnings.warn" not in result.output
 
 
+def _warn_in_worker(i: int) -> int:
+    warnings.warn(f"slide {i} is upsampled 2x", UserWarning, stacklevel=1)
+    return i
+
+
+def test_worker_process_warnings_are_one_line(capfd):
+    from histomil.executors import ExecutorConfig, Task, run_tasks
+
+    tasks = [Task(str(i), _warn_in_worker, {"i": i}) for i in range(2)]
+    results = run_tasks(tasks, ExecutorConfig(workers=2))
+    assert all(r.ok for r in results)
+    err = capfd.readouterr().err
+    assert "warning: slide 0 is upsampled 2x" in err and "UserWarning" not in err
+
+
 def test_label_without_out_warns_in_one_line(tmp_path, synth_job):
     patches, ann_dir = synth_job
     with warnings.catch_warnings():

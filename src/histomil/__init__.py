@@ -7,13 +7,7 @@ The steps are importable from here (``from histomil import preprocess, label, ex
 heatmap``; docs/api.md). They load on first use, so ``import histomil`` stays light.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("histomil")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+local"
 
 _API = (
     "preprocess",
@@ -32,7 +26,17 @@ __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
-    """The API functions and result types, imported on first access (PEP 562)."""
+    """The version, API functions and result types, computed/imported on first access (PEP 562;
+    ``importlib.metadata`` alone costs tens of milliseconds)."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("histomil")
+        except PackageNotFoundError:  # running from a source tree without installation
+            value = "0.0.0+local"
+        globals()["__version__"] = value
+        return value
     if name in _API:
         from histomil import api
 
@@ -41,4 +45,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_API])
+    return sorted({*globals(), "__version__", *_API})
