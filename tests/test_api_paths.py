@@ -70,3 +70,11 @@ def test_heatmap_from_another_folder_draws_the_users_polygon(tmp_path, monkeypat
     assert note.startswith("lesion outline: annotation"), note
     result = histomil.heatmap(bag, "maps", attention="att.npy", top_k=0)
     assert result.png.is_file() and result.png.parent == elsewhere / "maps"
+    # a bag is an input: without --out the heatmap is refused, not written beside it
+    from typer.testing import CliRunner
+
+    from histomil.cli import app
+
+    res = CliRunner().invoke(app, ["heatmap", str(bag), "--attention", "att.npy"])
+    assert res.exit_code == 1 and "--out DIR" in res.output
+    assert not (bag.parent / "heatmaps").exists()
