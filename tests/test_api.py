@@ -115,6 +115,10 @@ def test_missing_inputs_are_named(tmp_path):
         histomil.preprocess(tmp_path / "nope.svs", tmp_path / "o")
     with pytest.raises(FileNotFoundError, match="training config"):
         histomil.train(tmp_path / "nope.yaml", tmp_path / "run")
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {manifest: m.csv, bags: bags/}\n")
+    with pytest.raises(FileNotFoundError, match=r"manifest \(data.manifest\) .*m.csv"):
+        histomil.train(config, tmp_path / "run")
     assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
 
 

@@ -27,13 +27,18 @@ def train(
 ) -> TrainResult:
     """Train and evaluate every fold of the YAML ``config`` into the run folder ``out``.
 
-    The model name and its parameters are checked once, before any fold starts.
+    The data paths, the model name and its parameters are checked once, before any fold starts
+    (and before the run folder is created).
     """
     from histomil.models import check_model_params
     from histomil.training import load_config
     from histomil.training import train as run_training
 
     cfg = load_config(existing(config, "training config", kind="file"))
+    existing(cfg.data.manifest, "manifest (data.manifest)", kind="file")
+    existing(cfg.data.bags, "bag folder (data.bags)", kind="dir")
+    if cfg.data.labels_dir is not None:
+        existing(cfg.data.labels_dir, "labels folder (data.labels_dir)", kind="dir")
     check_model_params(cfg.model.name, cfg.model.params)
     ex = make_executor(workers, executor, ray_address, cpus_per_task)
     result = run_training(cfg, absolute(out), ex, resume=resume)
