@@ -126,10 +126,13 @@ def render(app=None) -> str:  # noqa: ANN001
     lines += [f"| `{r.command}` | `{_cell(r.old)}` | `{_cell(r.new)}` |" for r in RENAMED]
     lines += ["", "## Commands", ""]
     for name, cmd in commands(app):
-        lines += [f"### `histomil {name}`", "", _cell(cmd.help).split(" \b")[0], ""]
+        lines += [f"### `histomil {name}`", "", _cell(cmd.help), ""]
         if name in API_FUNCTIONS:
             lines += [f"Python: `histomil.{API_FUNCTIONS[name]}(...)`.", ""]
         params = [p for p in cmd.params if not getattr(p, "hidden", False)]
+        if not params:
+            lines += ["No options.", ""]
+            continue
         lines += ["| option | value | default | help |", "|---|---|---|---|"]
         for p in params:
             help_text = getattr(p, "help", None) or ""
