@@ -81,7 +81,9 @@ def test_batch_commands_expose_executor_options(command):
     from histomil.cli import app
 
     out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
-    for option in ("--executor", "--ray-address", "--workers"):
+    # extract runs one slide at a time per process; its parallelism is --readers (patch readers)
+    parallel = "--readers" if command == "extract" else "--workers"
+    for option in ("--executor", "--ray-address", parallel):
         assert option in out, f"{command} lacks {option}"
 
 

@@ -198,7 +198,11 @@ def _run_serial(tasks, description, on_result) -> list[TaskResult]:
 
 
 def _limit_threads(threads: int) -> None:
-    """Worker initializer: ``threads`` math threads per process unless the user chose."""
+    """Worker initializer: ``threads`` math threads per process unless the user chose; warnings
+    print as one ``warning: ...`` line, as in the main process (``histomil.cli``)."""
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     if "OMP_NUM_THREADS" in os.environ:
         return
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -206,6 +210,10 @@ def _limit_threads(threads: int) -> None:
     torch = sys.modules.get("torch")  # imported already by the spawned main module
     if torch is not None:
         torch.set_num_threads(threads)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {str(message).strip()}\n"
 
 
 def worker_threads(workers: int) -> int:

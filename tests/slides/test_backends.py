@@ -63,7 +63,7 @@ def test_jpeg_needs_mpp(tmp_path: Path):
     Image.fromarray(np.full((50, 80, 3), 200, np.uint8)).save(path)
     slide = open_slide(path)
     assert slide.backend == "pil" and slide.dimensions == (80, 50) and slide.mpp is None
-    with pytest.raises(MissingMppError, match=r"digest\.jpg.*--slide-mpp"):
+    with pytest.raises(MissingMppError, match=r"digest\.jpg.*--level0-mpp"):
         TileSpec.for_slide(slide)
     spec = TileSpec.for_slide(open_slide(path, mpp=0.25), patch_size=10)
     assert spec.patch_size_level0 == 20 and spec.read_size == 20

@@ -85,7 +85,7 @@ def test_jpeg_needs_slide_mpp_and_manifest_mpp(tmp_path: Path):
     Image.fromarray(img).save(tmp_path / "dp.jpg", quality=95)
     table = preprocess_slides([tmp_path / "dp.jpg"], tmp_path / "a", skip_errors=True)
     assert table.loc[0, "status"] == "error"
-    assert "MissingMppError" in table.loc[0, "error"] and "--slide-mpp" in table.loc[0, "error"]
+    assert "MissingMppError" in table.loc[0, "error"] and "--level0-mpp" in table.loc[0, "error"]
     table = preprocess_slides([tmp_path / "dp.jpg"], tmp_path / "b", slide_mpp=0.5,
                               config=PreprocessConfig(patch_size=100))  # fmt: skip
     assert table.loc[0, "status"] == "ok" and table.loc[0, "n_patches"] == 16
@@ -150,7 +150,7 @@ def test_cli(tmp_path: Path):
         assert h5.attrs["target_mpp"] == 1.0 and h5.attrs["patch_size_level0"] == 224
     Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(tmp_path / "x.jpg")
     res = runner.invoke(app, ["preprocess", str(tmp_path / "x.jpg"), "--out", str(tmp_path / "q")])
-    assert res.exit_code == 1 and "--slide-mpp" in res.output
+    assert res.exit_code == 1 and "--level0-mpp" in res.output
     res = runner.invoke(app, ["preprocess", str(tmp_path / "x.jpg"), "--out", str(tmp_path / "q"),
                               "--mpp", "0.5", "--magnification", "20"])  # fmt: skip
     assert res.exit_code != 0

@@ -228,7 +228,7 @@ def label_slide(job: SlideJob, config: LabelConfig, plan: LabelPlan | None = Non
         "annotated": ann is not None,
         "label_min_overlap": float(config.min_overlap),
         "label_padding_px": float(padding),
-        "annotation_path": str(job.annotation_path or ""),
+        "annotation_path": str(Path(job.annotation_path).absolute()) if job.annotation_path else "",
     }
     if plan.write_patch:
         write_labels(job.patch_file, values, meta, job.patch_target, plan.record)

@@ -76,7 +76,7 @@ def validate_arrays(
         bad = int((~np.isfinite(features)).any(axis=1).sum())
         raise BagError(
             f"{source}: {bad} of {n} feature rows contain NaN or Inf; re-extract this slide "
-            "(try --precision fp32)"
+            "(try --precision float32)"
         )
     if coords is not None and (coords.ndim != 2 or coords.shape != (n, 2)):
         raise BagError(

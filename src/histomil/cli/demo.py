@@ -11,13 +11,16 @@ from histomil.cli._app import app
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("histomil-demo"), "--out", help="Output directory."),
+    out: Path = typer.Option(Path("histomil-demo"), "--out", metavar="DIR", help="Output folder."),
     quick: bool = typer.Option(False, "--quick", help="A smaller, faster run (used by tests)."),
     seed: int = typer.Option(0, "--seed", help="Seed for every random choice."),
     weights: Path | None = typer.Option(
-        None, "--weights", help="Local ResNet-50 checkpoint (default: seeded random weights)."
+        None,
+        "--weights",
+        metavar="FILE",
+        help="Local ResNet-50 checkpoint (default: seeded random weights).",
     ),
-    workers: int = typer.Option(2, "--workers", help="Processes for slides and folds."),
+    workers: int = typer.Option(2, "--workers", help="Parallel tasks (slides, folds)."),
 ) -> None:
     """Run the whole pipeline on an embedded synthetic cohort (and the real slide when present)."""
     from histomil.demo import run_demo

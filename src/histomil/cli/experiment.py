@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, fail
+from histomil.cli._app import EXECUTOR_HELP, RAY_ADDRESS_HELP, app, fail
 
 NAMES = (
     "compare",
@@ -52,15 +52,13 @@ def _runs(items: list[str]) -> tuple[tuple[str, str], ...]:
 @app.command()
 def experiment(
     name: str = typer.Argument(..., help=" | ".join(NAMES)),
-    config: Path = typer.Option(..., "--config", help="Base training config (YAML)."),
-    out: Path = typer.Option(..., "--out", help="Experiment folder."),
-    workers: int = typer.Option(1, "--workers", help="Sweep points trained in parallel."),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
+    config: Path = typer.Option(
+        ..., "--config", metavar="FILE", help="Base training config (YAML)."
     ),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Output folder of the experiment."),
+    workers: int = typer.Option(1, "--workers", help="Parallel tasks (sweep points)."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     grid: str | None = typer.Option(
         None,
         "--grid",

@@ -6,20 +6,36 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, cpus_per_task_option, executor_config, fail
+from histomil.cli._app import (
+    EXECUTOR_HELP,
+    RAY_ADDRESS_HELP,
+    app,
+    cpus_per_task_option,
+    user_errors,
+)
 
 
 @app.command()
 def label(
-    patches: Path = typer.Option(..., "--patches", help="Directory of patch files (<id>.h5)."),
+    patches: Path = typer.Option(
+        ..., "--patches", metavar="DIR", help="Folder of patch files (<slide_id>.h5)."
+    ),
     annotations: Path = typer.Option(
         ...,
         "--annotations",
-        help="Directory of <id>.xml/.geojson/.json annotation files, or a manifest CSV "
-        "with label and annotation_path columns.",
+        metavar="PATH",
+        help="An annotation file (.xml/.geojson/.json), a folder of <slide_id>.<ext> files, "
+        "or a manifest CSV with label and annotation_path columns.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        metavar="DIR",
+        help="Output folder (label.csv, labels_geojson/). Without it the outputs go into "
+        "--patches (deprecated).",
     ),
     manifest: Path | None = typer.Option(
-        None, "--manifest", help="Manifest CSV giving slide labels (with an annotation dir)."
+        None, "--manifest", metavar="FILE", help="Manifest CSV giving slide labels."
     ),
     padding_px: float | None = typer.Option(
         None, "--padding-px", help="Grow lesions by this many level-0 pixels."
@@ -36,38 +52,40 @@ def label(
         help="Slides without label and annotation file: unknown (-1) or negative (0).",
     ),
     qupath: bool = typer.Option(
-        False, "--qupath", help="Also write DIR/labels_geojson/<id>.geojson for QuPath."
+        False, "--qupath", help="Also write OUT/labels_geojson/<slide_id>.geojson for QuPath."
     ),
-    workers: int = typer.Option(1, "--workers", help="Parallel worker processes."),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
-    ),
-    cpus_per_task: float = cpus_per_task_option(),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides already labelled."),
     skip_errors: bool = typer.Option(
         False, "--skip-errors", help="Exit 0 even when some slides fail (see label.csv)."
     ),
+    workers: int = typer.Option(1, "--workers", help="Parallel tasks (slides)."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    cpus_per_task: float = cpus_per_task_option("slide"),
 ) -> None:
     """Add patch_labels, overlap and attn_target to patch (and bag) files."""
-    from histomil.annotations.labelling import LabelConfig, label_patches_dir
-    from histomil.executors import BatchError
+    from histomil.api import label as run
 
-    exec_config = executor_config(executor, workers, ray_address, cpus_per_task=cpus_per_task)
-    try:
-        config = LabelConfig(
+    with user_errors():
+        result = run(
+            patches,
+            annotations,
+            out,
+            manifest=manifest,
             padding_px=padding_px,
             padding_um=padding_um,
             min_overlap=min_overlap,
             unannotated=unannotated,
             qupath=qupath,
+            overwrite=overwrite,
+            skip_errors=skip_errors,
+            workers=workers,
+            executor=executor,
+            ray_address=ray_address,
+            cpus_per_task=cpus_per_task,
         )
-        table = label_patches_dir(patches, annotations, manifest, config, exec_config, skip_errors)
-    except (ValueError, FileNotFoundError, BatchError) as exc:
-        raise fail(str(exc)) from exc
-    ok = int((table["status"] == "ok").sum())
+    ok = result.counts.get("ok", 0)
     typer.echo(
-        f"labelled {ok}/{len(table)} slide(s), {int(table['n_lesion'].sum())} lesion patches; "
-        f"status in {patches / 'label.csv'}"
+        f"labelled {ok}/{result.n_slides} slide(s), {result.n_lesion} lesion patches; "
+        f"status in {result.status_file}"
     )

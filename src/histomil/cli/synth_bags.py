@@ -6,30 +6,29 @@ from pathlib import Path
 
 import typer
 
-from histomil.bags.synth_config import PRESETS
 from histomil.cli._app import fail, synth_app
 
 
 @synth_app.command("bags")
 def bags(
     out: Path = typer.Option(
-        ..., "--out", help="Output directory (bags/, manifest.csv, synth.json)."
+        ..., "--out", metavar="DIR", help="Output folder (bags/, manifest.csv, synth.json)."
     ),
     preset: str = typer.Option(
         "camelyon16",
         "--preset",
-        help=" | ".join(PRESETS) + ".",
+        help="Preset name (docs/synthetic.md lists them; an unknown name lists the valid ones).",
     ),
     seed: int = typer.Option(0, "--seed", help="Master seed; each slide's seed derives from it."),
     feature_dim: int | None = typer.Option(None, "--feature-dim", help="Feature dimension D."),
     signal: float | None = typer.Option(
         None, "--signal", help="Lesion shift along its direction, in noise-sd units."
     ),
-    dtype: str | None = typer.Option(None, "--dtype", help="float16 | float32 feature storage."),
+    dtype: str | None = typer.Option(None, "--dtype", help="Stored features: float32 | float16."),
     sets: list[str] = typer.Option(
         [], "--set", help="Any other setting as key=value (see docs/synthetic.md); repeatable."
     ),
-    workers: int = typer.Option(1, "--workers", help="Parallel worker processes."),
+    workers: int = typer.Option(1, "--workers", help="Parallel tasks (slides)."),
 ) -> None:
     """Write synthetic bags with patch labels, annotations and a manifest with splits."""
     from histomil.bags.synth import generate_bags

@@ -6,41 +6,42 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, app, cpus_per_task_option, executor_config, fail
+from histomil.cli._app import (
+    EXECUTOR_HELP,
+    RAY_ADDRESS_HELP,
+    app,
+    cpus_per_task_option,
+    user_errors,
+)
 
 
 @app.command()
 def train(
-    config: Path = typer.Option(..., "--config", help="Training config (YAML)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (outputs, checkpoints)."),
-    workers: int = typer.Option(1, "--workers", help="Folds trained in parallel (local)."),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    ray_address: str | None = typer.Option(
-        None,
-        "--ray-address",
-        help="Ray cluster address (default: RAY_ADDRESS or a local instance).",
+    config: Path = typer.Option(..., "--config", metavar="FILE", help="Training config (YAML)."),
+    out: Path = typer.Option(
+        ..., "--out", metavar="DIR", help="Output folder of the run (outputs, checkpoints)."
     ),
-    cpus_per_task: float = cpus_per_task_option(),
     resume: bool = typer.Option(
         True, "--resume/--no-resume", help="Skip finished folds of an existing run."
     ),
+    workers: int = typer.Option(1, "--workers", help="Parallel tasks (folds)."),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    cpus_per_task: float = cpus_per_task_option("fold"),
 ) -> None:
     """Train and evaluate every fold; writes predictions.csv, metrics.json, attention files."""
-    from histomil.executors import BatchError
-    from histomil.training import ConfigError
-    from histomil.training import train as run_training
+    from histomil.api import train as run
     from histomil.viz.summary import metrics_summary
 
-    try:
-        result = run_training(
+    with user_errors():
+        result = run(
             config,
             out,
-            executor_config(executor, workers, ray_address, cpus_per_task=cpus_per_task),
             resume=resume,
+            workers=workers,
+            executor=executor,
+            ray_address=ray_address,
+            cpus_per_task=cpus_per_task,
         )
-    except (BatchError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     shown = metrics_summary(result.metrics)  # counts per fold as integers, never averaged
-    typer.echo(
-        f"{len(result.folds)} fold(s) -> {result.run_dir}" + (f" | test {shown}" if shown else "")
-    )
+    typer.echo(f"{result.n_folds} fold(s) -> {result.out}" + (f" | test {shown}" if shown else ""))

@@ -104,9 +104,11 @@ def resolve_precision(precision: str, device) -> str:
     if precision == "auto":
         return "bf16" if bf16 else ("fp16" if device.type == "cuda" else "fp32")
     if precision == "bf16" and not bf16:
-        raise RuntimeError(f"bf16 is not supported on this {device.type}; use --precision fp32")
+        raise RuntimeError(f"bf16 is not supported on this {device.type}; use --precision float32")
     if precision == "fp16" and device.type != "cuda":
-        raise RuntimeError("fp16 autocast is only offered on CUDA; use bf16 or fp32 on CPU")
+        raise RuntimeError(
+            "fp16 autocast is only offered on CUDA; use --precision bfloat16 or float32 on CPU"
+        )
     return precision
 
 

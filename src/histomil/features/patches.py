@@ -196,7 +196,8 @@ class PatchDataset:
         from histomil.slides import read_patch
 
         patch = read_patch(self._open(), self.coords[i], self.spec)  # (S, S, 3) uint8
-        return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)  # (3, S, S)
+        # writable + contiguous (copies only when needed): torch warns on read-only arrays
+        return torch.from_numpy(np.require(patch, requirements=("C", "W"))).permute(2, 0, 1)
 
 
 def _worker_init(_: int) -> None:

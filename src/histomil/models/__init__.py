@@ -7,7 +7,7 @@ below; ``names()`` lists the valid names.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from histomil.models.abmil import ABMIL
@@ -50,6 +50,15 @@ def create_model(name: str, in_dim: int, n_classes: int, **params: Any) -> MILMo
 
     Unknown ``params`` raise a ValueError naming them and the accepted ones.
     """
+    cls = check_model_params(name, params)
+    return cls(in_dim=in_dim, n_classes=n_classes, **params)
+
+
+def check_model_params(name: str, params: Mapping[str, Any]) -> Callable[..., MILModel]:
+    """The constructor of ``name``; a ValueError naming unknown ``params`` and the accepted ones.
+
+    Cheap (no model is built), so a typo is reported once before training starts.
+    """
     cls = model_class(name)
     accepted = [p for p in inspect.signature(cls).parameters if p not in ("in_dim", "n_classes")]
     unknown = sorted(set(params) - set(accepted))
@@ -58,12 +67,13 @@ def create_model(name: str, in_dim: int, n_classes: int, **params: Any) -> MILMo
             f"unknown parameter(s) for model {name!r}: {', '.join(unknown)}; "
             f"accepted: {', '.join(accepted)}"
         )
-    return cls(in_dim=in_dim, n_classes=n_classes, **params)
+    return cls
 
 
 __all__ = [
     "MILModel",
     "MILOutput",
+    "check_model_params",
     "create_model",
     "masked_softmax",
     "model_class",

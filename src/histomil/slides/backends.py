@@ -94,7 +94,7 @@ class Slide:
             raise MissingMppError(
                 f"slide {self.path}: the level-0 resolution (microns per pixel) is not in the "
                 f"file's metadata (backend {self.backend}). Give it explicitly: "
-                "`histomil preprocess ... --slide-mpp 0.25` (0.25 for 40x, 0.5 for 20x), or an "
+                "`histomil preprocess ... --level0-mpp 0.25` (0.25 for 40x, 0.5 for 20x), or an "
                 "`mpp` column in the manifest CSV, or open_slide(path, mpp=...)."
             )
         return float(self.mpp)

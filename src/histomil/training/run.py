@@ -170,10 +170,10 @@ def _teacher_problems(config: TrainConfig, cohort: Cohort) -> list[str]:
 
 def _check_names(config: TrainConfig) -> None:
     """Fail before any fold starts when the model/objective name or parameters are wrong."""
-    from histomil.models import model_class
+    from histomil.models import check_model_params
     from histomil.objectives import create_objective
 
-    model_class(config.model.name)
+    check_model_params(config.model.name, config.model.params)
     params = {k: v for k, v in config.objective.params.items() if k != "teacher_init"}
     create_objective(config.objective.name, **params)
 

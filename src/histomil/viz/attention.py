@@ -246,7 +246,7 @@ def load_attention(
     source = Path(source)
     if source.is_dir():
         if not slide_id:
-            raise VizError(f"{source} is a directory: give the slide id (--slide)")
+            raise VizError(f"{source} is a directory: give the slide id (--slide-id)")
         data = load_attention_file(find_attention_file(source, slide_id, fold), patch_size_level0)
     elif attention_path is not None:
         data = load_bag_attention(source, attention_path, patch_size_level0)
