@@ -105,6 +105,23 @@ def test_cli_closed_port_one_line():
     assert len(lines) == 1 and lines[0].startswith("error: cannot connect to Ray at"), lines
 
 
+def test_preprocess_on_unreachable_cluster_writes_nothing(tmp_path):
+    """The connection is checked before a command writes anything to --out."""
+    pytest.importorskip("ray")
+    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+
+    make_synthetic_slides(tmp_path / "data", 1, seed=0, config=SynthConfig(size=(600, 450)))
+    port = _closed_port()
+    out = tmp_path / "out"
+    proc = _histomil("preprocess", str(tmp_path / "data" / "slides"), "--out", str(out),
+                     "--executor", "ray", "--ray-address", f"127.0.0.1:{port}",
+                     "--ray-timeout", "5")  # fmt: skip
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0], errors
+    assert not out.exists()
+
+
 def test_node_probe_reports_unshared_path(tmp_path):
     """A node that cannot see the driver's check file reports the path as not shared."""
     result = _node_probe([str(tmp_path)], "token", "node1")

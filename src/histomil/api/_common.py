@@ -158,13 +158,19 @@ def executor(
     executor: str = "local",
     ray_address: str | None = None,
     cpus_per_task: float = 1.0,
+    ray_timeout: float = 30.0,
 ):  # noqa: ANN201  (ExecutorConfig, imported lazily)
-    """The executor settings shared by every step."""
-    from histomil.executors import ExecutorConfig
+    """The executor settings shared by every step. With ``executor="ray"`` the cluster is
+    connected here, within ``ray_timeout`` seconds, before the step writes anything
+    (:func:`histomil.executors.ensure_connected`)."""
+    from histomil.executors import ExecutorConfig, ensure_connected
 
-    return ExecutorConfig(
+    config = ExecutorConfig(
         executor=executor,
         workers=workers,
         ray_address=ray_address,
         num_cpus_per_task=cpus_per_task,
+        ray_timeout=ray_timeout,
     )
+    ensure_connected(config)
+    return config

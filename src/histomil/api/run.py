@@ -24,6 +24,7 @@ def train(
     executor: str = "local",
     ray_address: str | None = None,
     cpus_per_task: float = 1.0,
+    ray_timeout: float = 30.0,
 ) -> TrainResult:
     """Train and evaluate every fold of the YAML ``config`` into the run folder ``out``.
 
@@ -40,7 +41,7 @@ def train(
     if cfg.data.labels_dir is not None:
         existing(cfg.data.labels_dir, "labels folder (data.labels_dir)", kind="dir")
     check_model_params(cfg.model.name, cfg.model.params)
-    ex = make_executor(workers, executor, ray_address, cpus_per_task)
+    ex = make_executor(workers, executor, ray_address, cpus_per_task, ray_timeout)
     result = run_training(cfg, absolute(out), ex, resume=resume)
     return TrainResult(
         Path(result.run_dir), tuple(result.folds), result.metrics, result.predictions

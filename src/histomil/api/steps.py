@@ -46,6 +46,7 @@ def preprocess(
     executor: str = "local",
     ray_address: str | None = None,
     cpus_per_task: float = 1.0,
+    ray_timeout: float = 30.0,
 ) -> PreprocessResult:
     """Segment tissue and tile ``slides`` (files, folders of slides, manifest CSVs) into ``out``.
 
@@ -69,7 +70,7 @@ def preprocess(
         segmentation=SegmentationConfig(method=segmentation),
         backend=backend,
     )
-    ex = make_executor(workers, executor, ray_address, cpus_per_task)
+    ex = make_executor(workers, executor, ray_address, cpus_per_task, ray_timeout)
     out = absolute(out)
     table = preprocess_slides(
         inputs, out, config, ex, slide_mpp=level0_mpp, skip_errors=skip_errors, overwrite=overwrite
@@ -97,6 +98,7 @@ def label(
     executor: str = "local",
     ray_address: str | None = None,
     cpus_per_task: float = 1.0,
+    ray_timeout: float = 30.0,
 ) -> LabelResult:
     """Patch labels, overlaps and attention targets of every patch file in ``patches``.
 
@@ -128,7 +130,7 @@ def label(
     if ann.is_file() and ann.suffix.lower() != ".csv":
         ann = _single_file_manifest(patches_dir, ann, manifest_path, out_dir or patches_dir)
         manifest_path = None
-    ex = make_executor(workers, executor, ray_address, cpus_per_task)
+    ex = make_executor(workers, executor, ray_address, cpus_per_task, ray_timeout)
     table = label_patches_dir(
         patches_dir,
         ann,
@@ -204,6 +206,7 @@ def extract(
     executor: str = "local",
     ray_address: str | None = None,
     cpus_per_task: float = 1.0,
+    ray_timeout: float = 30.0,
 ) -> ExtractResult:
     """Encode every patch of every patch file in ``patches`` into ``out/bags/<slide_id>.h5``.
 
@@ -235,7 +238,7 @@ def extract(
         slides_dir=None if slides_dir is None else str(slides_dir),
         layout=layout,
     )
-    ex = make_executor(1, executor, ray_address, cpus_per_task)
+    ex = make_executor(1, executor, ray_address, cpus_per_task, ray_timeout)
     _check_encoder(config, ex.executor)
     out = absolute(out)
     from histomil.features.extract import bag_path_for, extract_dir

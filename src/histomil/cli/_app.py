@@ -38,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 
 EXECUTOR_HELP = f"Where tasks run: {' | '.join(EXECUTORS)}."
 RAY_ADDRESS_HELP = "Ray cluster address (default: RAY_ADDRESS or a local instance)."
+RAY_TIMEOUT_HELP = "Seconds to wait for a Ray cluster to answer before giving up (one line)."
 
 
 def print_warning(message: str) -> None:
@@ -111,6 +112,7 @@ def executor_config(
     ray_address: str | None = None,
     gpus_per_task: float = 0.0,
     cpus_per_task: float = 1.0,
+    ray_timeout: float = 30.0,
 ) -> ExecutorConfig:
     """Build an ExecutorConfig from the common CLI options, with a clean CLI error."""
     try:
@@ -120,6 +122,7 @@ def executor_config(
             ray_address=ray_address,
             num_cpus_per_task=cpus_per_task,
             num_gpus_per_task=gpus_per_task,
+            ray_timeout=ray_timeout,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -134,7 +137,9 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 # Errors a user can fix by changing the input or the options. RuntimeError subclasses are
 # matched by name so this module never imports the (heavy) modules that define them.
 _FIXABLE = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
-_FIXABLE_NAMES = {"BatchError", "WeightsError", "SlideError", "StaleOutputError", "SweepError"}
+_FIXABLE_NAMES = {
+    "BatchError", "WeightsError", "SlideError", "StaleOutputError", "SweepError", "ClusterError",
+}  # fmt: skip
 
 
 def is_user_error(exc: BaseException) -> bool:

@@ -42,6 +42,7 @@ VOCABULARY: dict[str, tuple[str, str]] = {
     "--readers": ("`extract` only: patch-reading processes feeding the encoder.", ""),
     "--executor": ("Where tasks run: `local` | `ray`.", ""),
     "--ray-address": ("Ray cluster address.", ""),
+    "--ray-timeout": ("Seconds to wait for a Ray cluster to answer (default 30).", ""),
     "--cpus-per-task": ("Ray: CPUs reserved per task (slide or fold).", ""),
     "--overwrite": ("Redo slides whose outputs exist.", ""),
     "--skip-errors": ("Exit 0 when some slides fail (they stay in the status table).", ""),
@@ -81,9 +82,11 @@ RENAMED: tuple[Renamed, ...] = (
     Renamed("export-qupath", "--out FILE.geojson", "--out DIR"),
     Renamed("report", "--out FILE.html", "--out DIR"),
     Renamed("label", "(no --out: writes into --patches)", "--out DIR"),
+    Renamed("synth slides", "--layout", "--tiff-layout"),
 )
-# Commands that write nothing (so need no --out).
-READ_ONLY = ("version",)
+# Commands that write nothing (so need no --out). `cluster check` writes small check files under
+# its --path folders and removes them again.
+READ_ONLY = ("version", "cluster check")
 # Commands that call one function of the Python API with the same parameter names.
 API_FUNCTIONS = {
     "preprocess": "preprocess",

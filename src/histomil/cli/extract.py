@@ -9,6 +9,7 @@ import typer
 from histomil.cli._app import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     app,
     cpus_per_task_option,
     deprecated,
@@ -69,6 +70,7 @@ def extract(
     ),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     cpus_per_task: float = cpus_per_task_option("slide"),
     old_float16: bool = typer.Option(False, "--float16", hidden=True),
     old_workers: int | None = typer.Option(None, "--workers", hidden=True),
@@ -99,6 +101,7 @@ def extract(
             skip_errors=skip_errors,
             executor=executor,
             ray_address=ray_address,
+            ray_timeout=ray_timeout,
             cpus_per_task=cpus_per_task,
         )
     counts = {s: result.counts.get(s, 0) for s in ("done", "skipped", "failed")}

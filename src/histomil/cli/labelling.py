@@ -9,6 +9,7 @@ import typer
 from histomil.cli._app import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     app,
     cpus_per_task_option,
     user_errors,
@@ -61,6 +62,7 @@ def label(
     workers: int = typer.Option(1, "--workers", help="Parallel tasks (slides)."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     cpus_per_task: float = cpus_per_task_option("slide"),
 ) -> None:
     """Add patch_labels, overlap and attn_target to patch (and bag) files."""
@@ -82,6 +84,7 @@ def label(
             workers=workers,
             executor=executor,
             ray_address=ray_address,
+            ray_timeout=ray_timeout,
             cpus_per_task=cpus_per_task,
         )
     ok = result.counts.get("ok", 0)

@@ -9,6 +9,7 @@ import typer
 from histomil.cli._app import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     app,
     cpus_per_task_option,
     deprecated,
@@ -45,6 +46,7 @@ def preprocess(
     workers: int = typer.Option(1, "--workers", help="Parallel tasks (slides)."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     cpus_per_task: float = cpus_per_task_option("slide"),
     old_mpp: float | None = typer.Option(None, "--mpp", hidden=True),
     old_magnification: float | None = typer.Option(None, "--magnification", hidden=True),
@@ -76,6 +78,7 @@ def preprocess(
             workers=workers,
             executor=executor,
             ray_address=ray_address,
+            ray_timeout=ray_timeout,
             cpus_per_task=cpus_per_task,
         )
     summary = ", ".join(f"{v} {k}" for k, v in result.counts.items())
@@ -95,20 +98,25 @@ def synth_slides(
     level0_mpp: float = typer.Option(
         0.5, "--level0-mpp", help="Level-0 um/px of the slides (written into the TIFF)."
     ),
-    layout: str = typer.Option("multipage", "--layout", help="multipage | subifd | flat."),
+    tiff_layout: str = typer.Option(
+        "multipage", "--tiff-layout", help="TIFF pyramid layout: multipage | subifd | flat."
+    ),
     compression: str = typer.Option("jpeg", "--compression", help="jpeg | deflate."),
     artefacts: bool = typer.Option(True, "--artefacts/--no-artefacts", help="Pen, faint tissue."),
     old_mpp: float | None = typer.Option(None, "--mpp", hidden=True),
+    old_layout: str | None = typer.Option(None, "--layout", hidden=True),
 ) -> None:
     """Write synthetic pyramidal TIFF slides, lesion annotations (XML, GeoJSON) and a manifest."""
     from histomil.slides.synth import SynthConfig, make_synthetic_slides, parse_size
 
     level0_mpp = deprecated("--mpp", "--level0-mpp", old_mpp, level0_mpp, default=0.5)
+    # --layout names extract's output layout (histomil|clam|trident); here it was the TIFF's
+    tiff_layout = deprecated("--layout", "--tiff-layout", old_layout, tiff_layout, "multipage")
     try:
         config = SynthConfig(
             size=parse_size(size),
             mpp=level0_mpp,
-            layout=layout,
+            layout=tiff_layout,
             compression=compression,
             artefacts=artefacts,
         )

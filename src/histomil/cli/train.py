@@ -9,6 +9,7 @@ import typer
 from histomil.cli._app import (
     EXECUTOR_HELP,
     RAY_ADDRESS_HELP,
+    RAY_TIMEOUT_HELP,
     app,
     cpus_per_task_option,
     user_errors,
@@ -27,6 +28,7 @@ def train(
     workers: int = typer.Option(1, "--workers", help="Parallel tasks (folds)."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     cpus_per_task: float = cpus_per_task_option("fold"),
 ) -> None:
     """Train and evaluate every fold; writes predictions.csv, metrics.json, attention files."""
@@ -41,6 +43,7 @@ def train(
             workers=workers,
             executor=executor,
             ray_address=ray_address,
+            ray_timeout=ray_timeout,
             cpus_per_task=cpus_per_task,
         )
     shown = metrics_summary(result.metrics)  # counts per fold as integers, never averaged
