@@ -93,22 +93,20 @@ def _wants_gpu(device: str) -> bool:
 
 def resolve_precision(precision: str, device) -> str:
     """``auto`` -> bf16 where the device runs it natively (recent CPUs, Ampere+ GPUs), else
-    fp16 on older GPUs and fp32 on CPUs without bf16; an explicit bf16 that the device cannot
-    run is an error."""
-    import torch
+    fp16 on older GPUs and fp32 on CPUs without bf16. An explicit bf16 on a CPU that only
+    emulates it runs, with a warning that it is slower (:mod:`histomil.hardware`); on a GPU
+    without bf16 it is an error."""
+    from histomil.hardware import native_bf16, warn_if_emulated_bf16
 
-    if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-    else:
-        bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    bf16 = native_bf16(device)
     if precision == "auto":
         return "bf16" if bf16 else ("fp16" if device.type == "cuda" else "fp32")
     if precision == "bf16" and not bf16:
-        raise RuntimeError(f"bf16 is not supported on this {device.type}; use --precision float32")
+        if device.type == "cuda":
+            raise RuntimeError("bf16 is not supported on this GPU; use --precision float32")
+        warn_if_emulated_bf16(device)
     if precision == "fp16" and device.type != "cuda":
-        raise RuntimeError(
-            "fp16 autocast is only offered on CUDA; use --precision bfloat16 or float32 on CPU"
-        )
+        raise RuntimeError("fp16 autocast is only offered on CUDA; use bf16 or fp32 on CPU")
     return precision
 
 

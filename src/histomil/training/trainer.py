@@ -102,6 +102,9 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     if precision == "float32":
         return contextlib.nullcontext()
     if precision == "bfloat16":
+        from histomil.hardware import warn_if_emulated_bf16
+
+        warn_if_emulated_bf16(device)  # once per process: emulated bf16 is slower than float32
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     raise ValueError(f"precision must be float32 or bfloat16, got {precision!r}")
 
