@@ -151,3 +151,17 @@ def test_empty_or_unsupported_patch_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no patch files \(\*\.h5\) in .*patches.*notes"):
         extract_dir(folder, tmp_path / "out", SMALL)
     assert not (tmp_path / "out").exists()
+
+
+def test_patch_file_from_another_version_of_its_slide_is_reported(tmp_path, patch_dir):
+    from histomil.provenance import record, write_h5
+
+    older = tmp_path / "CMU-1-Small-Region.svs"
+    older.write_bytes(b"an older scan")
+    with h5py.File(patch_dir / BAG, "a") as f:
+        write_h5(f, record("preprocess", {}, {"slide": older}))
+    with pytest.raises(StaleOutputError, match="made from another version of slide") as info:
+        extract_dir(patch_dir, tmp_path / "out", SMALL)
+    assert "(slide: CMU-1-Small-Region.svs (13 bytes" in str(info.value)
+    assert "rerun preprocess with --overwrite" in str(info.value)
+    assert not (tmp_path / "out").exists()

@@ -82,8 +82,8 @@ class Plan:
     def raise_problems(self, out_dir: Path) -> None:
         if self.problems:
             raise StaleOutputError(
-                f"{len(self.problems)} slide(s) already have bags in {out_dir} made from other "
-                "inputs or settings; nothing was written:\n" + "\n".join(self.problems)
+                f"{len(self.problems)} slide(s) have bags in {out_dir} or patch files made from "
+                "other inputs or settings; nothing was written:\n" + "\n".join(self.problems)
             )
 
 
