@@ -74,6 +74,7 @@ def test_read_patch_at_level_2_and_read_patches(pyramid):
     coords = grid_coords(slide.dimensions, spec.patch_size_level0)
     assert coords.shape == (8 * 6, 2)
     patches = read_patches(slide, coords[[0, 9, 47]], spec)
+    assert patches.shape == (3, 32, 32, 3) and patches.dtype == np.uint8
     for patch, (x, y) in zip(patches, coords[[0, 9, 47]], strict=True):
         np.testing.assert_array_equal(patch, _down(level0[y : y + 128, x : x + 128], 4))
 

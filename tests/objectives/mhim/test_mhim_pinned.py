@@ -112,8 +112,12 @@ def test_instance_score_errors_and_bag_head():
 
     t2 = WithClassify()
     assert bag_head(t2) == t2.classify
-    with pytest.raises(ValueError, match="neither classify"):
+    with pytest.raises(ValueError) as err:
         bag_head(nn.Linear(2, 2))
+    assert str(err.value) == (
+        "Linear exposes neither classify() nor classifier; use scoring='attention' or give the "
+        "model a bag classifier"
+    )
 
 
 def _brute_rank(scores: list[float], labels: list[int], sigma: float, margin: float) -> float:
