@@ -98,11 +98,11 @@ def test_instance_scores_prefer_instance_logits_and_branches():
 def test_instance_score_errors_and_bag_head():
     teacher = _Head()
     h = torch.zeros(1, 2, 2)
-    with pytest.raises(ValueError, match="scoring must be one of"):
+    with pytest.raises(ValueError, match=r"^scoring must be one of \('probability', 'attention'\)"):
         instance_scores(teacher, _out(), h, 1, scoring="rank")
-    with pytest.raises(ValueError, match="no attention scores"):
+    with pytest.raises(ValueError, match="^_Head has no attention scores$"):
         instance_scores(teacher, _out(), h, 1, scoring="attention")
-    with pytest.raises(ValueError, match="no attention weights"):
+    with pytest.raises(ValueError, match="^_Head has no attention weights to score with$"):
         instance_scores(teacher, _out(), h, 1)
     assert bag_head(teacher) is teacher.classifier
 
