@@ -39,8 +39,11 @@ def test_class_probability_softmax_by_hand():
     for c in range(3):
         torch.testing.assert_close(class_probability(logits, c), torch.tensor([p[c], q[c]]))
     torch.testing.assert_close(class_probability(logits, None), torch.tensor([p[0], q[2]]))
-    # leading batch dimensions are kept
-    assert class_probability(logits[None], 2).shape == (1, 2)
+    # leading batch dimensions are kept: the last dimension holds the classes
+    for lg in (logits, torch.tensor([[0.0], [2.0], [-1.5]])):
+        for target in (None, 0, 1):
+            batched = class_probability(lg[None], target)
+            torch.testing.assert_close(batched, class_probability(lg, target)[None])
 
 
 def _out(**kw) -> MILOutput:
