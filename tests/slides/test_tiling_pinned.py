@@ -66,6 +66,17 @@ def test_read_patch_at_level_1_is_the_downsampled_level0_crop(pyramid, backend):
         assert np.abs(patch.astype(int) - wrong).mean() > 20
 
 
+def test_tile_spec_defaults_and_limits(pyramid):
+    slide = open_slide(pyramid[0], backend="tiffslide")
+    # defaults: 224 px at 0.5 um/px = level 0 of a 0.5 um/px slide, no resize
+    assert TileSpec.for_slide(slide) == TileSpec(224, 0.5, 0.5, 0, 224, 224)
+    assert TileSpec.for_slide(slide, patch_size=1, target_mpp=2.0).patch_size_level0 == 4
+    with pytest.raises(ValueError, match="^patch_size must be >= 1, got 0$"):
+        TileSpec.for_slide(slide, patch_size=0)
+    with pytest.raises(ValueError, match="^target_mpp must be positive, got 0.0$"):
+        TileSpec.for_slide(slide, target_mpp=0.0)
+
+
 def test_read_patch_at_level_2_and_read_patches(pyramid):
     path, level0 = pyramid
     slide = open_slide(path, backend="tiffslide")
@@ -74,6 +85,7 @@ def test_read_patch_at_level_2_and_read_patches(pyramid):
     coords = grid_coords(slide.dimensions, spec.patch_size_level0)
     assert coords.shape == (8 * 6, 2)
     patches = read_patches(slide, coords[[0, 9, 47]], spec)
+    assert patches.shape == (3, 32, 32, 3) and patches.dtype == np.uint8
     for patch, (x, y) in zip(patches, coords[[0, 9, 47]], strict=True):
         np.testing.assert_array_equal(patch, _down(level0[y : y + 128, x : x + 128], 4))
 

@@ -39,8 +39,11 @@ def test_class_probability_softmax_by_hand():
     for c in range(3):
         torch.testing.assert_close(class_probability(logits, c), torch.tensor([p[c], q[c]]))
     torch.testing.assert_close(class_probability(logits, None), torch.tensor([p[0], q[2]]))
-    # leading batch dimensions are kept
-    assert class_probability(logits[None], 2).shape == (1, 2)
+    # leading batch dimensions are kept: the last dimension holds the classes
+    for lg in (logits, torch.tensor([[0.0], [2.0], [-1.5]])):
+        for target in (None, 0, 1):
+            batched = class_probability(lg[None], target)
+            torch.testing.assert_close(batched, class_probability(lg, target)[None])
 
 
 def _out(**kw) -> MILOutput:
@@ -98,11 +101,11 @@ def test_instance_scores_prefer_instance_logits_and_branches():
 def test_instance_score_errors_and_bag_head():
     teacher = _Head()
     h = torch.zeros(1, 2, 2)
-    with pytest.raises(ValueError, match="scoring must be one of"):
+    with pytest.raises(ValueError, match=r"^scoring must be one of \('probability', 'attention'\)"):
         instance_scores(teacher, _out(), h, 1, scoring="rank")
-    with pytest.raises(ValueError, match="no attention scores"):
+    with pytest.raises(ValueError, match="^_Head has no attention scores$"):
         instance_scores(teacher, _out(), h, 1, scoring="attention")
-    with pytest.raises(ValueError, match="no attention weights"):
+    with pytest.raises(ValueError, match="^_Head has no attention weights to score with$"):
         instance_scores(teacher, _out(), h, 1)
     assert bag_head(teacher) is teacher.classifier
 
@@ -112,8 +115,12 @@ def test_instance_score_errors_and_bag_head():
 
     t2 = WithClassify()
     assert bag_head(t2) == t2.classify
-    with pytest.raises(ValueError, match="neither classify"):
+    with pytest.raises(ValueError) as err:
         bag_head(nn.Linear(2, 2))
+    assert str(err.value) == (
+        "Linear exposes neither classify() nor classifier; use scoring='attention' or give the "
+        "model a bag classifier"
+    )
 
 
 def _brute_rank(scores: list[float], labels: list[int], sigma: float, margin: float) -> float:
