@@ -168,3 +168,19 @@ def test_closing_fills_gaps_without_eroding_the_image_border():
     closed = _closing(mask, 2)
     assert closed[:, :22].all()  # the 2-px gap is closed, the border column kept
     assert not closed[:, 25:].any()
+
+
+def test_ink_mask_matches_the_hsv_rule():
+    """The float32 HSV maths and the hue pre-filter give skimage's rgb2hsv decisions."""
+    from skimage.color import rgb2hsv
+
+    from histomil.slides.tissue import ink_mask
+
+    cfg = SegmentationConfig()
+    rgb = np.random.default_rng(0).integers(0, 256, (200, 300, 3)).astype(np.uint8)
+    hue, sat, val = np.moveaxis(rgb2hsv(rgb), 2, 0)
+    lo, hi = cfg.ink_hue
+    want = (sat > cfg.ink_saturation) & (hue > lo) & (hue < hi)
+    want |= (val < cfg.black_value) | ((val < cfg.gray_value) & (sat < cfg.gray_saturation))
+    got = ink_mask(rgb, cfg)
+    assert (got != want).mean() < 1e-3  # float32 vs float64 at the exact boundaries only

@@ -140,6 +140,10 @@ def ink_mask(rgb: np.ndarray, config: SegmentationConfig | None = None, hsv=None
     config = config or SegmentationConfig()
     val, sat, delta = hsv if hsv is not None else hsv_value_saturation(rgb)
     coloured = sat > config.ink_saturation
+    # hue < 2/3 + x/6 <=> G > R - x * delta among saturated pixels; H&E (pink to purple, R > G)
+    # fails this cheap test, so hue is computed only for the few ink candidates
+    x = (config.ink_hue[1] - 2 / 3) * 6
+    coloured &= rgb[..., 1].astype(np.float32) > rgb[..., 0].astype(np.float32) - x * delta
     ink = np.zeros(sat.shape, dtype=bool)
     if coloured.any():
         hue = _hue(rgb, delta, coloured)
