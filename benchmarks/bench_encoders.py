@@ -7,7 +7,7 @@ DataLoader, resizes/crops/normalises (``Runner.prepare``) and runs the model
 (``encode_batches``), i.e. ``histomil extract`` without the HDF5 write. Patch counts are small
 for the big ViTs. Usage::
 
-    PYTHONPATH=src python benchmarks/bench_encoders.py --out benchmarks/results/encoders.json
+    PYTHONPATH=src python benchmarks/bench_encoders.py [--encoders uni virchow2] [--out results.json]
 """
 
 from __future__ import annotations
@@ -157,9 +157,10 @@ def main() -> None:
     }
     print(json.dumps(meta))
     print(
-        "| encoder | params | dim | input | patches | forward img/s | pipeline img/s | pipeline/forward |"
+        "| encoder | params | dim | input | patches | forward img/s | pipeline img/s | "
+        "pipeline/forward | load |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| `{r['encoder']}` | {r['params'] / 1e6:.1f} M | {r['feature_dim']} | {r['input']} | "
