@@ -67,7 +67,7 @@ def test_changed_min_tissue_is_refused_and_unchanged_rerun_skips(slide: Path, tm
     assert n_after < n_before and attrs["min_tissue"] == 0.9
     prov = read_h5(out / "patches" / "s1.h5")
     assert prov["step"] == "preprocess" and prov["params"]["min_tissue"] == 0.9
-    assert prov["params"]["segmentation"]["method"] == "otsu"
+    assert prov["params"]["segmentation"]["method"] == strict.segmentation.method
     assert prov["inputs"]["slide"]["name"] == "s1.tif"
 
 
