@@ -325,7 +325,7 @@ def extract_dir(
     ``skip_errors``, a :class:`~histomil.executors.BatchError` listing the failures is raised
     at the end. Status rows hold one-line errors; tracebacks go to ``extract_errors.log``.
     """
-    from histomil.features.reruns import plan_extraction, weights_record
+    from histomil.features.reruns import plan_extraction
 
     patches_dir, out_dir = Path(patches_dir), Path(out_dir)
     if not patches_dir.is_dir():
@@ -339,7 +339,7 @@ def extract_dir(
         raise FileNotFoundError(
             f"no patch files (*.h5) in {patches_dir} ({there}); run `histomil preprocess` first"
         )
-    plan = plan_extraction(files, out_dir, config, weights_record(config))
+    plan = plan_extraction(files, out_dir, config)
     plan.raise_problems(out_dir)
     executor = executor or ExecutorConfig()
     if executor.executor == "ray" and _wants_gpu(config.device):
@@ -360,7 +360,7 @@ def extract_dir(
     ]
     order = [p.stem for p in files]
     rows: dict[str, dict[str, Any]] = dict(plan.rows)
-    errors = dict(plan.errors)
+    errors: dict[str, str] = {}
 
     def ordered() -> list[dict[str, Any]]:
         return [rows[k] for k in order if k in rows]
