@@ -347,7 +347,7 @@ def extract_dir(
     ``skip_errors``, a :class:`~histomil.executors.BatchError` listing the failures is raised
     at the end. Status rows hold one-line errors; tracebacks go to ``extract_errors.log``.
     """
-    from histomil.features.reruns import plan_extraction, weights_record
+    from histomil.features.reruns import plan_extraction
 
     patches_dir, out_dir = Path(patches_dir), Path(out_dir)
     if not patches_dir.is_dir():
@@ -364,7 +364,7 @@ def extract_dir(
     from histomil.features.encoders_foundation import check_weights
 
     check_weights(config.encoder, config.weights)  # a missing checkpoint fails before any slide
-    plan = plan_extraction(files, out_dir, config, weights_record(config))
+    plan = plan_extraction(files, out_dir, config)
     plan.raise_problems(out_dir)
     executor = executor or ExecutorConfig()
     if executor.executor == "ray" and _wants_gpu(config.device):
@@ -385,7 +385,7 @@ def extract_dir(
     ]
     order = [p.stem for p in files]
     rows: dict[str, dict[str, Any]] = dict(plan.rows)
-    errors = dict(plan.errors)
+    errors: dict[str, str] = {}
 
     def ordered() -> list[dict[str, Any]]:
         return [rows[k] for k in order if k in rows]

@@ -17,6 +17,8 @@ from histomil.provenance import (
     StaleOutputError,
     decide,
     differences,
+    file_identity,
+    normalise,
     read_h5,
     record,
 )
@@ -53,12 +55,14 @@ def bag_provenance(pf, config, weights: tuple[dict, dict]) -> dict[str, Any]:
     return record("extract", params, inputs)
 
 
-def stale_patch_file(pf, wanted: dict[str, Any]) -> str | None:
+def stale_patch_file(pf) -> str | None:
     """Why ``pf`` no longer matches its slide (it was made from another version), or None."""
     made = read_h5(pf.path)
     old = (made or {}).get("inputs", {}).get("slide")
-    new = wanted["inputs"]["slide"]
-    if old is None or {k: v for k, v in old.items() if k != "name"} == {
+    if old is None:
+        return None
+    new = normalise(file_identity(pf.slide_path))
+    if {k: v for k, v in old.items() if k != "name"} == {
         k: v for k, v in new.items() if k != "name"
     }:
         return None
@@ -71,12 +75,11 @@ def stale_patch_file(pf, wanted: dict[str, Any]) -> str | None:
 
 @dataclass
 class Plan:
-    """Per-slide decisions: ``todo`` (patch file, provenance) to extract, rows of slides that
-    are skipped / empty / failed already, full error texts, and refusals."""
+    """Per-slide decisions: ``todo`` (patch file, provenance or None: built by the task) to
+    extract, rows of slides skipped or empty, and refusals."""
 
-    todo: list[tuple[Path, dict]] = field(default_factory=list)
+    todo: list[tuple[Path, dict | None]] = field(default_factory=list)
     rows: dict[str, dict] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     def raise_problems(self, out_dir: Path) -> None:
@@ -87,38 +90,41 @@ class Plan:
             )
 
 
-def plan_extraction(files: list[Path], out_dir: Path, config, weights) -> Plan:
-    """Decide skip / compute / refuse for every patch file before anything is written."""
+def plan_extraction(files: list[Path], out_dir: Path, config) -> Plan:
+    """Decide skip / compute / refuse for every patch file before anything is written.
+
+    A slide without a bag yet is computed with the provenance its task builds (so the encoder
+    weights are resolved by the task, as before); an unreadable patch file is left to its task,
+    which reports the error.
+    """
     from histomil.features.extract import EMPTY_MESSAGE, bag_path_for
     from histomil.features.patches import PatchFileError, read_patch_file
 
     plan = Plan()
+    weights: list[tuple[dict, dict]] = []  # resolved once, only when a bag must be compared
     for path in files:
         try:
             pf = read_patch_file(path, config.slides_dir)
-        except (PatchFileError, OSError) as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            plan.rows[path.stem] = {"slide_id": path.stem, "status": "failed", "error": message}
-            plan.errors[path.stem] = message
+        except (PatchFileError, OSError):
+            plan.todo.append((path, None))
             continue
         bag = bag_path_for(out_dir, pf.slide_id, config)
         row = {"slide_id": pf.slide_id, "bag": str(bag), "n_patches": len(pf.coords)}
         if len(pf.coords) == 0:
-            plan.rows[pf.slide_id] = {
-                **row,
-                "bag": "",
-                "status": "empty",
-                "error": EMPTY_MESSAGE,
-            }
+            plan.rows[pf.slide_id] = {**row, "bag": "", "status": "empty", "error": EMPTY_MESSAGE}
             continue
-        wanted = bag_provenance(pf, config, weights)
-        stale = stale_patch_file(pf, wanted)
+        stale = stale_patch_file(pf)
         if stale is not None:
             plan.problems.append(stale)
             continue
+        if not bag.is_file():
+            plan.todo.append((path, None))
+            continue
+        if not weights:
+            weights.append(weights_record(config))
+        wanted = bag_provenance(pf, config, weights[0])
         try:
-            recorded = read_h5(bag) if bag.is_file() else None
-            decision = decide(bag, recorded, wanted, config.overwrite, how=HOW)
+            decision = decide(bag, read_h5(bag), wanted, config.overwrite, how=HOW)
         except StaleOutputError as exc:
             plan.problems.append(str(exc))
             continue

@@ -86,7 +86,7 @@ class TileSpec:
         spec = cls(patch_size, float(target_mpp), mpp0, level, read_size, size0)
         if spec.upsampled:
             warnings.warn(
-                f"slide {Path(str(slide.path)).name}: the target {target_mpp:g} um/px "
+                f"slide {Path(str(getattr(slide, 'path', '?'))).name}: the target {target_mpp:g} um/px "
                 f"({spec.target_magnification:g}x) is finer than level 0 ({mpp0:g} um/px, "
                 f"{10.0 / mpp0:g}x); patches are upsampled x{spec.read_scale:.2f} from level 0 "
                 "(no extra detail); ask for a resolution the scan has",
