@@ -146,6 +146,7 @@ def _tools(args, slide_dir: Path, slide: Path, work: Path) -> dict:
                 "--seg",
                 "--patch",
                 "--stitch",
+                *(["--preset", args.clam_preset] if args.clam_preset else []),
             ],  # fmt: skip
             clam_env,
             args.clam,
@@ -251,6 +252,7 @@ def _cohort(args, slide: Path, work: Path) -> None:
                 "--seg",
                 "--patch",
                 "--stitch",
+                *(["--preset", args.clam_preset] if args.clam_preset else []),
             ],  # fmt: skip
             {**os.environ, "PYTHONPATH": args.clam_pythonpath or ""},
             args.clam,
@@ -294,6 +296,7 @@ def main() -> None:
     parser.add_argument("--slide", type=Path, default=None, help="Default: generate it.")
     parser.add_argument("--clam", type=Path, default=None, help="A CLAM checkout (work tree).")
     parser.add_argument("--clam-pythonpath", default=None, help="Where CLAM finds cv2.")
+    parser.add_argument("--clam-preset", default=None, help="A CSV in CLAM's presets/ folder.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cohort", type=int, default=0, help="Also run N slides (0: skip).")
     args = parser.parse_args()

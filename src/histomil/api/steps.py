@@ -38,7 +38,7 @@ def preprocess(
     target_magnification: float | None = None,
     level0_mpp: float | None = None,
     min_tissue: float = 0.05,
-    segmentation: str = "otsu",
+    segmentation: str = "saturation",
     backend: str | None = None,
     overwrite: bool = False,
     skip_errors: bool = False,

@@ -37,7 +37,9 @@ def preprocess(
     ),
     level0_mpp: float | None = typer.Option(None, "--level0-mpp", help=LEVEL0_MPP_HELP),
     min_tissue: float = typer.Option(0.05, "--min-tissue", help="Keep patches with >= this."),
-    segmentation: str = typer.Option("otsu", "--segmentation", help="otsu | saturation."),
+    segmentation: str = typer.Option(
+        "saturation", "--segmentation", help="saturation (ink-robust) | otsu (the paper's)."
+    ),
     backend: str | None = typer.Option(None, "--backend", help="openslide | tiffslide | pil."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo slides already done."),
     skip_errors: bool = typer.Option(
