@@ -174,6 +174,25 @@ def test_attention_induction_term_by_value(reduction):
     assert float(out.loss) == pytest.approx(_bce(0.7, 1) + 2.5 * want)
 
 
+@pytest.mark.parametrize(
+    "obj",
+    [AttentionInduction(weight=2.0), RankInduction(weight=2.0, max_pos=None, max_neg=None)],
+)
+def test_induction_keeps_the_model_bag_weight_and_exact_messages(obj):
+    """The induced term is added to ``bag_weight * bag + (1 - bag_weight) * aux``."""
+    _setup(obj)
+    out = obj(Fixed(_output([0.7], aux=0.9), bag_weight=0.7), _bag(label=1))
+    extra = out.terms.get("attn", out.terms.get("rank"))
+    assert out.terms["total"] == pytest.approx(0.7 * _bce(0.7, 1) + 0.3 * 0.9 + 2.0 * extra)
+    name = obj.name
+    no_attn = MILOutput(logits=torch.tensor([[0.7]]), embedding=torch.zeros(1, 2))
+    what = "attention" if name == "attention_induction" else "attention scores"
+    with pytest.raises(ValueError, match=f"^{name} needs {what}; Fixed$"):
+        obj(Fixed(no_attn), _bag())
+    with pytest.raises(ValueError, match=f"^{name} needs task: classification$"):
+        obj.setup(None, TrainContext(task="survival"))
+
+
 def test_attention_induction_default_and_when_it_applies():
     assert AttentionInduction().reduction == "sum"
     obj = _setup(AttentionInduction())
