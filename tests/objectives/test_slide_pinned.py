@@ -193,8 +193,27 @@ def test_induction_keeps_the_model_bag_weight_and_exact_messages(obj):
         obj.setup(None, TrainContext(task="survival"))
 
 
+def test_supervised_branch_and_returned_output():
+    """One logit: the positive class's branch (1); C >= 2: the slide's own class's branch."""
+    two = _output([0.7], branches=2)  # weights of branch b rolled by b
+    obj = _setup(AttentionInduction())
+    model = Fixed(two)
+    out = obj(model, _bag(label=1))
+    assert out.output is model.output
+    rolled = WEIGHTS[-1:] + WEIGHTS[:-1]
+    want = sum((a - t) ** 2 for a, t in zip(rolled, TARGET.tolist(), strict=True))
+    assert out.terms["attn"] == pytest.approx(want)
+    obj3 = _setup(AttentionInduction(), n_classes=3)
+    out3 = obj3(Fixed(_output([0.1, 0.2, 0.3], branches=3)), _bag(label=2))
+    rolled2 = WEIGHTS[-2:] + WEIGHTS[:-2]
+    want2 = sum((a - t) ** 2 for a, t in zip(rolled2, TARGET.tolist(), strict=True))
+    assert out3.terms["attn"] == pytest.approx(want2)
+    assert _setup(BagObjective())(model, _bag()).output is model.output
+
+
 def test_attention_induction_default_and_when_it_applies():
     assert AttentionInduction().reduction == "sum"
+    assert (AttentionInduction().weight, AttentionInduction().survival_alpha) == (1.0, 0.0)
     obj = _setup(AttentionInduction())
     assert "attn" not in obj(Fixed(_output([0.7])), _bag(label=0)).terms
     assert "attn" not in obj(Fixed(_output([0.7])), _bag(attn_target=None)).terms
