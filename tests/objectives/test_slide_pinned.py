@@ -174,8 +174,46 @@ def test_attention_induction_term_by_value(reduction):
     assert float(out.loss) == pytest.approx(_bce(0.7, 1) + 2.5 * want)
 
 
+@pytest.mark.parametrize(
+    "obj",
+    [AttentionInduction(weight=2.0), RankInduction(weight=2.0, max_pos=None, max_neg=None)],
+)
+def test_induction_keeps_the_model_bag_weight_and_exact_messages(obj):
+    """The induced term is added to ``bag_weight * bag + (1 - bag_weight) * aux``."""
+    _setup(obj)
+    out = obj(Fixed(_output([0.7], aux=0.9), bag_weight=0.7), _bag(label=1))
+    extra = out.terms.get("attn", out.terms.get("rank"))
+    assert out.terms["total"] == pytest.approx(0.7 * _bce(0.7, 1) + 0.3 * 0.9 + 2.0 * extra)
+    name = obj.name
+    no_attn = MILOutput(logits=torch.tensor([[0.7]]), embedding=torch.zeros(1, 2))
+    what = "attention" if name == "attention_induction" else "attention scores"
+    with pytest.raises(ValueError, match=f"^{name} needs {what}; Fixed$"):
+        obj(Fixed(no_attn), _bag())
+    with pytest.raises(ValueError, match=f"^{name} needs task: classification$"):
+        obj.setup(None, TrainContext(task="survival"))
+
+
+def test_supervised_branch_and_returned_output():
+    """One logit: the positive class's branch (1); C >= 2: the slide's own class's branch."""
+    two = _output([0.7], branches=2)  # weights of branch b rolled by b
+    obj = _setup(AttentionInduction())
+    model = Fixed(two)
+    out = obj(model, _bag(label=1))
+    assert out.output is model.output
+    rolled = WEIGHTS[-1:] + WEIGHTS[:-1]
+    want = sum((a - t) ** 2 for a, t in zip(rolled, TARGET.tolist(), strict=True))
+    assert out.terms["attn"] == pytest.approx(want)
+    obj3 = _setup(AttentionInduction(), n_classes=3)
+    out3 = obj3(Fixed(_output([0.1, 0.2, 0.3], branches=3)), _bag(label=2))
+    rolled2 = WEIGHTS[-2:] + WEIGHTS[:-2]
+    want2 = sum((a - t) ** 2 for a, t in zip(rolled2, TARGET.tolist(), strict=True))
+    assert out3.terms["attn"] == pytest.approx(want2)
+    assert _setup(BagObjective())(model, _bag()).output is model.output
+
+
 def test_attention_induction_default_and_when_it_applies():
     assert AttentionInduction().reduction == "sum"
+    assert (AttentionInduction().weight, AttentionInduction().survival_alpha) == (1.0, 0.0)
     obj = _setup(AttentionInduction())
     assert "attn" not in obj(Fixed(_output([0.7])), _bag(label=0)).terms
     assert "attn" not in obj(Fixed(_output([0.7])), _bag(attn_target=None)).terms

@@ -71,6 +71,7 @@ def test_tile_spec_defaults_and_limits(pyramid):
     # defaults: 224 px at 0.5 um/px = level 0 of a 0.5 um/px slide, no resize
     assert TileSpec.for_slide(slide) == TileSpec(224, 0.5, 0.5, 0, 224, 224)
     assert TileSpec.for_slide(slide, patch_size=1, target_mpp=2.0).patch_size_level0 == 4
+    assert TileSpec.for_slide(slide, patch_size=1, target_mpp=0.25).patch_size_level0 == 1
     with pytest.raises(ValueError, match="^patch_size must be >= 1, got 0$"):
         TileSpec.for_slide(slide, patch_size=0)
     with pytest.raises(ValueError, match="^target_mpp must be positive, got 0.0$"):
