@@ -132,4 +132,5 @@ def test_extract_precision_uses_the_yaml_spelling(job, tmp_path):
         assert f["features"].dtype == "float16"
     with pytest.warns(FutureWarning, match="'fp32' is deprecated"):
         histomil.extract(pre.patches_dir, tmp_path / "f", encoder="timm:resnet18",
-                         random_weights=True, readers=0, precision="fp32")  # fmt: skip
+                         random_weights=True, readers=0, precision="fp32",
+                         dtype="float16")  # fmt: skip

@@ -55,7 +55,7 @@ def test_heatmap_from_another_folder_draws_the_users_polygon(tmp_path, monkeypat
     monkeypatch.chdir(work)
     pre = histomil.preprocess("s/manifest.csv", "p", patch_size=64)
     histomil.label("p/patches", "s/slides", "labels")
-    ext = histomil.extract("p/patches", "p", encoder="timm:resnet18", random_weights=True,
+    ext = histomil.extract("labels", "p", encoder="timm:resnet18", random_weights=True,
                            readers=0, batch_size=32)  # fmt: skip
     bag = next(ext.bags_dir.glob("*.h5"))
     elsewhere = tmp_path / "elsewhere"

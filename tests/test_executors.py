@@ -172,11 +172,12 @@ def test_ray_interrupted_driver_cancels_pending(monkeypatch):
 @pytest.mark.parametrize(("device", "gpus"), [("cuda", 1.0), ("cpu", 0.0)])
 def test_extract_requests_a_gpu_per_ray_task_with_cuda(tmp_path, monkeypatch, device, gpus):
     """Decided from --device, not from the driver's hardware (a head node may have no GPU)."""
-    from histomil.features import ExtractConfig
+    from histomil.features import ExtractConfig, WeightsSpec
     from histomil.features import extract as fx
 
     (tmp_path / "s1.h5").write_bytes(b"")
     seen = []
     monkeypatch.setattr(fx, "run_tasks", lambda tasks, executor, **kw: seen.append(executor))
-    fx.extract_dir(tmp_path, tmp_path / "out", ExtractConfig(device=device), ExecutorConfig("ray"))
+    fx.extract_dir(tmp_path, tmp_path / "out", ExtractConfig(device=device, weights=WeightsSpec(random=True)),
+                   ExecutorConfig("ray"))  # fmt: skip
     assert seen[0].executor == "ray" and seen[0].num_gpus_per_task == gpus

@@ -48,7 +48,8 @@ def _h5(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         for name, ds in f.items():
             out[name] = ds[()]
-            out.update({f"{name}.{k}": v for k, v in ds.attrs.items()})
+            # CLAM's coords attrs name the output folder, which differs between the two runs
+            out.update({f"{name}.{k}": v for k, v in ds.attrs.items() if k != "save_path"})
         out.update({k: v for k, v in f.attrs.items() if k not in ("created", "slide_path")})
     return out
 

@@ -97,15 +97,17 @@ def quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
 
 
-def connect(init_kwargs: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S) -> None:
+def connect(init_kwargs: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S, ray=None) -> None:  # noqa: ANN001
     """``ray.init(**init_kwargs)`` in at most ``timeout`` seconds, or :class:`ClusterError`.
 
     A new local instance (``address="local"``) is started without a limit (it can be slow on a
     loaded machine, and nothing remote can hang). For an existing cluster the address is probed
     first, then ``ray.init`` runs in a daemon thread: Ray cannot be interrupted while it retries,
-    so on timeout the thread is left behind and the caller is expected to exit.
+    so on timeout the thread is left behind and the caller is expected to exit. ``ray``: the
+    module to use (the executors pass theirs).
     """
-    import ray
+    if ray is None:
+        import ray
 
     quiet_ray_logs()
     kwargs = {"logging_level": logging.ERROR, **init_kwargs}

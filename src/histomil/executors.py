@@ -282,7 +282,7 @@ def _ensure_ray(config: ExecutorConfig):
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
-    connect(ray_init_kwargs(config), config.ray_timeout)
+    connect(ray_init_kwargs(config), config.ray_timeout, ray)
     return ray, True
 
 
