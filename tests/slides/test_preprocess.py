@@ -187,3 +187,23 @@ def test_preprocess_path_imports_no_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_preprocessing_a_slide_loads_no_torch(tmp_path):
+    """Running preprocess (not only importing it) stays free of torch: the patch file's CLAM
+    attributes come from `histomil.bags.layouts`, whose package must not pull in `Bag` (torch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from histomil.slides.synth import SynthConfig, write_synthetic_slide\n"
+        "from histomil.slides.preprocess import PreprocessConfig, preprocess_slides\n"
+        f"p = r'{tmp_path}' + '/s.tif'\n"
+        "write_synthetic_slide(p, SynthConfig(size=(800, 600)), 1, True)\n"
+        f"preprocess_slides([p], r'{tmp_path}' + '/out', PreprocessConfig(patch_size=112))\n"
+        "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"

@@ -1,20 +1,35 @@
-"""histomil.bags: the per-slide bag file format, CLAM/TRIDENT readers and cohort loading."""
+"""histomil.bags: the per-slide bag file format, CLAM/TRIDENT readers and cohort loading.
 
-from histomil.bags.bag import UNKNOWN, Bag
-from histomil.bags.dataset import bag_to_float32, find_bag, index_bags, load_cohort
-from histomil.bags.io import LAYOUTS, BagData, BagError, detect_layout, load_bag, write_bag
+Names are loaded on first use (PEP 562): `histomil.bags.layouts` and `histomil.bags.io` are
+needed by preprocessing, which must not import torch (`Bag` and cohort loading do).
+"""
 
-__all__ = [
-    "LAYOUTS",
-    "UNKNOWN",
-    "Bag",
-    "BagData",
-    "BagError",
-    "bag_to_float32",
-    "detect_layout",
-    "find_bag",
-    "index_bags",
-    "load_bag",
-    "load_cohort",
-    "write_bag",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "UNKNOWN": "bag",
+    "Bag": "bag",
+    "bag_to_float32": "dataset",
+    "find_bag": "dataset",
+    "index_bags": "dataset",
+    "load_cohort": "dataset",
+    "LAYOUTS": "io",
+    "BagData": "io",
+    "BagError": "io",
+    "detect_layout": "io",
+    "load_bag": "io",
+    "write_bag": "io",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'histomil.bags' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"histomil.bags.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
