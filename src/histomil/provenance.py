@@ -147,6 +147,16 @@ def decide(
     )
 
 
+def refuse(problems: list[str], outputs: str) -> None:
+    """Raise one :class:`StaleOutputError` for every refused output of a batch (a line each),
+    after all of them were decided and before anything is written; nothing when none."""
+    if problems:
+        raise StaleOutputError(
+            f"{outputs} made from other inputs or settings; nothing was written:\n"
+            + "\n".join(problems)
+        )
+
+
 def read_h5(path: str | os.PathLike) -> dict[str, Any] | None:
     """The provenance stored in an HDF5 output, or ``None`` when it has none."""
     import h5py

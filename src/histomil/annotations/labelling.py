@@ -47,7 +47,7 @@ from histomil.executors import (
     run_tasks,
     write_error_log,
 )
-from histomil.provenance import StaleOutputError
+from histomil.provenance import StaleOutputError, refuse
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +172,7 @@ def _plan_all(jobs, config: LabelConfig, overwrite: bool, dest: Path):
         plans[job.slide_id] = plan
         if not plan.anything:
             rows[job.slide_id] = _skipped_row(job)
-    if problems:
-        raise StaleOutputError(
-            f"{len(problems)} slide(s) already have labels in {dest} made from other inputs or "
-            "settings; nothing was written:\n" + "\n".join(problems)
-        )
+    refuse(problems, f"{len(problems)} slide(s) already have labels in {dest}")
     return plans, rows
 
 

@@ -21,6 +21,7 @@ from histomil.provenance import (
     normalise,
     read_h5,
     record,
+    refuse,
 )
 
 #: How a refusal tells the user to proceed.
@@ -83,11 +84,9 @@ class Plan:
     problems: list[str] = field(default_factory=list)
 
     def raise_problems(self, out_dir: Path) -> None:
-        if self.problems:
-            raise StaleOutputError(
-                f"{len(self.problems)} slide(s) have bags in {out_dir} or patch files made from "
-                "other inputs or settings; nothing was written:\n" + "\n".join(self.problems)
-            )
+        refuse(
+            self.problems, f"{len(self.problems)} slide(s) have bags in {out_dir} or patch files"
+        )
 
 
 def plan_extraction(files: list[Path], out_dir: Path, config) -> Plan:

@@ -33,7 +33,7 @@ from histomil.executors import (
     run_tasks,
     write_error_log,
 )
-from histomil.provenance import StaleOutputError, decide, read_h5, record, write_h5
+from histomil.provenance import StaleOutputError, decide, read_h5, record, refuse, write_h5
 from histomil.slides.tiling import UpsamplingWarning
 from histomil.slides.tissue import SegmentationConfig
 
@@ -366,11 +366,7 @@ def _plan(
             "warning": "",
             "slide_path": str(s.path),
         }
-    if problems:
-        raise StaleOutputError(
-            f"{len(problems)} of {len(slides)} slide(s) already have outputs in {out} made "
-            "from other inputs or settings; nothing was written:\n" + "\n".join(problems)
-        )
+    refuse(problems, f"{len(problems)} of {len(slides)} slide(s) already have outputs in {out}")
     return skipped, todo
 
 
