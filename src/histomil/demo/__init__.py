@@ -281,7 +281,8 @@ def _print_where(console: Any, paths: DemoPaths, outputs: dict[str, Path], secon
         (paths.synthetic, "synthetic slides (TIFF), ASAP XML / GeoJSON lesions, manifest.csv"),
         (
             paths.preprocess,
-            "patches/, tissue/, thumbnails/, bags/ (features), preprocess.csv, extract.csv",
+            "patches/, tissue/, thumbnails/, labels/ (labelled patch files, label.csv), bags/ "
+            "(features), preprocess.csv, extract.csv",
         ),
         (paths.real, "the real slide's tissue + patch grid (thumbnails/)"),
         (paths.results / "configs", "training configs"),
