@@ -106,6 +106,19 @@ def _clam_seconds(text: str) -> float:
     return sum(max(0.0, float(v)) for _, v in found)
 
 
+def _clam_cmd(args, source: Path, out: Path) -> list[str]:
+    """CLAM's seg + patch + stitch over the slides of ``source`` into ``out`` (run in its tree)."""
+    return [
+        sys.executable, "create_patches_fp.py", "--source", str(source), "--save_dir", str(out),
+        "--patch_size", str(PATCH0), "--step_size", str(PATCH0), "--seg", "--patch", "--stitch",
+        *(["--preset", args.clam_preset] if args.clam_preset else []),
+    ]  # fmt: skip
+
+
+def _clam_env(args) -> dict:
+    return {**os.environ, "PYTHONPATH": args.clam_pythonpath or ""}
+
+
 def _tools(args, slide_dir: Path, slide: Path, work: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     py = sys.executable
@@ -130,27 +143,7 @@ def _tools(args, slide_dir: Path, slide: Path, work: Path) -> dict:
         "minimal": lambda out: ([py, str(work / "minimal.py"), str(slide), str(out)], env, None),
     }
     if args.clam:
-        clam_env = {**os.environ, "PYTHONPATH": args.clam_pythonpath or ""}
-        tools["CLAM"] = lambda out: (
-            [
-                py,
-                "create_patches_fp.py",
-                "--source",
-                str(slide_dir),
-                "--save_dir",
-                str(out),
-                "--patch_size",
-                str(PATCH0),
-                "--step_size",
-                str(PATCH0),
-                "--seg",
-                "--patch",
-                "--stitch",
-                *(["--preset", args.clam_preset] if args.clam_preset else []),
-            ],  # fmt: skip
-            clam_env,
-            args.clam,
-        )
+        tools["CLAM"] = lambda out: (_clam_cmd(args, slide_dir, out), _clam_env(args), args.clam)
     return tools
 
 
@@ -238,23 +231,8 @@ def _cohort(args, slide: Path, work: Path) -> None:
     }
     if args.clam:
         runs["CLAM (sequential)"] = (
-            lambda out: [
-                py,
-                "create_patches_fp.py",
-                "--source",
-                str(cdir),
-                "--save_dir",
-                str(out),
-                "--patch_size",
-                str(PATCH0),
-                "--step_size",
-                str(PATCH0),
-                "--seg",
-                "--patch",
-                "--stitch",
-                *(["--preset", args.clam_preset] if args.clam_preset else []),
-            ],  # fmt: skip
-            {**os.environ, "PYTHONPATH": args.clam_pythonpath or ""},
+            lambda out: _clam_cmd(args, cdir, out),
+            _clam_env(args),
             args.clam,
         )
     rows = {}

@@ -73,6 +73,16 @@ _VIT_G14 = dict(
     mlp_layer="swiglu_packed",
     act_layer="silu",
 )
+# H-optimus-0 and -1 share architecture, output and normalisation (Bioptimus model cards).
+_HOPTIMUS_ARCH = dict(
+    architecture="ViT-g/14 (DINOv2 giant, timm vit_giant_patch14_reg4_dinov2), SwiGLU "
+    "MLP, 4 register tokens, LayerScale 1e-5, 224 px",
+    vit=dict(_VIT_G14, img_size=224, reg_tokens=4, no_embed_class=True),
+    feature_dim=1536,
+    output=CLS,
+    mean=HOPTIMUS[0],
+    std=HOPTIMUS[1],
+)
 
 SPECS: dict[str, FoundationSpec] = {
     s.name: s
@@ -179,13 +189,7 @@ SPECS: dict[str, FoundationSpec] = {
         _spec(
             name="h_optimus_0",
             card="https://huggingface.co/bioptimus/H-optimus-0",
-            architecture="ViT-g/14 (DINOv2 giant, timm vit_giant_patch14_reg4_dinov2), SwiGLU "
-            "MLP, 4 register tokens, LayerScale 1e-5, 224 px",
-            vit=dict(_VIT_G14, img_size=224, reg_tokens=4, no_embed_class=True),
-            feature_dim=1536,
-            output=CLS,
-            mean=HOPTIMUS[0],
-            std=HOPTIMUS[1],
+            **_HOPTIMUS_ARCH,
             hf_repo="bioptimus/H-optimus-0",
             params=1_134_774_272,
             source="H-optimus-0 model card; TRIDENT HOptimus0InferenceEncoder (Resize(224), "
@@ -195,13 +199,7 @@ SPECS: dict[str, FoundationSpec] = {
         _spec(
             name="h_optimus_1",
             card="https://huggingface.co/bioptimus/H-optimus-1",
-            architecture="ViT-g/14 (DINOv2 giant, timm vit_giant_patch14_reg4_dinov2), SwiGLU "
-            "MLP, 4 register tokens, LayerScale 1e-5, 224 px",
-            vit=dict(_VIT_G14, img_size=224, reg_tokens=4, no_embed_class=True),
-            feature_dim=1536,
-            output=CLS,
-            mean=HOPTIMUS[0],
-            std=HOPTIMUS[1],
+            **_HOPTIMUS_ARCH,
             hf_repo="bioptimus/H-optimus-1",
             params=1_134_774_272,
             source="H-optimus-1 model card; TRIDENT HOptimus1InferenceEncoder",
