@@ -170,3 +170,77 @@ def test_check_two_node_cluster(tmp_path):
     assert report.problems() == []
     assert all(n.storage == {str(tmp_path.resolve()): "ok"} for n in report.nodes)
     assert not (tmp_path / ".histomil-cluster-check").exists()
+
+
+def test_ray_messages_go_to_the_log_file(tmp_path, capfd):
+    """Ray's logger and the errors a cluster publishes (a dead raylet's log tail) go to the
+    file, not the terminal; everything is restored afterwards."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    from histomil.cluster import ray_messages_to
+
+    worker = sys.modules["ray._private.worker"]
+    original = worker.print_to_stdstream
+    log = tmp_path / "out" / "ray.log"  # the folder does not exist yet
+    with ray_messages_to(log):
+        logging.getLogger("ray.core").error("object store dump line")
+        # what Ray's error-listener thread calls (by module global) for a published error
+        worker.print_to_stdstream(
+            {
+                "lines": ["Raylet is terminated. Termination is unexpected."],
+                "pid": "raylet",
+                "is_err": False,
+            },
+            ignore_prefix=False,
+        )
+    out, err = capfd.readouterr()
+    assert "Raylet" not in out + err and "object store" not in out + err
+    text = log.read_text(encoding="utf-8")
+    assert "object store dump line" in text and "[raylet] Raylet is terminated" in text
+    assert worker.print_to_stdstream is original
+    assert ray is not None
+
+
+def test_ray_messages_none_changes_nothing():
+    import logging
+
+    from histomil.cluster import ray_messages_to
+
+    logger = logging.getLogger("ray")
+    before = (list(logger.handlers), logger.propagate)
+    with ray_messages_to(None) as path:
+        assert path is None
+        assert (list(logger.handlers), logger.propagate) == before
+
+
+def test_experiment_on_unreachable_cluster_writes_nothing(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        "data: {manifest: m.csv, bags: bags}\nmodel: {name: abmil}\nobjective: {name: bag}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "exp-out"
+    start = time.monotonic()
+    proc = _histomil(
+        "experiment",
+        "compare",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--ray-address",
+        f"127.0.0.1:{_closed_port()}",
+        "--ray-timeout",
+        "5",
+    )
+    assert proc.returncode == 1, proc.stderr
+    # a closed port fails at the TCP probe; the rest is interpreter + torch/Ray imports, which
+    # take over a minute on a loaded 2-core machine (Ray alone would retry for ~14 min)
+    assert time.monotonic() - start < 180
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "cannot connect to Ray at 127.0.0.1" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()

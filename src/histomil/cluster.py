@@ -15,9 +15,11 @@ import logging
 import os
 import platform
 import socket
+import sys
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -139,6 +141,62 @@ def connect(init_kwargs: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S, ray
             f"cannot connect to Ray at {address}: {_first_line(errors[0])}; "
             f"{_cause(str(errors[0]))}"
         )
+
+
+# --- Ray's own messages ------------------------------------------------------------------
+
+
+class _MakeDirFileHandler(logging.FileHandler):
+    """A file handler that creates its folder on the first message (the output folder of a
+    command may not exist yet when it connects)."""
+
+    def _open(self):  # noqa: ANN202 - logging's signature
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
+@contextmanager
+def ray_messages_to(path: str | os.PathLike | None) -> Iterator[Path | None]:
+    """While connected, write Ray's driver-side messages to ``path`` instead of the terminal.
+
+    Two sources reach a driver's terminal: Ray's Python logger (``ray.*``), and the errors the
+    cluster publishes to the driver, printed by Ray's error-listener thread (a node that died:
+    "Raylet is terminated ..." followed by the tail of that raylet's log, about 20 lines,
+    sometimes twice). Both go to ``path`` (appended, created on the first message) while the
+    block runs; histomil reports the failed tasks itself, in one line each. Ray prints the
+    published errors through ``ray._private.worker.print_to_stdstream``; when a Ray release no
+    longer has that function, those messages stay on the terminal (nothing else changes).
+    ``None`` leaves everything as it is.
+    """
+    if path is None:
+        yield None
+        return
+    target = Path(path)
+    logger = logging.getLogger("ray")
+    saved = (list(logger.handlers), logger.propagate)
+    handler = _MakeDirFileHandler(target, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers = [handler]
+    logger.propagate = False
+    worker = sys.modules.get("ray._private.worker")
+    original = getattr(worker, "print_to_stdstream", None)
+
+    def to_file(data: dict, ignore_prefix: bool = False) -> None:  # noqa: ARG001 - Ray's signature
+        lines = data.get("lines") or []
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(f"[{data.get('pid', '?')}] {str(line).rstrip()}\n")
+
+    if original is not None:
+        worker.print_to_stdstream = to_file
+    try:
+        yield target
+    finally:
+        if original is not None:
+            worker.print_to_stdstream = original
+        handler.close()
+        logger.handlers, logger.propagate = saved
 
 
 # --- cluster check -----------------------------------------------------------------------

@@ -62,6 +62,7 @@ class ExecutorConfig:
     num_cpus_per_task: float = 1.0
     num_gpus_per_task: float = 0.0
     ray_timeout: float = 30.0
+    ray_log: str | None = None  # Ray's own messages go to this file, not the terminal
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -296,12 +297,28 @@ def ensure_connected(config: ExecutorConfig) -> bool:
 
 def _run_ray(tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:
     """One Ray task per :class:`Task`; Ray is shut down again only if this call started it."""
+    from histomil.cluster import ray_messages_to
+
     ray, started = _ensure_ray(config)
+    log = config.ray_log
+    before = _size(log)
+    with ray_messages_to(log):
+        try:
+            return _submit_ray(ray, tasks, config, description, on_result)
+        finally:
+            if started:
+                ray.shutdown()
+            if _size(log) > before:
+                print(
+                    f"note: Ray reported messages during {description}; see {log}", file=sys.stderr
+                )
+
+
+def _size(path: str | None) -> int:
     try:
-        return _submit_ray(ray, tasks, config, description, on_result)
-    finally:
-        if started:
-            ray.shutdown()
+        return os.path.getsize(path) if path else 0
+    except OSError:
+        return 0
 
 
 def _submit_ray(ray, tasks, config: ExecutorConfig, description, on_result) -> list[TaskResult]:

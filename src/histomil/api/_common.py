@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 # Spellings of the previous release, accepted with a deprecation warning.
 OLD_PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 DTYPES = ("float32", "float16")
+RAY_LOG = "ray.log"  # Ray's own messages, in the step's output folder
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,12 @@ def executor(
     ray_address: str | None = None,
     cpus_per_task: float = 1.0,
     ray_timeout: float = 30.0,
+    log_dir: PathLike | None = None,
 ):  # noqa: ANN201  (ExecutorConfig, imported lazily)
     """The executor settings shared by every step. With ``executor="ray"`` the cluster is
     connected here, within ``ray_timeout`` seconds, before the step writes anything
-    (:func:`histomil.executors.ensure_connected`)."""
+    (:func:`histomil.executors.ensure_connected`), and Ray's own messages go to
+    ``log_dir/ray.log`` (the step's output folder) instead of the terminal."""
     from histomil.executors import ExecutorConfig, ensure_connected
 
     config = ExecutorConfig(
@@ -171,6 +174,7 @@ def executor(
         ray_address=ray_address,
         num_cpus_per_task=cpus_per_task,
         ray_timeout=ray_timeout,
+        ray_log=None if log_dir is None or executor != "ray" else str(Path(log_dir) / RAY_LOG),
     )
     ensure_connected(config)
     return config

@@ -41,7 +41,9 @@ def train(
     if cfg.data.labels_dir is not None:
         existing(cfg.data.labels_dir, "labels folder (data.labels_dir)", kind="dir")
     check_model_params(cfg.model.name, cfg.model.params)
-    ex = make_executor(workers, executor, ray_address, cpus_per_task, ray_timeout)
+    ex = make_executor(
+        workers, executor, ray_address, cpus_per_task, ray_timeout, log_dir=absolute(out)
+    )
     result = run_training(cfg, absolute(out), ex, resume=resume)
     return TrainResult(
         Path(result.run_dir), tuple(result.folds), result.metrics, result.predictions

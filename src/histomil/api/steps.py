@@ -70,7 +70,9 @@ def preprocess(
         segmentation=SegmentationConfig(method=segmentation),
         backend=backend,
     )
-    ex = make_executor(workers, executor, ray_address, cpus_per_task, ray_timeout)
+    ex = make_executor(
+        workers, executor, ray_address, cpus_per_task, ray_timeout, log_dir=absolute(out)
+    )
     out = absolute(out)
     table = preprocess_slides(
         inputs, out, config, ex, slide_mpp=level0_mpp, skip_errors=skip_errors, overwrite=overwrite
@@ -130,7 +132,9 @@ def label(
     if ann.is_file() and ann.suffix.lower() != ".csv":
         ann = _single_file_manifest(patches_dir, ann, manifest_path, out_dir or patches_dir)
         manifest_path = None
-    ex = make_executor(workers, executor, ray_address, cpus_per_task, ray_timeout)
+    ex = make_executor(
+        workers, executor, ray_address, cpus_per_task, ray_timeout, log_dir=out_dir or patches_dir
+    )
     table = label_patches_dir(
         patches_dir,
         ann,
@@ -238,7 +242,7 @@ def extract(
         slides_dir=None if slides_dir is None else str(slides_dir),
         layout=layout,
     )
-    ex = make_executor(1, executor, ray_address, cpus_per_task, ray_timeout)
+    ex = make_executor(1, executor, ray_address, cpus_per_task, ray_timeout, log_dir=absolute(out))
     _check_encoder(config, ex.executor)
     out = absolute(out)
     from histomil.features.extract import bag_path_for, extract_dir

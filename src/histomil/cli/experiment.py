@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import EXECUTOR_HELP, RAY_ADDRESS_HELP, app, fail
+from histomil.cli._app import EXECUTOR_HELP, RAY_ADDRESS_HELP, RAY_TIMEOUT_HELP, app, fail
 
 NAMES = (
     "compare",
@@ -59,6 +59,7 @@ def experiment(
     workers: int = typer.Option(1, "--workers", help="Parallel tasks (sweep points)."),
     executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_timeout: float = typer.Option(30.0, "--ray-timeout", help=RAY_TIMEOUT_HELP),
     grid: str | None = typer.Option(
         None,
         "--grid",
@@ -71,6 +72,7 @@ def experiment(
     ),
 ) -> None:
     """Run one paper experiment: results.csv, table.md, PNG figures, summary.json."""
+    from histomil.cluster import ClusterError
     from histomil.experiments import ExperimentOptions, SweepError, run_experiment
     from histomil.training import ConfigError
 
@@ -81,13 +83,14 @@ def experiment(
             workers=workers,
             executor=executor,
             ray_address=ray_address,
+            ray_timeout=ray_timeout,
             grid=_grid(grid),
             methods=_split(methods),
             repeats=repeats,
             runs=_runs(runs),
         )
         run_experiment(name, config, out, options)
-    except (SweepError, ConfigError, FileNotFoundError, ValueError) as exc:
+    except (SweepError, ConfigError, ClusterError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     typer.echo((out / "table.md").read_text(encoding="utf-8"))
     typer.echo(f"results -> {out}")

@@ -25,10 +25,21 @@ class ExperimentOptions:
     methods: tuple[str, ...] | None = None
     repeats: int | None = None
     runs: tuple[tuple[str, str], ...] = ()  # localization: (name, run dir) pairs
+    ray_timeout: float = 30.0
 
-    def sweep_options(self) -> SweepOptions:
-        executor = ExecutorConfig(self.executor, self.workers, self.ray_address)
-        return SweepOptions(executor=executor, repeats=self.repeats)
+    def executor_config(self, out: Path | None = None) -> ExecutorConfig:
+        """Where the sweep's points run; with Ray, its messages go to ``out/ray.log``."""
+        log = None if out is None or self.executor != "ray" else str(Path(out) / "ray.log")
+        return ExecutorConfig(
+            self.executor,
+            self.workers,
+            self.ray_address,
+            ray_timeout=self.ray_timeout,
+            ray_log=log,
+        )
+
+    def sweep_options(self, out: Path | None = None) -> SweepOptions:
+        return SweepOptions(executor=self.executor_config(out), repeats=self.repeats)
 
 
 @dataclass(frozen=True)
@@ -57,7 +68,7 @@ class Context:
 
     def run(self, points: list[Point]) -> tuple[dict[str, Path], pd.DataFrame]:
         """Train the points (resuming) and return their run dirs and raw per-fold test rows."""
-        runs = run_sweep(self.base, points, self.out, self.options.sweep_options())
+        runs = run_sweep(self.base, points, self.out, self.options.sweep_options(self.out))
         return runs, fold_rows(points, runs)
 
 

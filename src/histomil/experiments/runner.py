@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from histomil.executors import ensure_connected
 from histomil.experiments.annotation import annotation_fraction, granularity
 from histomil.experiments.attention import localization, threshold
 from histomil.experiments.classification import compare, low_data
@@ -38,7 +39,12 @@ def run_experiment(
     """
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
+    options = options or ExperimentOptions()
     out = Path(out_dir).resolve()
+    base = load_base(config)
+    # a Ray cluster is connected (within --ray-timeout) before anything is written; the
+    # connection then serves every batch of the sweep
+    ensure_connected(options.executor_config())
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(load_base(config), out, options or ExperimentOptions())
+    ctx = Context(base, out, options)
     return EXPERIMENTS[name](ctx)
