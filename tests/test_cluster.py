@@ -244,3 +244,64 @@ def test_experiment_on_unreachable_cluster_writes_nothing(tmp_path):
     assert len(errors) == 1 and "cannot connect to Ray at 127.0.0.1" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def _sleep_on_node(i: int, folder: str) -> str:
+    """A task that says on which node it started, then works for a few seconds."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    Path(folder, f"{node}-{i}").write_text("started", encoding="utf-8")
+    time.sleep(6)
+    return node
+
+
+@pytest.mark.ray
+def test_node_death_fails_only_its_task_and_keeps_the_terminal_clean(tmp_path, capfd):
+    """A worker node killed mid-batch: its task is reported in one line, the others finish,
+    and Ray's dump of the dead raylet's log goes to the log file, not the terminal."""
+    import threading
+
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from histomil.executors import Task, run_tasks
+
+    if ray.is_initialized():
+        ray.shutdown()
+    signals = tmp_path / "started"
+    signals.mkdir()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    worker = cluster.add_node(num_cpus=1)
+    try:
+        cluster.wait_for_nodes()
+
+        def kill_worker_once_busy() -> None:
+            deadline = time.monotonic() + 120
+            while not list(signals.glob(f"{worker.node_id}-*")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(1.0)
+            cluster.remove_node(worker, allow_graceful=False)
+
+        killer = threading.Thread(target=kill_worker_once_busy, daemon=True)
+        killer.start()
+        log = tmp_path / "out" / "ray.log"
+        config = ExecutorConfig(
+            executor="ray", workers=2, ray_address=cluster.address, ray_log=str(log)
+        )
+        tasks = [Task(str(i), _sleep_on_node, {"i": i, "folder": str(signals)}) for i in range(4)]
+        results = run_tasks(tasks, config)
+        killer.join(timeout=5)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+    failed = [r for r in results if not r.ok]
+    assert len(failed) == 1, [(r.key, r.error) for r in results]
+    assert failed[0].error.startswith("ray task failed: NodeDiedError: ")
+    assert "\n" not in failed[0].error
+    assert all(r.value != worker.node_id for r in results if r.ok)
+    out, err = capfd.readouterr()
+    assert "Raylet is terminated" not in out + err and "state-dump" not in out + err
+    assert "logging.cc" not in err  # Ray's native start-up lines go to the log too
+    assert "Raylet is terminated" in log.read_text(encoding="utf-8")

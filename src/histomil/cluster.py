@@ -99,19 +99,31 @@ def quiet_ray_logs() -> None:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
 
 
-def connect(init_kwargs: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S, ray=None) -> None:  # noqa: ANN001
+def connect(
+    init_kwargs: dict[str, Any],
+    timeout: float = DEFAULT_TIMEOUT_S,
+    ray=None,  # noqa: ANN001
+    log: str | os.PathLike | None = None,
+) -> None:
     """``ray.init(**init_kwargs)`` in at most ``timeout`` seconds, or :class:`ClusterError`.
 
     A new local instance (``address="local"``) is started without a limit (it can be slow on a
     loaded machine, and nothing remote can hang). For an existing cluster the address is probed
     first, then ``ray.init`` runs in a daemon thread: Ray cannot be interrupted while it retries,
     so on timeout the thread is left behind and the caller is expected to exit. ``ray``: the
-    module to use (the executors pass theirs).
+    module to use (the executors pass theirs). What Ray's native code prints while connecting
+    goes to ``log`` (appended once connected; nothing is written when connecting fails, whose
+    cause is the one-line error), or nowhere without ``log``.
     """
     if ray is None:
         import ray
 
     quiet_ray_logs()
+    with _native_stderr_to(log):
+        _connect(ray, init_kwargs, timeout)
+
+
+def _connect(ray, init_kwargs: dict[str, Any], timeout: float) -> None:  # noqa: ANN001
     kwargs = {"logging_level": logging.ERROR, **init_kwargs}
     address = kwargs.get("address") or os.environ.get("RAY_ADDRESS") or "auto"
     if address == "local":
@@ -144,6 +156,33 @@ def connect(init_kwargs: dict[str, Any], timeout: float = DEFAULT_TIMEOUT_S, ray
 
 
 # --- Ray's own messages ------------------------------------------------------------------
+
+
+@contextmanager
+def _native_stderr_to(log: str | os.PathLike | None) -> Iterator[None]:
+    """Ray's C++ core prints start-up lines (e.g. "Set ray log level from environment
+    variable") straight to file descriptor 2, past Python's ``sys.stderr``; catch them in a
+    temporary file while connecting and append them to ``log`` only when connecting worked
+    (so a failed connection writes nothing to the output folder)."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        text = caught.read().decode("utf-8", "replace")
+    if log is not None and text.strip():
+        target = Path(log)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as fh:
+            fh.write(text)
 
 
 class _MakeDirFileHandler(logging.FileHandler):

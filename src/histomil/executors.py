@@ -283,7 +283,7 @@ def _ensure_ray(config: ExecutorConfig):
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
-    connect(ray_init_kwargs(config), config.ray_timeout, ray)
+    connect(ray_init_kwargs(config), config.ray_timeout, ray, log=config.ray_log)
     return ray, True
 
 
@@ -339,7 +339,8 @@ def _submit_ray(ray, tasks, config: ExecutorConfig, description, on_result) -> l
                 try:
                     result = ray.get(ref)
                 except Exception as exc:  # the Ray worker died or the task could not run
-                    result = TaskResult(task.key, False, None, f"ray task failed: {exc!r}")
+                    error = f"ray task failed: {type(exc).__name__}: {str(exc).strip()}"
+                    result = TaskResult(task.key, False, None, error)
                 results.append(result)
                 _report(progress, bar, result, failures, on_result)
     finally:
