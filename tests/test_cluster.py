@@ -305,3 +305,43 @@ def test_node_death_fails_only_its_task_and_keeps_the_terminal_clean(tmp_path, c
     assert "Raylet is terminated" not in out + err and "state-dump" not in out + err
     assert "logging.cc" not in err  # Ray's native start-up lines go to the log too
     assert "Raylet is terminated" in log.read_text(encoding="utf-8")
+
+
+_TOKEN_HEAD = """
+import os, sys, time
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = "t" * 32
+from ray.cluster_utils import Cluster
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+print(cluster.address, flush=True)
+sys.stdin.read()  # until the test closes stdin
+cluster.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_token_cluster_refuses_in_one_line_naming_authentication(tmp_path):
+    """A cluster started with RAY_AUTH_MODE=token, a driver without the token: one line that
+    names authentication, well before Ray's own ~25 s ConnectionError."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    head = subprocess.Popen(
+        [sys.executable, "-c", _TOKEN_HEAD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        address = head.stdout.readline().strip()
+        assert address, "the token cluster did not start"
+        proc = _histomil("cluster", "check", "--ray-address", address, "--ray-timeout", "60")
+    finally:
+        head.stdin.close()
+        head.wait(timeout=120)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "InvalidAuthToken" in errors[0] and "requires authentication" in errors[0]
+    assert "Traceback" not in proc.stderr

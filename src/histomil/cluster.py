@@ -85,9 +85,31 @@ def _cause(text: str) -> str:
     return CAUSES
 
 
+def check_token(address: str) -> None:
+    """Ask the cluster's GCS at ``address`` whether this driver may connect, before ``ray.init``.
+
+    A cluster started with ``RAY_AUTH_MODE=token`` refuses a driver without its token at once
+    (``AuthenticationError: ... InvalidAuthToken``), where ``ray.init`` only ends after about
+    25 s with a ``ConnectionError`` that does not name the cause. Uses Ray's GCS client, which
+    is internal API: if this Ray release does not have it, nothing is checked here.
+    """
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:  # pragma: no cover - depends on the Ray release
+        return
+    try:
+        GcsClient(address=address)
+    except Exception as exc:  # noqa: BLE001 - only an authentication refusal is decided here
+        if "auth" in type(exc).__name__.lower() or "InvalidAuthToken" in str(exc):
+            raise
+        # anything else (not a GCS, a timeout) is left to ray.init and its own error
+
+
 def _first_line(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception (Ray's messages run to a paragraph)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    first = text[0].split(". ")[0].rstrip(".") if text else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def quiet_ray_logs() -> None:
@@ -136,6 +158,8 @@ def _connect(ray, init_kwargs: dict[str, Any], timeout: float) -> None:  # noqa:
 
     def init() -> None:
         try:
+            if "://" not in address:
+                check_token(address)
             ray.init(**kwargs)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
             errors.append(exc)
