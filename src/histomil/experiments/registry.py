@@ -37,56 +37,34 @@ class ExperimentSpec:
 
 SPECS: tuple[ExperimentSpec, ...] = (
     ExperimentSpec(
-        "compare",
-        "compare",
-        "Table 2",
-        None,
-        (*COMMON_KEYS, "reference"),
+        name="compare", module="compare", paper="Table 2", grid_key=None,
+        keys=(*COMMON_KEYS, "reference"),
     ),
     ExperimentSpec(
-        "low-data",
-        "low_data",
-        "Figure 2",
-        "grid",
-        (*COMMON_KEYS, "reference"),
+        name="low-data", module="low_data", paper="Figure 2", grid_key="grid",
+        keys=(*COMMON_KEYS, "reference"),
     ),
     ExperimentSpec(
-        "granularity",
-        "granularity",
-        "Figure 3",
-        "grid",
-        (*COMMON_KEYS, "reference", "level0_mpp"),
+        name="granularity", module="granularity", paper="Figure 3", grid_key="grid",
+        keys=(*COMMON_KEYS, "reference", "level0_mpp"),
     ),
     ExperimentSpec(
-        "annotation-fraction",
-        "annotation_fraction",
-        "Figure 4",
-        "grid",
-        (*COMMON_KEYS, "baseline"),
+        name="annotation-fraction", module="annotation_fraction", paper="Figure 4",
+        grid_key="grid", keys=(*COMMON_KEYS, "baseline"),
     ),
     ExperimentSpec(
-        "threshold",
-        "threshold",
-        "Table 3",
-        "grid",
-        (*COMMON_KEYS, "reference_threshold"),
+        name="threshold", module="threshold", paper="Table 3", grid_key="grid",
+        keys=(*COMMON_KEYS, "reference_threshold"),
     ),
     ExperimentSpec(
-        "localization",
-        "localization",
-        "Figure 5",
-        "alphas",
-        (*COMMON_KEYS, "localization_key"),
-        takes_runs=True,
+        name="localization", module="localization", paper="Figure 5", grid_key="alphas",
+        keys=(*COMMON_KEYS, "localization_key"), takes_runs=True,
     ),
     ExperimentSpec(
-        "mhim-ablation",
-        "mhim",
-        "MHIM Tables 7-10",
-        "variants",
-        (*COMMON_KEYS, "mhim_params"),
+        name="mhim-ablation", module="mhim", paper="MHIM Tables 7-10", grid_key="variants",
+        keys=(*COMMON_KEYS, "mhim_params"),
     ),
-)
+)  # fmt: skip
 
 EXPERIMENTS: dict[str, ExperimentSpec] = {s.name: s for s in SPECS}
 
@@ -104,5 +82,5 @@ def load(spec: ExperimentSpec) -> Callable[[Any], dict[str, Any]]:
 
 
 def names_help() -> str:
-    """One line per experiment for ``histomil experiment --help``."""
+    """The NAME help of ``histomil experiment``: every experiment with its paper item."""
     return " | ".join(f"{s.name} ({s.paper})" for s in SPECS)
