@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from histomil.experiments.common import Context, as_fractions, auroc_series, tag
+from histomil.experiments.common import Context, as_fractions, auroc_series, data_points
 from histomil.experiments.methods import DISPLAY, Method
 from histomil.experiments.plots import Axes, line_figure
 from histomil.experiments.sweep import Point
@@ -26,20 +26,8 @@ METRICS = ["auroc", "auprc"]
 
 def points(baseline: Method, methods: list[Method], fractions: list[float]) -> list[Point]:
     """The baseline at 0 % annotated, then every method at every ``data.annotated_fraction``."""
-    first = Point(
-        f"{baseline.name}__ann0",
-        {**baseline.overrides, "data": {"annotated_fraction": 0.0}},
-        {"method": baseline.name, "annotated": 0.0},
-    )
-    return [first] + [
-        Point(
-            f"{m.name}__ann{tag(f)}",
-            {**m.overrides, "data": {"annotated_fraction": f}},
-            {"method": m.name, "annotated": f},
-        )
-        for m in methods
-        for f in fractions
-    ]
+    args = ("annotated_fraction", "annotated", "ann")
+    return data_points([baseline], [0.0], *args) + data_points(methods, fractions, *args)
 
 
 def table(rows: pd.DataFrame, summ: pd.DataFrame, baseline: str) -> tuple[str, list, dict]:

@@ -105,6 +105,22 @@ def level0_mpp(base: BaseConfig, config_dir: str | os.PathLike | None = None) ->
     return None
 
 
+def data_points(
+    methods: Sequence[Method], values: Sequence[float], key: str, label: str, prefix: str
+) -> list[Point]:
+    """Every method at every value of ``data.<key>``: point ``<method>__<prefix><value>``
+    labelled ``{"method", label: value}``."""
+    return [
+        Point(
+            f"{m.name}__{prefix}{tag(v)}",
+            {**m.overrides, "data": {key: v}},
+            {"method": m.name, label: v},
+        )
+        for m in methods
+        for v in values
+    ]
+
+
 def metric_values(rows: pd.DataFrame, mask: Any, metric: str) -> list[float]:
     """Per-fold values of ``metric`` in the rows selected by ``mask`` ([] when not measured)."""
     return rows.loc[mask, metric].astype(float).tolist() if metric in rows else []

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from histomil.experiments.common import Context, as_fractions, metric_values, tag
+from histomil.experiments.common import Context, as_fractions, data_points, metric_values
 from histomil.experiments.compare import METRICS, PAPER_METHODS
 from histomil.experiments.methods import DISPLAY, REFERENCE, Method
 from histomil.experiments.plots import Axes, Series, line_figure
@@ -35,15 +35,7 @@ def grid(ctx: Context) -> list[float]:
 
 def points(methods: list[Method], fractions: list[float]) -> list[Point]:
     """Every method at every ``data.train_fraction``."""
-    return [
-        Point(
-            f"{m.name}__frac{tag(f)}",
-            {**m.overrides, "data": {"train_fraction": f}},
-            {"method": m.name, "fraction": f},
-        )
-        for m in methods
-        for f in fractions
-    ]
+    return data_points(methods, fractions, "train_fraction", "fraction", "frac")
 
 
 def _cell(rows: pd.DataFrame, at: pd.DataFrame, marks: dict, m: Method, f: float, ref: str):
