@@ -7,16 +7,7 @@ from pathlib import Path
 import typer
 
 from histomil.cli._app import EXECUTOR_HELP, RAY_ADDRESS_HELP, RAY_TIMEOUT_HELP, app, fail
-
-NAMES = (
-    "compare",
-    "low-data",
-    "granularity",
-    "annotation-fraction",
-    "threshold",
-    "localization",
-    "mhim-ablation",
-)
+from histomil.experiments.registry import EXPERIMENTS, names_help
 
 
 def _split(text: str | None) -> tuple[str, ...] | None:
@@ -51,7 +42,7 @@ def _runs(items: list[str]) -> tuple[tuple[str, str], ...]:
 
 @app.command()
 def experiment(
-    name: str = typer.Argument(..., help=" | ".join(NAMES)),
+    name: str = typer.Argument(..., help=names_help()),
     config: Path = typer.Option(
         ..., "--config", metavar="FILE", help="Base training config (YAML)."
     ),
@@ -76,8 +67,8 @@ def experiment(
     from histomil.experiments import ExperimentOptions, SweepError, run_experiment
     from histomil.training import ConfigError
 
-    if name not in NAMES:
-        raise fail(f"unknown experiment {name!r}; valid: {', '.join(NAMES)}")
+    if name not in EXPERIMENTS:
+        raise fail(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}")
     try:
         options = ExperimentOptions(
             workers=workers,

@@ -26,7 +26,7 @@ def cost(
     threads: int = typer.Option(1, min=1, help="torch intra-op threads."),
 ) -> None:
     """AB-MIL, DTFD-MIL, TransMIL and MHIM-v2(AB-MIL / TransMIL) on the same bags (Table 6)."""
-    from histomil.training.cost import CostSettings, measure_cost
+    from histomil.experiments.cost import CostSettings, measure_cost
 
     if not manifest.is_file():
         raise fail(f"manifest not found: {manifest}")

@@ -91,32 +91,19 @@ def train_method(
 
 def fold_localization(run: Path) -> dict[str, dict[str, float]]:
     """Per fold: mean pointing game (alpha 1 %) and Dice (alpha 100 %) over positive test slides
-    with annotated lesion patches, from the run's attention files. Patches are ranked by their
+    with annotated lesion patches: the localization experiment's per-fold values
+    (:func:`histomil.experiments.attention.localization_rows`). Patches are ranked by their
     raw attention scores (the softmax order): thresholded weights (rank induction, T = 1) are 0
     on most patches and would turn the ranking into ties."""
-    import h5py
-
-    from histomil.evaluation import localization_metrics
+    from histomil.experiments.attention import localization_rows
 
     out: dict[str, dict[str, float]] = {}
-    for fold_dir in sorted(p for p in (run / "attention").glob("*") if p.is_dir()):
-        pointing, dice = [], []
-        for path in sorted(fold_dir.glob("*.h5")):
-            with h5py.File(path, "r") as f:
-                if str(f.attrs.get("split", "test")) != "test" or "patch_labels" not in f:
-                    continue
-                labels = f["patch_labels"][:]
-                attention = f["scores"][:] if "scores" in f else f["attention"][:]
-            if not (labels == 1).any():
-                continue
-            loc = localization_metrics(attention, labels, alphas=(1, 100))
-            pointing.append(loc[1]["pointing_lesion"])  # the top patch (lesion-relative k)
-            dice.append(loc[100]["dice"])
-        if dice:
-            out[fold_dir.name] = {
-                "pointing": float(np.mean(pointing)),
-                "dice": float(np.mean(dice)),
-            }
+    for row in localization_rows(run.name, run, (1, 100), "scores"):
+        fold = out.setdefault(str(row["fold"]), {})
+        if row["alpha"] == 1:
+            fold["pointing"] = row["pointing_lesion"]  # the top patch (lesion-relative k)
+        if row["alpha"] == 100:
+            fold["dice"] = row["dice"]
     return out
 
 

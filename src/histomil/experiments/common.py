@@ -11,6 +11,10 @@ from typing import Any
 import pandas as pd
 
 from histomil.executors import ExecutorConfig
+from histomil.experiments.methods import DISPLAY, Method, select_methods
+from histomil.experiments.plots import Series
+from histomil.experiments.registry import ExperimentSpec
+from histomil.experiments.settings import ExperimentSection
 from histomil.experiments.sweep import BaseConfig, Point, SweepOptions, fold_rows, run_sweep
 
 
@@ -44,27 +48,32 @@ class ExperimentOptions:
 
 @dataclass(frozen=True)
 class Context:
-    """One experiment invocation: the base config, output folder and options."""
+    """One experiment invocation: its spec, the base config, the validated ``experiment:``
+    section, the output folder and the options."""
 
+    spec: ExperimentSpec
     base: BaseConfig
+    section: ExperimentSection
     out: Path
     options: ExperimentOptions = field(default_factory=ExperimentOptions)
 
-    @property
-    def experiment(self) -> dict[str, Any]:
-        return self.base.experiment
-
-    def grid(self, default: Sequence[Any], key: str = "grid") -> list[Any]:
-        """Grid values: CLI ``--grid``, else ``experiment.<key>`` in the YAML, else ``default``."""
-        values = self.options.grid or self.experiment.get(key) or default
+    def grid(self, default: Sequence[Any]) -> list[Any]:
+        """Grid values: CLI ``--grid``, else the YAML's grid key, else ``default``."""
+        key = self.spec.grid_key
+        values = self.options.grid or (getattr(self.section, key) if key else None) or default
         values = list(values)
         if not values:
             raise ValueError("the grid is empty")
         return values
 
-    def requested_methods(self) -> list[str] | None:
-        """Methods named on the CLI (``--methods``), if any."""
-        return list(self.options.methods) if self.options.methods else None
+    def methods(self, default: Sequence[str]) -> list[Method]:
+        """Methods named on the CLI (``--methods``), else ``use_methods``, else ``default``."""
+        requested = list(self.options.methods) if self.options.methods else None
+        return select_methods(self.section, requested, list(default))
+
+    def methods_named(self, names: Sequence[str]) -> list[Method]:
+        """These methods (built-in or from ``experiment.methods``), whatever ``--methods`` says."""
+        return select_methods(self.section, list(names), list(names))
 
     def run(self, points: list[Point]) -> tuple[dict[str, Path], pd.DataFrame]:
         """Train the points (resuming) and return their run dirs and raw per-fold test rows."""
@@ -105,3 +114,43 @@ def level0_mpp(base: BaseConfig, config_dir: str | os.PathLike | None = None) ->
         if key in attrs:
             return float(attrs[key])
     return None
+
+
+def data_points(
+    methods: Sequence[Method], values: Sequence[float], key: str, label: str, prefix: str
+) -> list[Point]:
+    """Every method at every value of ``data.<key>``: point ``<method>__<prefix><value>``
+    labelled ``{"method", label: value}``."""
+    return [
+        Point(
+            f"{m.name}__{prefix}{tag(v)}",
+            {**m.overrides, "data": {key: v}},
+            {"method": m.name, label: v},
+        )
+        for m in methods
+        for v in values
+    ]
+
+
+def metric_values(rows: pd.DataFrame, mask: Any, metric: str) -> list[float]:
+    """Per-fold values of ``metric`` in the rows selected by ``mask`` ([] when not measured)."""
+    return rows.loc[mask, metric].astype(float).tolist() if metric in rows else []
+
+
+def auroc_series(
+    summ: pd.DataFrame, key: str, names: list[str], stars: dict | None = None
+) -> list[Series]:
+    """One AUROC line (mean, sd bars) per method along grid column ``key``."""
+    out = []
+    for name in names:
+        sel = summ[summ.method == name].sort_values(key)
+        out.append(
+            Series(
+                DISPLAY.get(name, name),
+                sel[key].tolist(),
+                sel.auroc_mean.tolist(),
+                sel.auroc_sd.tolist(),
+                (stars or {}).get(name, {}),
+            )
+        )
+    return out

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from histomil.experiments.settings import ExperimentSection
 
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
     "abmil": {"model": {"name": "abmil"}, "objective": {"name": "bag"}},
@@ -58,10 +61,10 @@ class Method:
         return DISPLAY.get(self.name, self.name)
 
 
-def available_methods(experiment: dict[str, Any]) -> dict[str, Method]:
-    """Built-in methods updated with the YAML's ``experiment.methods``."""
+def available_methods(extra: dict[str, Any] | None = None) -> dict[str, Method]:
+    """Built-in methods updated with ``extra`` (the YAML's ``experiment.methods``)."""
     table = copy.deepcopy(DEFAULT_METHODS)
-    extra = experiment.get("methods") or {}
+    extra = extra or {}
     if not isinstance(extra, dict):
         raise ValueError("experiment.methods must map a method name to {model, objective}")
     for name, spec in extra.items():
@@ -78,12 +81,12 @@ def available_methods(experiment: dict[str, Any]) -> dict[str, Method]:
 
 
 def select_methods(
-    experiment: dict[str, Any], requested: list[str] | None, default: list[str]
+    section: ExperimentSection, requested: list[str] | None, default: list[str]
 ) -> list[Method]:
     """Methods chosen on the CLI (``--methods``), else ``experiment.use_methods``, else
     ``default``; unknown names raise a ValueError listing the valid ones."""
-    table = available_methods(experiment)
-    names = requested or experiment.get("use_methods") or default
+    table = available_methods(section.methods)
+    names = requested or section.use_methods or default
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(sorted(table))}")

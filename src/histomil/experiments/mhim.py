@@ -31,14 +31,15 @@ the rank-induction baseline (see :func:`histomil.training.baseline.baseline_obje
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from histomil.experiments.common import Context
-from histomil.experiments.methods import DISPLAY, select_methods
+from histomil.experiments.methods import DISPLAY, Method
 from histomil.experiments.plots import Axes, Series, line_figure
-from histomil.experiments.sweep import Point
+from histomil.experiments.sweep import Point, deep_merge
 from histomil.experiments.tables import (
     decorate,
     fmt_mean_sd,
@@ -100,17 +101,19 @@ def variant_names() -> list[str]:
     return ["baseline", *VARIANTS]
 
 
-def mhim_ablation(ctx: Context) -> dict[str, Any]:
-    """Baseline and MHIM-v2 variants for each student (default AB-MIL); AUROC/AUPRC mean (sd),
-    difference to the baseline and Mann-Whitney U p-value against it, grouped by paper table."""
-    students = select_methods(ctx.experiment, ctx.requested_methods(), ["abmil"])
-    chosen = [str(v) for v in ctx.grid(variant_names(), key="variants")]
+def chosen_variants(ctx: Context) -> list[str]:
+    """The variants of ``--grid`` / ``experiment.variants`` (default: all), checked."""
+    chosen = [str(v) for v in ctx.grid(variant_names())]
     unknown = sorted(set(chosen) - set(variant_names()))
     if unknown:
         raise ValueError(f"unknown MHIM variant(s) {unknown}; valid: {', '.join(variant_names())}")
-    base_params = dict(ctx.experiment.get("mhim_params") or {})
-    base_objective = baseline_objective({"name": "mhim_v2", "params": base_params})
-    baselines = [
+    return chosen
+
+
+def baseline_points(students: list[Method], shared: dict[str, Any]) -> list[Point]:
+    """One ordinary run per student: the table's first row and every variant's teacher."""
+    base_objective = baseline_objective({"name": "mhim_v2", "params": shared})
+    return [
         Point(
             f"{s.name}__baseline",
             {**s.overrides, "objective": base_objective},
@@ -118,13 +121,18 @@ def mhim_ablation(ctx: Context) -> dict[str, Any]:
         )
         for s in students
     ]
-    runs, rows = ctx.run(baselines)
+
+
+def variant_points(
+    students: list[Method], chosen: list[str], shared: dict[str, Any], runs: dict[str, Path]
+) -> list[Point]:
+    """Every chosen variant of every student, its teacher initialised from the baseline run."""
     points = []
     for s in students:
         for v in chosen:
             if v == "baseline":
                 continue
-            params = _merge(base_params, VARIANTS[v])
+            params = _merge(shared, VARIANTS[v])
             params["teacher_init"] = str(runs[f"{s.name}__baseline"])
             objective = {"name": "mhim_v2", "params": params}
             points.append(
@@ -134,45 +142,59 @@ def mhim_ablation(ctx: Context) -> dict[str, Any]:
                     {"student": s.name, "variant": v},
                 )
             )
-    if points:
-        _, more = ctx.run(points)
-        rows = pd.concat([rows, more], ignore_index=True)
-    rows = rows[rows.variant.isin(["baseline", *chosen])]
-    summ = summary_frame(rows, ["student", "variant"], ["auroc", "auprc"])
+    return points
+
+
+def _student_rows(rows, summ, student: Method, present: list[str], key: str):
+    """(table rows, statistics) of one student in one paper table."""
+    sel = summ[(summ.student == student.name) & summ.variant.isin(present)].reset_index()
+    marks = rank_marks(sel.auroc_mean)
+    base = sel[sel.variant == "baseline"].auroc_mean
+    base_mean = float(base.iloc[0]) if len(base) else float("nan")
+    mine = rows.student == student.name
+    cells, stats = [], []
+    for i, rec in sel.iterrows():
+        p = float("nan")
+        if rec.variant != "baseline":
+            p = pvalue(
+                rows.loc[mine & (rows.variant == rec.variant), "auroc"],
+                rows.loc[mine & (rows.variant == "baseline"), "auroc"],
+            )
+        stats.append({"table": key, **rec.drop("index").to_dict(), "p_auroc": p})
+        cells.append(
+            [
+                DISPLAY.get(student.name, student.name),
+                rec.variant,
+                decorate(fmt_mean_sd(rec.auroc_mean, rec.auroc_sd), marks[i]),
+                fmt_mean_sd(rec.auprc_mean, rec.auprc_sd),
+                f"{rec.auroc_mean - base_mean:+.3f}",
+                "" if rec.variant == "baseline" else fmt_p(p),
+            ]
+        )
+    return cells, stats
+
+
+def table(rows, summ, students: list[Method], chosen: list[str]) -> tuple[str, list[dict]]:
+    """``table.md``: one section per paper table holding a variant that was run."""
     md, stats = "# MHIM-v2 ablation (test split)\n", []
+    header = ["Student", "Variant", "AUROC, mean (SD)", "AUPRC, mean (SD)", "dAUROC", "P"]
     for key, (title, variants) in TABLES.items():
         present = [v for v in variants if v in chosen or v == "baseline"]
         specific = set(present) - {"baseline", "full"}
         if len(present) < 2 or (key != "modules" and not specific):
             continue  # would only repeat the baseline and full rows
-        md += f"\n## {title}\n\n"
-        header = ["Student", "Variant", "AUROC, mean (SD)", "AUPRC, mean (SD)", "dAUROC", "P"]
-        table = []
+        cells = []
         for s in students:
-            sel = summ[(summ.student == s.name) & summ.variant.isin(present)].reset_index()
-            marks = rank_marks(sel.auroc_mean)
-            base = sel[sel.variant == "baseline"].auroc_mean
-            base_mean = float(base.iloc[0]) if len(base) else float("nan")
-            for i, rec in sel.iterrows():
-                p = float("nan")
-                if rec.variant != "baseline":
-                    p = pvalue(
-                        rows.loc[(rows.student == s.name) & (rows.variant == rec.variant), "auroc"],
-                        rows.loc[(rows.student == s.name) & (rows.variant == "baseline"), "auroc"],
-                    )
-                stats.append({"table": key, **rec.drop("index").to_dict(), "p_auroc": p})
-                table.append(
-                    [
-                        DISPLAY.get(s.name, s.name),
-                        rec.variant,
-                        decorate(fmt_mean_sd(rec.auroc_mean, rec.auroc_sd), marks[i]),
-                        fmt_mean_sd(rec.auprc_mean, rec.auprc_sd),
-                        f"{rec.auroc_mean - base_mean:+.3f}",
-                        "" if rec.variant == "baseline" else fmt_p(p),
-                    ]
-                )
-        md += markdown_table(header, table)
+            more_cells, more_stats = _student_rows(rows, summ, s, present, key)
+            cells += more_cells
+            stats += more_stats
+        md += f"\n## {title}\n\n" + markdown_table(header, cells)
     md += "\nP: two-sided Mann-Whitney U against the baseline; **bold** best per table.\n"
+    return md, stats
+
+
+def figure(path, summ: pd.DataFrame, students: list[Method], chosen: list[str]) -> None:
+    """AUROC per variant (x = the variant's position, named in the note) per student."""
     order = {v: i for i, v in enumerate(["baseline", *chosen])}
     series = [
         Series(
@@ -184,13 +206,28 @@ def mhim_ablation(ctx: Context) -> dict[str, Any]:
         for s in students
     ]
     note = "x: " + ", ".join(f"{i}={v}" for v, i in order.items())
-    line_figure(ctx.out / "mhim_ablation.png", [(series, Axes("variant", "AUROC"))], note)
+    line_figure(path, [(series, Axes("variant", "AUROC"))], note)
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Baseline and MHIM-v2 variants for each student (default AB-MIL); AUROC/AUPRC mean (sd),
+    difference to the baseline and Mann-Whitney U p-value against it, grouped by paper table."""
+    students = ctx.methods(["abmil"])
+    chosen = chosen_variants(ctx)
+    shared = dict(ctx.section.mhim_params or {})
+    runs, rows = ctx.run(baseline_points(students, shared))
+    points = variant_points(students, chosen, shared, runs)
+    if points:
+        _, more = ctx.run(points)
+        rows = pd.concat([rows, more], ignore_index=True)
+    rows = rows[rows.variant.isin(["baseline", *chosen])]
+    summ = summary_frame(rows, ["student", "variant"], ["auroc", "auprc"])
+    md, stats = table(rows, summ, students, chosen)
+    figure(ctx.out / "mhim_ablation.png", summ, students, chosen)
     summary = {"experiment": "mhim-ablation", "variants": chosen, "rows": stats}
     write_outputs(ctx.out, rows, md, summary)
     return summary
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    from histomil.experiments.sweep import deep_merge
-
     return deep_merge(base, over)

@@ -10,7 +10,7 @@ synth = pytest.importorskip("histomil.bags.synth")
 
 
 def test_measure_cost_on_tiny_bags(tmp_path: Path) -> None:
-    from histomil.training.cost import CostMethod, CostSettings, measure_cost
+    from histomil.experiments.cost import CostMethod, CostSettings, measure_cost
 
     manifest = synth.generate_bags(tmp_path / "data", "tiny", seed=0)
     small = {"hidden": 16, "attn_dim": 8}
@@ -33,7 +33,7 @@ def test_measure_cost_on_tiny_bags(tmp_path: Path) -> None:
 
 
 def test_parameter_counts_match_table6_by_hand() -> None:
-    from histomil.training.cost import CostMethod, parameter_count, table6_parameters
+    from histomil.experiments.cost import CostMethod, parameter_count, table6_parameters
 
     fc, cls = 1024 * 512 + 512, 512 * 2 + 2
     attn_plain = 512 * 128 + 128 + 128 + 1  # tanh branch + scoring layer
