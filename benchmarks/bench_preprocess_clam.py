@@ -143,6 +143,13 @@ def _tools(args, slide_dir: Path, slide: Path, work: Path) -> dict:
         "histomil (library)": lambda out: ([py, "-c", LIBRARY, str(slide), str(out)], env, None),
         "minimal": lambda out: ([py, str(work / "minimal.py"), str(slide), str(out)], env, None),
     }
+    if args.before_src:  # the same command from another source tree (e.g. `git archive REV src`)
+        before = {**os.environ, "PYTHONPATH": str(args.before_src)}
+        tools["histomil (before)"] = lambda out: (
+            [py, "-c", CLI, "preprocess", str(slide), "--out", str(out)],
+            before,
+            None,
+        )
     if args.clam:
         tools["CLAM"] = lambda out: (_clam_cmd(args, slide_dir, out), _clam_env(args), args.clam)
     return tools
@@ -158,7 +165,7 @@ def _single(args, slide: Path, work: Path) -> None:
     res: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            out = work / f"out_{name.split()[0]}_{len(name)}"
+            out = work / f"out_{name.split()[0]}_{len(name)}"  # one folder per tool
             shutil.rmtree(out, ignore_errors=True)
             cmd, env, cwd = tools[name](out)
             row = _run(cmd, env, cwd)
@@ -286,6 +293,7 @@ def main() -> None:
     parser.add_argument("--clam", type=Path, default=None, help="A CLAM checkout (work tree).")
     parser.add_argument("--clam-pythonpath", default=None, help="Where CLAM finds cv2.")
     parser.add_argument("--clam-preset", default=None, help="A CSV in CLAM's presets/ folder.")
+    parser.add_argument("--before-src", type=Path, default=None, help="Also run this src tree.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cohort", type=int, default=0, help="Also run N slides (0: skip).")
     args = parser.parse_args()
