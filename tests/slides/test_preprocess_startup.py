@@ -48,3 +48,18 @@ def test_status_file_keeps_ids_and_earlier_rows(synth_cohort: Path, tmp_path: Pa
     lines = (out / "preprocess.csv").read_text().splitlines()
     assert lines[0] == "slide_id,status,n_patches,seconds,error,warning,slide_path"
     assert lines[1].startswith("00008,ok,") and lines[2].startswith("NA,ok,")
+
+
+def test_api_result_builds_its_table_on_first_access(synth_cohort: Path, tmp_path: Path):
+    import pandas as pd
+
+    from histomil.api import preprocess
+
+    slide = synth_cohort.parent / "slides" / "synth_7_001.tif"
+    result = preprocess(slide, tmp_path / "out", patch_size=112)
+    assert callable(object.__getattribute__(result, "table"))  # nothing built yet
+    assert result.counts == {"ok": 1} and result.n_patches > 0
+    table = result.table
+    assert isinstance(table, pd.DataFrame) and result.table is table  # built once, then kept
+    assert list(table["slide_id"]) == ["synth_7_001"] and result.n_slides == 1
+    assert int(table["n_patches"].iloc[0]) == result.n_patches
