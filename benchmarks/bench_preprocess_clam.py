@@ -1,7 +1,7 @@
 """`histomil preprocess` vs CLAM's `create_patches_fp.py` vs a minimal OpenSlide + Otsu + grid script.
 
 One CAMELYON-size synthetic slide (40,000 x 30,000 px at 0.25 um/px, JPEG tiles; the slide of
-`histomil synth slides --n 1 --seed 4 --size 40000x30000 --mpp 0.25`), 224-px patches at 20x
+`histomil synth slides --n 1 --seed 4 --size 40000x30000 --level0-mpp 0.25`), 224-px patches at 20x
 (448 level-0 px, no overlap). Every tool runs as a fresh subprocess, interleaved (the order
 rotates each repeat), median of ``--repeats``; wall time and peak memory (``wait4`` rusage of the
 child and its reaped children), patches found, per-slide work where the tool reports it:
@@ -73,7 +73,7 @@ with h5py.File(sys.argv[2], "w") as h5:
 
 
 def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> dict:
-    """Wall seconds, peak RSS (MB) of the child and its reaped children, stdout."""
+    """Wall and CPU seconds, peak RSS (MB) of the child and its reaped children, stdout."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -84,7 +84,8 @@ def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> dict:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return {"wall": wall, "rss": usage.ru_maxrss / 1024, "out": out}
+    cpu = usage.ru_utime + usage.ru_stime  # CPU seconds: steadier than wall on a shared machine
+    return {"wall": wall, "cpu": cpu, "rss": usage.ru_maxrss / 1024, "out": out}
 
 
 def _patches(path: Path) -> int:
@@ -142,6 +143,13 @@ def _tools(args, slide_dir: Path, slide: Path, work: Path) -> dict:
         "histomil (library)": lambda out: ([py, "-c", LIBRARY, str(slide), str(out)], env, None),
         "minimal": lambda out: ([py, str(work / "minimal.py"), str(slide), str(out)], env, None),
     }
+    if args.before_src:  # the same command from another source tree (e.g. `git archive REV src`)
+        before = {**os.environ, "PYTHONPATH": str(args.before_src)}
+        tools["histomil (before)"] = lambda out: (
+            [py, "-c", CLI, "preprocess", str(slide), "--out", str(out)],
+            before,
+            None,
+        )
     if args.clam:
         tools["CLAM"] = lambda out: (_clam_cmd(args, slide_dir, out), _clam_env(args), args.clam)
     return tools
@@ -157,7 +165,7 @@ def _single(args, slide: Path, work: Path) -> None:
     res: dict[str, list[dict]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            out = work / f"out_{name.split()[0]}_{len(name)}"
+            out = work / f"out_{name.split()[0]}_{len(name)}"  # one folder per tool
             shutil.rmtree(out, ignore_errors=True)
             cmd, env, cwd = tools[name](out)
             row = _run(cmd, env, cwd)
@@ -174,17 +182,24 @@ def _single(args, slide: Path, work: Path) -> None:
             res[name].append(row)
             print(f"  repeat {r}: {name} {row['wall']:.2f} s", file=sys.stderr)
     med = {
-        n: {k: statistics.median(x[k] for x in rows) for k in ("wall", "rss", "work", "patches")}
+        n: {
+            k: statistics.median(x[k] for x in rows)
+            for k in ("wall", "cpu", "rss", "work", "patches")
+        }
         for n, rows in res.items()
     }
     ref = "CLAM" if "CLAM" in med else "minimal"
     print(f"\n### One slide ({args.repeats} interleaved repeats, medians)\n")
-    print(f"| tool | wall s | vs {ref} | vs minimal | per-slide work s | peak MB | patches |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| tool | wall s | vs {ref} | vs minimal | CPU s | CPU vs {ref} | per-slide work s "
+        "| peak MB | patches |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for n, m in med.items():
         print(
             f"| {n} | {m['wall']:.2f} | {m['wall'] / med[ref]['wall']:.2f}x | "
-            f"{m['wall'] / med['minimal']['wall']:.2f}x | {m['work']:.2f} | {m['rss']:.0f} | "
+            f"{m['wall'] / med['minimal']['wall']:.2f}x | {m['cpu']:.2f} | "
+            f"{m['cpu'] / med[ref]['cpu']:.2f}x | {m['work']:.2f} | {m['rss']:.0f} | "
             f"{m['patches']:.0f} |"
         )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
@@ -243,11 +258,14 @@ def _cohort(args, slide: Path, work: Path) -> None:
         print(f"  cohort: {name} {rows[name]['wall']:.1f} s", file=sys.stderr)
     ref = "CLAM (sequential)" if "CLAM (sequential)" in rows else "histomil --workers 1"
     print(f"\n### Cohort: {args.cohort} slides (links to the same file), one run each\n")
-    print(f"| run | wall s | slides/min | vs {ref} (wall) | peak MB |\n|---|---|---|---|---|")
+    print(
+        f"| run | wall s | slides/min | vs {ref} (wall) | CPU s | peak MB |\n"
+        "|---|---|---|---|---|---|"
+    )
     for name, r in rows.items():
         print(
             f"| {name} | {r['wall']:.1f} | {args.cohort / r['wall'] * 60:.1f} | "
-            f"{r['wall'] / rows[ref]['wall']:.2f}x | {r['rss']:.0f} |"
+            f"{r['wall'] / rows[ref]['wall']:.2f}x | {r['cpu']:.1f} | {r['rss']:.0f} |"
         )
 
 
@@ -261,10 +279,10 @@ def _machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
     wanted = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni")
-    load = os.getloadavg()
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     return (
         f"CPU {model}, {os.cpu_count()} cores; flags: {' '.join(f for f in wanted if f in flags)}; "
-        f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+        f"uptime: {uptime}"
     )
 
 
@@ -275,21 +293,19 @@ def main() -> None:
     parser.add_argument("--clam", type=Path, default=None, help="A CLAM checkout (work tree).")
     parser.add_argument("--clam-pythonpath", default=None, help="Where CLAM finds cv2.")
     parser.add_argument("--clam-preset", default=None, help="A CSV in CLAM's presets/ folder.")
+    parser.add_argument("--before-src", type=Path, default=None, help="Also run this src tree.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cohort", type=int, default=0, help="Also run N slides (0: skip).")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="histomil-clam-"))
     work.mkdir(parents=True, exist_ok=True)
     slide = args.slide
-    if slide is None:
-        sys.path.insert(0, str(SRC))
-        from histomil.slides.synth import SynthConfig, make_synthetic_slides
-
+    if slide is None:  # through the CLI, whichever module the generator lives in
         slide = work / "synth" / "slides" / "synth_4_000.tif"
         if not slide.is_file():
-            make_synthetic_slides(
-                work / "synth", 1, seed=4, config=SynthConfig(size=(40000, 30000), mpp=0.25)
-            )
+            cmd = [sys.executable, "-c", CLI, "synth", "slides", "--out", str(work / "synth")]
+            cmd += ["--n", "1", "--seed", "4", "--size", "40000x30000", "--level0-mpp", "0.25"]
+            subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(SRC)}, check=True)
     slide = slide.resolve()
     print(f"{slide.name}: {slide.stat().st_size / 1e6:.0f} MB; {_machine()}")
     _single(args, slide, work)

@@ -8,6 +8,7 @@ returns a frozen result object. ``histomil preprocess|label|extract`` call exact
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def preprocess(
     ``target_mpp`` (default 0.5 um/px = 20x) or ``target_magnification``: the resolution of the
     patches; ``level0_mpp``: the slides' own level-0 um/px when their metadata lacks it.
     """
-    from histomil.slides.preprocess import PreprocessConfig, preprocess_slides
+    from histomil.slides.preprocess import PreprocessConfig, preprocess_rows, status_frame
     from histomil.slides.tiling import mpp_from_magnification
     from histomil.slides.tissue import SegmentationConfig
 
@@ -74,12 +75,14 @@ def preprocess(
         workers, executor, ray_address, cpus_per_task, ray_timeout, log_dir=absolute(out)
     )
     out = absolute(out)
-    table = preprocess_slides(
+    rows = preprocess_rows(
         inputs, out, config, ex, slide_mpp=level0_mpp, skip_errors=skip_errors, overwrite=overwrite
     )
-    n_patches = int(table["n_patches"].clip(lower=0).sum()) if len(table) else 0
+    n_patches = sum(max(0, int(r["n_patches"])) for r in rows)
+    counts = dict(sorted(Counter(str(r["status"]) for r in rows).items()))
+    # the DataFrame is built on first access of .table: the CLI prints counts only
     return PreprocessResult(
-        out, table, out / "preprocess.csv", status_counts(table), n_patches=n_patches
+        out, lambda: status_frame(rows), out / "preprocess.csv", counts, n_patches=n_patches
     )
 
 

@@ -84,7 +84,8 @@ def preprocess(
             cpus_per_task=cpus_per_task,
         )
     summary = ", ".join(f"{v} {k}" for k, v in result.counts.items())
-    typer.echo(f"{result.n_slides} slide(s): {summary}; {result.n_patches} patches")
+    n_slides = sum(result.counts.values())  # not result.n_slides: that builds the DataFrame
+    typer.echo(f"{n_slides} slide(s): {summary}; {result.n_patches} patches")
     typer.echo(f"outputs in {result.out} (status table: {result.status_file})")
 
 

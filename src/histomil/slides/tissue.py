@@ -25,6 +25,7 @@ import numpy as np
 from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from histomil._io import atomic_write_text
+from histomil.slides import _morphology
 
 METHODS = ("saturation", "otsu")
 _GRAY = np.array([0.2125, 0.7154, 0.0721], dtype=np.float32)  # skimage.color.rgb2gray weights
@@ -156,15 +157,13 @@ def ink_mask(rgb: np.ndarray, config: SegmentationConfig | None = None, hsv=None
 def _raw_saturation(
     rgb: np.ndarray, config: SegmentationConfig, mpp: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    from scipy import ndimage as ndi
-
     hsv = hsv_value_saturation(rgb)
     sat = hsv[1]
     if np.ptp(sat) < 0.02:
         return np.zeros(sat.shape, dtype=bool), np.zeros(sat.shape, dtype=bool)
     smooth = int(round(config.ink_smooth_um / mpp)) if mpp else 3
     if smooth > 1:
-        exclude = ink_mask(ndi.uniform_filter(rgb, size=(smooth, smooth, 1)), config)
+        exclude = ink_mask(_morphology.box_mean(rgb, smooth), config)
     else:
         exclude = ink_mask(rgb, config, hsv)
     # Otsu separates glass from tissue; capping it keeps pale tissue that Otsu would give away
@@ -203,41 +202,17 @@ def segment_tissue(
     return _remove_small(mask, int(min_px))
 
 
-# Morphology with a square footprint of side 2r + 1 through separable running max/min filters:
-# O(pixels) whatever r, where scipy.ndimage's binary_dilation/closing with a disk cost
-# O(pixels x disk area) (1-2 s on a 1-Mpx mask with an 8-px disk) and a distance transform
-# 0.1-0.3 s. At the 1-4 px radii used here a square and a disk differ by under 2 px at corners.
 def _dilation(mask: np.ndarray, radius: int) -> np.ndarray:
-    from scipy import ndimage as ndi
-
-    size = 2 * int(radius) + 1
-    return ndi.maximum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0).view(bool)
+    return _morphology.dilate(mask, radius)
 
 
 def _closing(mask: np.ndarray, radius: int) -> np.ndarray:
     """Dilation then erosion; the image border is not eroded (outside repeats the edge)."""
-    from scipy import ndimage as ndi
-
-    size = 2 * int(radius) + 1
-    grown = ndi.maximum_filter(mask.view(np.uint8), size=size, mode="constant", cval=0)
-    return ndi.minimum_filter(grown, size=size, mode="nearest").view(bool)
+    return _morphology.close(mask, radius)
 
 
 def _remove_small(mask: np.ndarray, max_px: int, keep_border: bool = False) -> np.ndarray:
-    """Drop connected components of ``mask`` with area <= ``max_px``; with ``keep_border``,
-    components touching the image border are kept (the open background, when filling holes)."""
-    from scipy import ndimage as ndi
-
-    labels, n = ndi.label(mask, structure=None if keep_border else np.ones((3, 3)))
-    if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    small = sizes <= max_px
-    small[0] = False
-    if keep_border:
-        edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        small[edge] = False
-    return mask & ~small[labels]
+    return _morphology.remove_small(mask, max_px, keep_border)
 
 
 def mask_to_polygons(
@@ -245,49 +220,50 @@ def mask_to_polygons(
 ) -> MultiPolygon:
     """Tissue regions of ``mask`` (h, w) as polygons with holes, in level-0 px.
 
-    ``scale`` = (level-0 px per mask px in x, in y). One polygon per connected component.
+    ``scale`` = (level-0 px per mask px in x, in y). One polygon per 8-connected component;
+    holes are 4-connected background regions inside it. All rings come from one marching-squares
+    pass over the mask (tissue fully connected, so a diagonal touch joins two regions); a ring
+    around tissue is an outer ring, a ring around background a hole, which belongs to the
+    smallest outer ring containing it.
     """
-    from scipy import ndimage as ndi
+    from shapely import STRtree, points
     from skimage.measure import find_contours
 
+    outers: list[np.ndarray] = []
+    holes: list[np.ndarray] = []
+    padded = np.pad(mask, 1).astype(np.float32)  # every ring closes
+    for c in find_contours(padded, 0.5, fully_connected="high", positive_orientation="high"):
+        if len(c) < 4:
+            continue
+        # (row, col) in the padded mask -> pixel-centre coords -> level-0 px
+        ring = np.stack([(c[:, 1] - 0.5) * scale[0], (c[:, 0] - 0.5) * scale[1]], 1)
+        (outers if _signed_area(c) > 0 else holes).append(ring)
+    shells = [Polygon(r) for r in outers]
+    inner: list[list[np.ndarray]] = [[] for _ in shells]
+    if holes and shells:
+        tree = STRtree(shells)
+        hole_idx, shell_idx = tree.query(points([h[0] for h in holes]), predicate="within")
+        area = np.array([s.area for s in shells])
+        best: dict[int, int] = {}
+        for h, s in zip(hole_idx.tolist(), shell_idx.tolist(), strict=True):
+            if h not in best or area[s] < area[best[h]]:
+                best[h] = s
+        for h, s in best.items():
+            inner[s].append(holes[h])
     polys: list[Polygon] = []
-    labels, _ = ndi.label(mask, structure=np.ones((3, 3)))
-    for i, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is None:
-            continue
-        r0, c0 = box[0].start, box[1].start
-        comp = np.pad(labels[box] == i, 1)
-        filled = ndi.binary_fill_holes(comp)
-        outer = _ring(find_contours(filled.astype(np.float32), 0.5), r0, c0, scale)
-        if outer is None:
-            continue
-        holes = []
-        hl, n_holes = ndi.label(filled & ~comp)
-        for j, hbox in enumerate(ndi.find_objects(hl), start=1):
-            hm = np.pad(hl[hbox] == j, 1)
-            h0, hc0 = hbox[0].start, hbox[1].start
-            ring = _ring(
-                find_contours(hm.astype(np.float32), 0.5), r0 + h0 - 1, c0 + hc0 - 1, scale
-            )
-            if ring is not None:
-                holes.append(ring)
-        poly = Polygon(outer, holes).buffer(0)
+    for outer, rings in zip(outers, inner, strict=True):
+        poly = Polygon(outer, rings).buffer(0)
         if simplify_px:
             poly = poly.simplify(simplify_px * max(scale), preserve_topology=True)
         polys.extend(_polygons(poly))
     return MultiPolygon(polys)
 
 
-def _ring(contours, row0: int, col0: int, scale) -> np.ndarray | None:
-    if not contours:
-        return None
-    c = max(contours, key=len)
-    if len(c) < 4:
-        return None
-    # contour (row, col) in padded crop -> pixel-centre coords -> level-0 px
-    x = (c[:, 1] - 1 + col0 + 0.5) * scale[0]
-    y = (c[:, 0] - 1 + row0 + 0.5) * scale[1]
-    return np.stack([x, y], 1)
+def _signed_area(c: np.ndarray) -> float:
+    """Shoelace area of a closed (row, col) contour; > 0 for find_contours' rings around
+    values above the level with ``positive_orientation='high'``."""
+    r, q = c[:, 0], c[:, 1]
+    return 0.5 * float(np.dot(q[1:], r[:-1]) - np.dot(q[:-1], r[1:]))
 
 
 def _polygons(geom) -> list[Polygon]:
