@@ -8,6 +8,7 @@ Undefined metrics (one class only) are NaN with a :class:`MetricWarning`, never 
 from __future__ import annotations
 
 import warnings
+
 import numpy as np
 from numpy.typing import ArrayLike
 

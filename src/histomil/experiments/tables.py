@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from histomil._io import atomic_write_json, atomic_write_text
-from histomil.evaluation import mann_whitney, mean_sd, significance_stars
 from histomil.evaluation import fmt_mean_sd as _fmt_mean_sd
+from histomil.evaluation import mann_whitney, mean_sd, significance_stars
 
 
 def fmt_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
