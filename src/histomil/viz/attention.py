@@ -86,23 +86,22 @@ def _read_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def infer_patch_size_level0(attrs: dict[str, Any], coords: np.ndarray) -> int:
     """Level-0 patch side from attrs (histomil/TRIDENT), CLAM ``patch_size``/``patch_level``, or
-    the coordinate grid spacing as a last resort."""
+    the coordinate grid pitch (:func:`histomil.bags.io.grid_pitch`) as a last resort."""
     for key in ("patch_size_level0",):
         if attrs.get(key):
             return int(attrs[key])
     if attrs.get("patch_size") and int(attrs.get("patch_level", 0) or 0) == 0:
         downsample = float(attrs.get("downsample", 1) or 1)
         return int(round(int(attrs["patch_size"]) * downsample))
-    for axis in (0, 1):
-        values = np.unique(coords[:, axis]) if len(coords) else np.array([])
-        diffs = np.diff(values)
-        diffs = diffs[diffs > 0]
-        if len(diffs):
-            return int(diffs.min())
-    raise VizError(
-        "cannot tell the level-0 patch size: no 'patch_size_level0' attribute and a single patch; "
-        "give it with HeatmapOptions(patch_size_level0=...) / --patch-size-level0"
-    )
+    from histomil.bags.io import BagError, grid_pitch
+
+    try:
+        return grid_pitch(coords.reshape(-1, 2))
+    except BagError as exc:
+        raise VizError(
+            "cannot tell the level-0 patch size: no 'patch_size_level0' attribute and a single "
+            "patch; give it with HeatmapOptions(patch_size_level0=...) / --patch-size-level0"
+        ) from exc
 
 
 def _check_lengths(path: Path, coords: np.ndarray, **arrays: np.ndarray | None) -> None:
