@@ -95,30 +95,26 @@ def fold_localization(run: Path) -> dict[str, dict[str, float]]:
     with annotated lesion patches, from the run's attention files. Patches are ranked by their
     raw attention scores (the softmax order): thresholded weights (rank induction, T = 1) are 0
     on most patches and would turn the ranking into ties."""
-    import h5py
-
     from histomil.evaluation import localization_metrics
+    from histomil.viz.attention import read_attention_h5, run_attention_files
 
-    out: dict[str, dict[str, float]] = {}
-    for fold_dir in sorted(p for p in (run / "attention").glob("*") if p.is_dir()):
-        pointing, dice = [], []
-        for path in sorted(fold_dir.glob("*.h5")):
-            with h5py.File(path, "r") as f:
-                if str(f.attrs.get("split", "test")) != "test" or "patch_labels" not in f:
-                    continue
-                labels = f["patch_labels"][:]
-                attention = f["scores"][:] if "scores" in f else f["attention"][:]
-            if not (labels == 1).any():
-                continue
-            loc = localization_metrics(attention, labels, alphas=(1, 100))
-            pointing.append(loc[1]["pointing_lesion"])  # the top patch (lesion-relative k)
-            dice.append(loc[100]["dice"])
-        if dice:
-            out[fold_dir.name] = {
-                "pointing": float(np.mean(pointing)),
-                "dice": float(np.mean(dice)),
-            }
-    return out
+    per_fold: dict[str, tuple[list[float], list[float]]] = {}
+    for fold, path in run_attention_files(run) if (run / "attention").is_dir() else []:
+        arrays, attrs = read_attention_h5(path)
+        if str(attrs.get("split", "test")) != "test" or "patch_labels" not in arrays:
+            continue
+        labels = arrays["patch_labels"]
+        attention = arrays["scores"] if "scores" in arrays else arrays["attention"]
+        if not (labels == 1).any():
+            continue
+        loc = localization_metrics(attention, labels, alphas=(1, 100))
+        pointing, dice = per_fold.setdefault(fold, ([], []))
+        pointing.append(loc[1]["pointing_lesion"])  # the top patch (lesion-relative k)
+        dice.append(loc[100]["dice"])
+    return {
+        fold: {"pointing": float(np.mean(pointing)), "dice": float(np.mean(dice))}
+        for fold, (pointing, dice) in per_fold.items()
+    }
 
 
 def results_table(paths: DemoPaths) -> pd.DataFrame:
