@@ -141,17 +141,6 @@ def labelled_patches_geojson(
     return {"type": "FeatureCollection", "features": features}
 
 
-def write_labelled_patches(
-    path: str | os.PathLike,
-    coords: np.ndarray,
-    patch_size_level0: float,
-    labels: np.ndarray,
-    overlap: np.ndarray,
-    annotations: Annotations | None = None,
-    padding: float = 0.0,
-) -> None:
-    """Write :func:`labelled_patches_geojson` atomically to ``path``."""
-    collection = labelled_patches_geojson(
-        coords, patch_size_level0, labels, overlap, annotations, padding
-    )
+def write_geojson(path: str | os.PathLike, collection: dict[str, Any]) -> None:
+    """Write a FeatureCollection atomically, compact (patch detections make large files)."""
     atomic_write_text(path, json.dumps(collection, separators=(",", ":")) + "\n")
