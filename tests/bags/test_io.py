@@ -160,6 +160,7 @@ def test_failure_while_writing_leaves_no_file(tmp_path, monkeypatch):
         ([[1000, 0], [1448, 0], [1000, 1344], [2344, 448]], 448),  # missing patches (2, 3 pitches)
         ([[10, 0], [234, 224], [458, 0]], 224),  # x and y start at different origins
         ([[0, 0], [0, 256], [0, 768]], 256),  # one column: the pitch comes from y
+        ([[0, 0], [896, 0], [2240, 0]], 448),  # no two neighbours: gaps 2 and 3 pitches
         ([[5.0, 7.0], [229.0, 7.0]], 224),  # float coords of an integer grid
     ],
 )
