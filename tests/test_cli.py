@@ -9,7 +9,7 @@ Each "Found" of issue 19 maps to a test here or to a rule of ``histomil.cli._doc
 - ``--float16`` vs ``--dtype``: test_extract_old_spellings (with tests/features) and RETIRED;
 - ``--annotation`` vs ``--annotations``, ``--slide``/``--slides``/``--slide-path``: the metavar
   rule (PATH / DIR / ID / FILE) and RETIRED; the heatmap test in tests/test_api_paths.py;
-- ``--out`` file vs folder, missing in label: the ``--out DIR`` rule; test_label_out_folder in
+- ``--out`` file vs folder, missing in label: the ``--out DIR`` rule; test_label_single_annotation_file_and_out_folder in
   tests/test_api.py;
 - ``--workers`` two meanings, ``--cpus-per-task`` help: the workers and cpus rules;
 - no ``--version``/``-h``: test_version_and_short_help_everywhere.

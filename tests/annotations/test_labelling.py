@@ -201,7 +201,7 @@ def test_cli_label_with_padding_um_and_qupath(job_dir: Path):
         "Tumor", "Padded lesion"
     }  # fmt: skip
     m = detections[0]["properties"]["measurements"]
-    assert set(m) == {"label", "overlap"} and m["label"] == 1
+    assert set(m) == {"patch_label", "overlap"} and m["patch_label"] == 1
     unknown = json.loads((patches / "labels_geojson" / "pos_noann.geojson").read_text())
     assert "overlap" not in unknown["features"][0]["properties"]["measurements"]
     bad = CliRunner().invoke(
@@ -234,3 +234,31 @@ def test_annotation_outside_the_real_slide_is_reported(tmp_path: Path, real_slid
     lesion_geojson(tmp_path / "ann" / "cmu.geojson", (0, 0, 250, 200))
     table = label_patches_dir(patches, tmp_path / "ann").set_index("slide_id")
     assert table.loc["cmu", "n_lesion"] == 6
+
+
+def test_qupath_features_have_the_fields_qupath_reads_and_one_colour_per_class():
+    import numpy as np
+    import shapely
+
+    from histomil.annotations.qupath import CLASS_COLORS, labelled_patches_geojson
+    from histomil.annotations.readers import Annotations
+
+    lesion = shapely.box(0, 0, 150, 100)
+    ann = Annotations(lesion=lesion, exclusion=shapely.box(300, 0, 400, 100))
+    coords = np.array([[0, 0], [100, 0], [200, 0]])
+    fc = labelled_patches_geojson(
+        coords, 100, np.array([1, 0, -1]), np.array([1.0, 0.5, np.nan]), ann
+    )
+    assert fc["type"] == "FeatureCollection"
+    for f in fc["features"]:
+        props = f["properties"]
+        assert f["type"] == "Feature" and f["geometry"]["type"] == "Polygon"
+        assert props["objectType"] in ("detection", "annotation")
+        name = props["classification"]["name"]
+        assert props["classification"]["color"] == CLASS_COLORS[name]
+        assert isinstance(props["measurements"], dict)
+    tumor = next(f for f in fc["features"] if f["properties"]["classification"]["name"] == "Tumor")
+    assert tumor["properties"]["measurements"] == {"area_px": 15000.0}
+    det = [f["properties"]["measurements"] for f in fc["features"][2:]]
+    assert det == [{"patch_label": 1.0, "overlap": 1.0}, {"patch_label": 0.0, "overlap": 0.5},
+                   {"patch_label": -1.0}]  # fmt: skip

@@ -151,3 +151,43 @@ def test_failure_while_writing_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_bag(target, features, coords)
     assert list((tmp_path / "bags").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("coords", "pitch"),
+    [
+        ([[0, 0], [224, 0], [0, 224], [224, 224]], 224),  # full regular grid
+        ([[1000, 0], [1448, 0], [1000, 1344], [2344, 448]], 448),  # missing patches (2, 3 pitches)
+        ([[10, 0], [234, 224], [458, 0]], 224),  # x and y start at different origins
+        ([[0, 0], [0, 256], [0, 768]], 256),  # one column: the pitch comes from y
+        ([[0, 0], [896, 0], [2240, 0]], 448),  # no two neighbours: gaps 2 and 3 pitches
+        ([[5.0, 7.0], [229.0, 7.0]], 224),  # float coords of an integer grid
+    ],
+)
+def test_grid_pitch_on_irregular_grids(coords, pitch):
+    from histomil.bags.io import grid_pitch
+
+    assert grid_pitch(np.asarray(coords)) == pitch
+    assert grid_pitch(torch.tensor(coords)) == pitch
+
+
+def test_grid_pitch_of_a_single_patch_is_an_error():
+    from histomil.bags.io import grid_pitch
+
+    with pytest.raises(BagError, match="single position"):
+        grid_pitch(np.array([[448, 896]]))
+    with pytest.raises(BagError, match="single position"):
+        grid_pitch(np.array([[448, 896], [448, 896]]))  # the same position twice
+    with pytest.raises(BagError, match=r"coords must be \(N, 2\)"):
+        grid_pitch(np.zeros((3, 3)))
+
+
+def test_read_bag_attrs_and_bag_file_attrs(tmp_path):
+    from histomil.bags.dataset import bag_file_attrs
+
+    write_bag(tmp_path / "a.h5", np.ones((2, 3), np.float32), np.array([[0, 0], [224, 0]]),
+              attrs={"encoder": "x"}, dataset_attrs={"coords": {"patch_size_level0": 224}})  # fmt: skip
+    path, attrs = bag_file_attrs(tmp_path, "a")
+    assert path == str(tmp_path / "a.h5")
+    assert attrs["encoder"] == "x" and attrs["coords.patch_size_level0"] == 224
+    assert bag_file_attrs(tmp_path, "missing") == (None, {})

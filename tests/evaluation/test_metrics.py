@@ -94,3 +94,24 @@ def test_multiclass():
     with pytest.warns(MetricWarning):
         m = multiclass_metrics([0, 0, 1], p[:3])  # class 2 absent
     assert np.isfinite(m["auroc"])
+
+
+def test_binary_metrics_equal_scikit_learn_and_f1_is_nan_when_undefined():
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    from histomil.evaluation.metrics import binary_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p = rng.random(60)
+    pred = (p >= 0.6).astype(int)
+    got = binary_metrics(y, p, pred)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert got["f1"] == pytest.approx(f1_score(y, pred))
+    assert got["sensitivity"] == pytest.approx(recall_score(y, pred))
+    assert got["specificity"] == pytest.approx(recall_score(y, pred, pos_label=0))
+    # no positive label and no positive decision: F1 is 0/0, NaN like sensitivity (was 0.0)
+    none = binary_metrics([0, 0, 0], [0.1, 0.2, 0.3], [0, 0, 0])
+    assert np.isnan(none["f1"]) and np.isnan(none["sensitivity"]) and none["specificity"] == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        binary_metrics([0, 1], [0.1, 0.9], [1])

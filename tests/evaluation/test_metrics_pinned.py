@@ -13,7 +13,6 @@ from histomil.evaluation.metrics import (
     MetricWarning,
     choose_threshold,
     classification_metrics,
-    metric_names,
     multiclass_metrics,
 )
 
@@ -174,8 +173,3 @@ def test_multiclass_skips_classes_without_both_sides_and_errors():
         multiclass_metrics([0, 2], [[0.5, 0.5], [0.5, 0.5]])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got -1..1"):
         multiclass_metrics([-1, 1], [[0.5, 0.5], [0.5, 0.5]])
-
-
-def test_metric_names():
-    assert metric_names() == ("auroc", "auprc", "accuracy", "f1", "sensitivity", "specificity")
-    assert metric_names(multiclass=True) == ("auroc", "auprc", "accuracy", "f1")

@@ -76,3 +76,20 @@ def test_significance_stars_paper_levels():
     assert significance_stars(0.00009) == "***"
     assert significance_stars(0.000009) == "****"
     assert significance_stars(float("nan")) == "n/a"
+
+
+def test_bootstrap_cis_equals_one_bootstrap_ci_per_metric():
+    from histomil.evaluation import bootstrap_cis
+
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(15), np.zeros(15)].astype(int)
+    p = rng.random(30)
+
+    def both(y, p):
+        return {"mean_pos": float(p[y == 1].mean()), "nan_often": np.nan if p[0] > 0.5 else 1.0}
+
+    cis = bootstrap_cis(both, y, p, n=200, seed=4)
+    for name in ("mean_pos", "nan_often"):
+        one = bootstrap_ci(lambda y, p, name=name: both(y, p)[name], y, p, n=200, seed=4)
+        assert cis[name] == one
+    assert 0 < cis["nan_often"].n_valid < 200  # NaN resamples dropped per metric

@@ -96,13 +96,14 @@ def test_dtfd_tier1_loss_and_weights() -> None:
 
 
 def test_hipt_needs_coords_and_groups_by_region() -> None:
-    from histomil.nn.regions import group_regions, infer_pitch
+    from histomil.bags.io import grid_pitch
+    from histomil.nn.regions import group_regions
 
     model = create_model("hipt", D, 1, hidden=8, heads=2, region_size=2, local_layers=1).eval()
     with pytest.raises(ValueError, match="coord"):
         model(torch.randn(5, D))
     coords = torch.tensor([[0, 0], [224, 0], [448, 0], [0, 224], [672, 672]]).float() + 1000
-    assert infer_pitch(coords) == 224
+    assert grid_pitch(coords) == 224
     lay = group_regions(coords, 2)
     groups = sorted(sorted(lay.index[r][lay.valid[r]].tolist()) for r in range(len(lay.index)))
     # grid positions round(1000 / 224) = 4 ...: regions (2, 2): 0, 1, 3; (3, 2): 2; (3, 3): 4

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from histomil.annotations.overlap import dilate_labels
 from histomil.bags.bag import Bag
+from histomil.bags.io import grid_pitch
 from histomil.training.config import DataConfig
-from histomil.training.data import dilate_labels, grid_step, patient_bags, prepare_train_bags
+from histomil.training.data import patient_bags, prepare_train_bags
 
 
 def _grid_bag(sid: str, label: int, lesion: list[int], case: str | None = None) -> Bag:
@@ -16,9 +20,9 @@ def _grid_bag(sid: str, label: int, lesion: list[int], case: str | None = None) 
     return Bag(sid, torch.randn(25, 4), label, coords, labels, overlap, case_id=case)
 
 
-def test_grid_step_and_dilation():
+def test_grid_pitch_and_dilation():
     bag = _grid_bag("a", 1, [12])  # centre of the 5 x 5 grid
-    assert grid_step(bag.coords) == 448
+    assert grid_pitch(bag.coords) == 448
     one = dilate_labels(bag.patch_labels, bag.coords, 1, 448)
     assert int(one.sum()) == 9  # 3 x 3 square around the centre
     two = dilate_labels(bag.patch_labels, bag.coords, 2, 448)
@@ -61,3 +65,15 @@ def test_patient_bags_concatenate_with_unique_coords():
     assert c1.n_instances == 50 and c1.slide_id == "c1"
     assert len({tuple(c) for c in c1.coords.tolist()}) == 50
     assert torch.equal(c1.features[:25], bags["s1"].features)
+
+
+def test_padding_on_a_grid_whose_x_and_y_start_apart_and_on_a_single_patch():
+    bag = _grid_bag("a", 1, [12])
+    shifted = replace(bag, coords=bag.coords + torch.tensor([10, 0]))  # x from 1010, y from 1000
+    padded = prepare_train_bags([shifted], DataConfig("m", "b", padding_px=448), seed=0)[0]
+    assert int((padded.patch_labels == 1).sum()) == 9  # pooled x/y values gave a pitch of 2
+    one = Bag(
+        "s", torch.randn(1, 4), 1, torch.tensor([[0, 0]]), torch.tensor([1], dtype=torch.int8)
+    )
+    kept = prepare_train_bags([one], DataConfig("m", "b", padding_px=448), seed=0)[0]
+    assert kept.patch_labels.tolist() == [1]  # was an error: no pitch from one patch

@@ -79,3 +79,17 @@ def test_annotation_file_gives_lesion_and_exclusion(run_dir, tmp_path):
     assert names == ["Exclusion 1", "Tumor 1"]  # from the file, not from the patch labels
     tumor = next(f for f in ann_feats if f["properties"]["name"] == "Tumor 1")
     assert min(p[0] for p in tumor["geometry"]["coordinates"][0]) == x0 + 10
+
+
+def test_export_uses_the_annotation_builders_colours_and_field_names(run_dir, tmp_path):
+    from histomil.annotations.qupath import CLASS_COLORS
+
+    out = export_qupath(run_dir, tmp_path / "c.geojson", slide_id="slide_pos0", fold=0)
+    feats = json.loads(out.read_text())["features"]
+    classified = [
+        f["properties"]["classification"] for f in feats if "classification" in f["properties"]
+    ]
+    assert classified and all(c["color"] == CLASS_COLORS[c["name"]] for c in classified)
+    det = next(f for f in feats if f["properties"]["objectType"] == "detection")
+    assert "patch_label" in det["properties"]["measurements"]
+    assert "label" not in det["properties"]["measurements"]

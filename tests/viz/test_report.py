@@ -126,19 +126,30 @@ def test_survival_and_multiclass_runs(tmp_path):
     assert "<td>auroc</td>" in html and "<td>f1</td>" in html
 
 
-def test_fast_metrics_equal_evaluation_module():
-    from histomil.evaluation import classification_metrics
-    from histomil.evaluation import multiclass_metrics as ref_multiclass
-    from histomil.viz._metrics import binary_metrics, multiclass_metrics
+def test_report_metrics_are_the_evaluation_modules():
+    """One implementation: the report's per-fold values are evaluation's, and the pooled CIs are
+    one bootstrap_ci per metric (same resamples)."""
+    from histomil.evaluation import bootstrap_ci, classification_metrics, multiclass_metrics
+    from histomil.evaluation.metrics import binary_metrics
 
     rng = np.random.default_rng(3)
     y = rng.integers(0, 3, 80)
     probs = rng.dirichlet(np.ones(3), 80)
-    ours, ref = multiclass_metrics(y, probs), ref_multiclass(y, probs)
-    for k in ours:
-        assert ours[k] == pytest.approx(ref[k]), k
     yb = (y == 1).astype(int)
-    ours = binary_metrics(yb, probs[:, 1], (probs[:, 1] >= 0.4).astype(int))
-    ref = classification_metrics(yb, probs[:, 1], 0.4)
-    for k in ours:
-        assert ours[k] == pytest.approx(ref[k]), k
+    df = pd.DataFrame({"fold": np.repeat([0, 1], 40), "label": yb, "prob": probs[:, 1],
+                       "split": "test"})  # fmt: skip
+    rows = {r.name: r for r in metric_table(df, n_boot=50, thresholds={"0": 0.4, "1": 0.3})}
+    for fold, thr in ((0, 0.4), (1, 0.3)):
+        sel = slice(40 * fold, 40 * fold + 40)
+        ref = classification_metrics(yb[sel], probs[sel, 1], thr)
+        for name, row in rows.items():
+            assert row.fold_values[str(fold)] == ref[name], name
+    pred = np.r_[probs[:40, 1] >= 0.4, probs[40:, 1] >= 0.3].astype(int)
+    ci = bootstrap_ci(lambda *a: binary_metrics(*a)["auprc"], yb, probs[:, 1], pred, n=50)
+    assert (rows["auprc"].ci_low, rows["auprc"].ci_high) == (ci.low, ci.high)
+    multi = pd.DataFrame(
+        {"label": y, "split": "test", **{f"prob_{c}": probs[:, c] for c in range(3)}}
+    )
+    got = {r.name: r.estimate for r in metric_table(multi, n_boot=10)}
+    ref = multiclass_metrics(y, probs)
+    assert got == {k: ref[k] for k in ("auroc", "auprc", "accuracy", "f1")}

@@ -231,11 +231,12 @@ def label_slide(job: SlideJob, config: LabelConfig, plan: LabelPlan | None = Non
     if plan.write_bag:
         _label_bag(job, coords, size0, (values, meta), geo, config, plan.bag_record)
     if plan.write_qupath:
-        from histomil.annotations.qupath import write_labelled_patches
+        from histomil.annotations.qupath import labelled_patches_geojson, write_geojson
 
-        write_labelled_patches(
-            job.qupath_file, coords, size0, values["patch_labels"], values["overlap"], ann, padding
+        collection = labelled_patches_geojson(
+            coords, size0, values["patch_labels"], values["overlap"], ann, padding
         )
+        write_geojson(job.qupath_file, collection)
     n_lesion = int((values["patch_labels"] == 1).sum())
     return _row(job.slide_id, "ok", len(coords), n_lesion, job.slide_label, ann is not None)
 

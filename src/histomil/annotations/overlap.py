@@ -10,6 +10,8 @@ each intersection involves a few dozen vertices instead of thousands.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -101,6 +103,38 @@ def attention_target(
             weight = weight * np.clip(np.asarray(tissue_fraction, dtype=np.float64), 0.0, 1.0)
     total = weight.sum()
     return weight / total if total > 0 else np.zeros_like(weight)
+
+
+def attention_target_from_labels(labels: Any, overlap: Any | None = None) -> Any | None:
+    """The attention target of a bag whose file stores patch labels but no target: lesion
+    patches weighted by their overlap where known, else uniform; sum 1. Torch tensors (N,)
+    -> (N,) float32, or None without a lesion patch (the geometric version is
+    :func:`attention_target`)."""
+    import torch
+
+    if labels is None or not bool((labels == 1).any()):
+        return None
+    lesion = (labels == 1).float()
+    w = lesion * torch.nan_to_num(overlap.float()) if overlap is not None else lesion
+    if float(w.sum()) <= 0:
+        w = lesion
+    return w / w.sum()
+
+
+def dilate_labels(labels: Any, coords: Any, radius: int, step: int) -> Any:
+    """Simulated coarse annotation: unannotated-negative patches within ``radius`` grid steps
+    (Chebyshev distance, a square structuring element) of a lesion patch become lesion.
+    Torch labels (N,) and coords (N, 2) -> labels (N,); unknown (-1) stays unknown."""
+    import torch
+
+    if radius <= 0 or not bool((labels == 1).any()):
+        return labels
+    grid = torch.div(coords.long(), step, rounding_mode="floor")  # (N, 2)
+    lesion = grid[labels == 1]  # (L, 2)
+    dist = torch.cdist(grid.float(), lesion.float(), p=float("inf")).min(dim=1).values  # (N,)
+    out = labels.clone()
+    out[(dist <= radius) & (labels == 0)] = 1
+    return out
 
 
 def _boundary_areas(boxes: np.ndarray, region: BaseGeometry, patch: float) -> np.ndarray:

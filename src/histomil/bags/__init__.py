@@ -12,6 +12,7 @@ from typing import Any
 _WHERE = {
     "UNKNOWN": "bag",
     "Bag": "bag",
+    "bag_file_attrs": "dataset",
     "bag_to_float32": "dataset",
     "find_bag": "dataset",
     "index_bags": "dataset",
@@ -20,7 +21,9 @@ _WHERE = {
     "BagData": "io",
     "BagError": "io",
     "detect_layout": "io",
+    "grid_pitch": "io",
     "load_bag": "io",
+    "read_bag_attrs": "io",
     "write_bag": "io",
 }
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from histomil.bags.bag import Bag
-from histomil.bags.io import BagError, check_one_encoder, load_bag
+from histomil.bags.io import BagError, check_one_encoder, load_bag, read_bag_attrs
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,16 @@ def find_bag(bags_dir: str | os.PathLike, slide_id: str) -> Path:
         f"no bag for slide {slide_id} under {bags_dir} (looked for <id>.h5 in ., bags/, "
         "h5_files/, features_*/ and <id>.pt in pt_files/)"
     )
+
+
+def bag_file_attrs(bags_dir: str | os.PathLike, slide_id: str) -> tuple[str | None, dict]:
+    """(path, :func:`histomil.bags.io.read_bag_attrs`) of a slide's bag file, for attention
+    exports; ``(None, {})`` when there is no bag file."""
+    try:
+        path = find_bag(bags_dir, slide_id)
+    except (ValueError, OSError):
+        return None, {}
+    return os.fspath(path), read_bag_attrs(path)
 
 
 def _label(row: pd.Series) -> int | float:

@@ -172,6 +172,39 @@ def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_bag_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """File attributes of an HDF5 bag plus its ``coords`` attributes as ``coords.<key>`` (values
+    as h5py returns them); empty for a ``.pt`` bag, which has none."""
+    path = Path(path)
+    if path.suffix not in (".h5", ".hdf5"):
+        return {}
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs.items())
+        if "coords" in f:
+            attrs.update({f"coords.{k}": v for k, v in f["coords"].attrs.items()})
+    return attrs
+
+
+def grid_pitch(coords: Any) -> int:
+    """Spacing of a patch grid in level-0 px from its coords (N, 2) (numpy or torch).
+
+    The greatest common divisor of the gaps between distinct x values and between distinct y
+    values: exact on the integer grids tiling writes, with patches missing anywhere (gaps of 2
+    and 3 pitches still give the pitch), and with x and y starting at different origins.
+    Raises :class:`BagError` when no two patches differ in x or y (a single patch).
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 2:
+        raise BagError(f"coords must be (N, 2), got {c.shape}")
+    c = np.rint(c).astype(np.int64)
+    gaps = np.concatenate([np.diff(np.unique(c[:, axis])) for axis in range(2)])
+    if gaps.size == 0:
+        raise BagError("cannot infer the patch grid spacing from coords with a single position")
+    return int(np.gcd.reduce(gaps))
+
+
 def detect_layout(path: str | os.PathLike) -> str:
     """Guess the layout of a feature file from its suffix, folder and attributes."""
     path = Path(path)

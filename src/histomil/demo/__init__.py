@@ -251,7 +251,8 @@ def _print_extract(console: Any, rows: list[dict], separation: dict[str, float])
 def _print_table(console: Any, table: Any, settings: DemoSettings) -> None:
     from rich.table import Table
 
-    from histomil.demo.training import COLUMN_TITLES, TABLE_COLUMNS, fmt_mean_sd, table_caption
+    from histomil.demo.training import COLUMN_TITLES, TABLE_COLUMNS, table_caption
+    from histomil.evaluation.stats import fmt_mean_sd
 
     rich_table = Table(title=table_caption(table), title_justify="left")
     rich_table.add_column("method", no_wrap=True)

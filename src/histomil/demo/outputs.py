@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from histomil._io import read_csv
 from histomil.demo.settings import METHODS, DemoPaths
-
-
-@dataclass
-class DemoOutputs:
-    """Files written by :func:`step_outputs` (the ones to open are listed first)."""
-
-    report: Path | None = None
-    run_reports: dict[str, Path] = field(default_factory=dict)
-    heatmaps: list[Path] = field(default_factory=list)
-    qupath: Path | None = None
-    figures: list[Path] = field(default_factory=list)
-    showcase: dict[str, str] = field(default_factory=dict)
 
 
 def pick_slides(run: Path) -> dict[str, tuple[str, int]]:

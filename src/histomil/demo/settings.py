@@ -17,7 +17,7 @@ METHOD_TITLES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DemoSettings:
     """How big the demo cohort is and how long models train.
 
@@ -44,8 +44,14 @@ class DemoSettings:
 
 # Patches of 112 px at 20x (not the papers' 224) cut the encoder's work by 4 so the full demo
 # fits in minutes on 2 CPU cores; 56 um fields still hold many nuclei.
-QUICK = DemoSettings(12, (1600, 1200), 112, 3, 12, 4, 3)
-FULL = DemoSettings(40, (3000, 2250), 112, 5, 60, 30, 7)
+QUICK = DemoSettings(
+    n_slides=12, slide_size=(1600, 1200), patch_size=112, folds=3,
+    max_epochs=12, warmup_epochs=4, patience=3,
+)  # fmt: skip
+FULL = DemoSettings(
+    n_slides=40, slide_size=(3000, 2250), patch_size=112, folds=5,
+    max_epochs=60, warmup_epochs=30, patience=7,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

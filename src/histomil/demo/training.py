@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from histomil.demo.settings import METHOD_TITLES, METHODS, DemoPaths, DemoSettings
+from histomil.evaluation.stats import fmt_mean_sd, mean_sd
 
 TABLE_COLUMNS = ("auroc", "auprc", "pointing", "dice")
 COLUMN_TITLES = {
@@ -107,13 +107,6 @@ def fold_localization(run: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    a = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if not a.size:
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else float("nan")
-
-
 def results_table(paths: DemoPaths) -> pd.DataFrame:
     """One row per method: mean and sd over folds of test AUROC/AUPRC (from ``metrics.json``)
     and attention localization (from attention files)."""
@@ -135,18 +128,13 @@ def results_table(paths: DemoPaths) -> pd.DataFrame:
             "test_slides_per_fold": " ".join(str(n) for n in fold_counts(metrics)),
         }
         for name in ("auroc", "auprc"):
-            row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([f["test"].get(name) for f in folds])
+            row[f"{name}_mean"], row[f"{name}_sd"], _ = mean_sd(
+                [f["test"].get(name) for f in folds]
+            )
         for name in ("pointing", "dice"):
-            row[f"{name}_mean"], row[f"{name}_sd"] = _mean_sd([v[name] for v in loc.values()])
+            row[f"{name}_mean"], row[f"{name}_sd"], _ = mean_sd([v[name] for v in loc.values()])
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def fmt_mean_sd(mean: float, sd: float) -> str:
-    """``0.912 ± 0.040`` (or ``n/a``)."""
-    if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.3f} ± {sd:.3f}" if np.isfinite(sd) else f"{mean:.3f}"
 
 
 def table_caption(table: pd.DataFrame) -> str:

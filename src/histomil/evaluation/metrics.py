@@ -8,7 +8,6 @@ Undefined metrics (one class only) are NaN with a :class:`MetricWarning`, never 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -66,40 +65,54 @@ def choose_threshold(labels: ArrayLike, probs: ArrayLike, method: str | float = 
     return float(thr[int(np.argmax(f1))])
 
 
-def classification_metrics(labels: ArrayLike, probs: ArrayLike, threshold: float = 0.5) -> dict:
+def binary_metrics(labels: ArrayLike, probs: ArrayLike, pred: ArrayLike) -> dict[str, float]:
     """AUROC, AUPRC (average precision), accuracy, F1, sensitivity, specificity (binary).
 
-    ``labels`` (N,) 0/1, ``probs`` (N,) positive-class probability; predictions use
-    ``probs >= threshold``. Returns a dict of floats (NaN where undefined) plus ``threshold``,
-    ``n`` and ``n_positive``.
+    ``labels`` (N,) 0/1, ``probs`` (N,) positive-class probability, ``pred`` (N,) 0/1 decisions
+    (per-fold thresholds may differ, so decisions come in rather than one threshold). NaN where
+    undefined, without a warning (callers such as the bootstrap call it thousands of times).
     """
-    from sklearn.metrics import (
-        accuracy_score,
-        average_precision_score,
-        f1_score,
-        recall_score,
-        roc_auc_score,
-    )
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     y, p = _binary_inputs(labels, probs)
-    pred = (p >= threshold).astype(int)
+    yhat = np.asarray(pred).astype(int).ravel()
+    if yhat.shape != y.shape:
+        raise ValueError(f"labels {y.shape} and pred {yhat.shape} differ in length")
+    # The decision metrics are ratios of confusion counts, counted here: scikit-learn's
+    # f1_score/recall_score validate their inputs on every call (~1 ms each), too slow for
+    # thousands of bootstrap resamples; the formulas are scikit-learn's (tested against it).
+    tp = float(((yhat == 1) & (y == 1)).sum())
+    tn = float(((yhat == 0) & (y == 0)).sum())
+    fp = float(((yhat == 1) & (y == 0)).sum())
+    fn = float(((yhat == 0) & (y == 1)).sum())
+    both = bool(tp + fn) and bool(tn + fp)
+    nan = float("nan")
+    return {
+        "auroc": float(roc_auc_score(y, p)) if both else nan,
+        "auprc": float(average_precision_score(y, p)) if both else nan,
+        "accuracy": (tp + tn) / y.size,
+        "f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else nan,
+        "sensitivity": tp / (tp + fn) if (tp + fn) else nan,
+        "specificity": tn / (tn + fp) if (tn + fp) else nan,
+    }
+
+
+def classification_metrics(labels: ArrayLike, probs: ArrayLike, threshold: float = 0.5) -> dict:
+    """:func:`binary_metrics` of the decisions ``probs >= threshold``.
+
+    ``labels`` (N,) 0/1, ``probs`` (N,) positive-class probability. Returns a dict of floats
+    (NaN where undefined, with a :class:`MetricWarning` when AUROC/AUPRC are) plus
+    ``threshold``, ``n`` and ``n_positive``.
+    """
+    y, p = _binary_inputs(labels, probs)
+    out: dict = binary_metrics(y, p, (p >= threshold).astype(int))
     n_pos, n_neg = int(y.sum()), int((1 - y).sum())
-    out = {"auroc": np.nan, "auprc": np.nan}
-    if n_pos and n_neg:
-        out["auroc"] = float(roc_auc_score(y, p))
-        out["auprc"] = float(average_precision_score(y, p))
-    else:
+    if not (n_pos and n_neg):
         warnings.warn(
             f"AUROC/AUPRC undefined with one class only ({n_pos} positive, {n_neg} negative)",
             MetricWarning,
             stacklevel=2,
         )
-    out["accuracy"] = float(accuracy_score(y, pred))
-    out["f1"] = float(f1_score(y, pred, zero_division=0.0))
-    out["sensitivity"] = float(recall_score(y, pred, zero_division=0.0)) if n_pos else np.nan
-    out["specificity"] = (
-        float(recall_score(y, pred, pos_label=0, zero_division=0.0)) if n_neg else np.nan
-    )
     out.update(threshold=float(threshold), n=int(y.size), n_positive=n_pos)
     return out
 
@@ -141,10 +154,3 @@ def multiclass_metrics(labels: ArrayLike, probs: ArrayLike) -> dict:
         "f1": float(f1_score(y, pred, average="macro", labels=range(n_classes), zero_division=0.0)),
         "n": int(y.size),
     }
-
-
-def metric_names(multiclass: bool = False) -> Sequence[str]:
-    """Names of the headline metrics, in report order."""
-    if multiclass:
-        return ("auroc", "auprc", "accuracy", "f1")
-    return ("auroc", "auprc", "accuracy", "f1", "sensitivity", "specificity")

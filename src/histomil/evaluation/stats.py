@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +62,23 @@ def bootstrap_ci(
     binary 0/1 labels (so every resample keeps the class counts). Resamples where the metric is
     NaN or raises ``ValueError``/``ZeroDivisionError`` are dropped (``n_valid`` counts the rest).
     """
+    cis = bootstrap_cis(
+        lambda *a: {"value": metric_fn(*a)}, *arrays, n=n, alpha=alpha, seed=seed, strata=strata
+    )
+    return cis["value"]
+
+
+def bootstrap_cis(
+    metrics_fn: Callable[..., Mapping[str, float]],
+    *arrays: ArrayLike,
+    n: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    strata: ArrayLike | None = None,
+) -> dict[str, BootstrapCI]:
+    """:func:`bootstrap_ci` of every metric ``metrics_fn`` returns by name, from one set of
+    resamples (each resample evaluated once; the same resamples, hence the same intervals, as
+    one :func:`bootstrap_ci` call per metric with this seed)."""
     if not arrays:
         raise ValueError("bootstrap_ci needs at least one array")
     arrs = [np.asarray(a) for a in arrays]
@@ -78,38 +95,60 @@ def bootstrap_ci(
         else [np.flatnonzero(np.asarray(strata) == g) for g in np.unique(strata)]
     )
     rng = np.random.default_rng(seed)
-    estimate = float(metric_fn(*arrs))
-    values = []
+    estimates = {k: float(v) for k, v in metrics_fn(*arrs).items()}
+    values: dict[str, list[float]] = {k: [] for k in estimates}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricWarning)
         for _ in range(n):
             idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
             try:
-                v = float(metric_fn(*(a[idx] for a in arrs)))
+                got = metrics_fn(*(a[idx] for a in arrs))
             except (ValueError, ZeroDivisionError):
                 continue
-            if np.isfinite(v):
-                values.append(v)
-    if not values:
-        return BootstrapCI(estimate, np.nan, np.nan, alpha, 0)
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-    return BootstrapCI(estimate, float(low), float(high), alpha, len(values))
+            for k, v in got.items():
+                if np.isfinite(v):
+                    values[k].append(float(v))
+    out = {}
+    for k, estimate in estimates.items():
+        if not values[k]:
+            out[k] = BootstrapCI(estimate, np.nan, np.nan, alpha, 0)
+            continue
+        low, high = np.quantile(values[k], [alpha / 2, 1 - alpha / 2])
+        out[k] = BootstrapCI(estimate, float(low), float(high), alpha, len(values[k]))
+    return out
+
+
+def mean_sd(values: Sequence[float | None] | ArrayLike) -> tuple[float, float, int]:
+    """Mean, sample sd (ddof=1; NaN for one value) and count of the finite values of ``values``
+    (per-fold results; None, NaN and Inf are left out). The one mean +- sd over folds."""
+    v = np.asarray(values, dtype=float).ravel()  # None -> NaN
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return np.nan, np.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else np.nan, int(v.size)
+
+
+def fmt_mean_sd(mean: float, sd: float, digits: int = 3, paren: bool = False) -> str:
+    """``"0.839 ± 0.050"`` (or the paper tables' ``"0.839 (0.050)"`` with ``paren``); the mean
+    alone when sd is undefined, ``"n/a"`` when the mean is."""
+    if not np.isfinite(mean):
+        return "n/a"
+    text = f"{mean:.{digits}f}"
+    if not np.isfinite(sd):
+        return text
+    return f"{text} ({sd:.{digits}f})" if paren else f"{text} ± {sd:.{digits}f}"
 
 
 def summarize(values: Sequence[float] | ArrayLike, digits: int = 3) -> Summary:
-    """Mean, sd (ddof=1) and ``"mean ± sd"`` of per-fold values (NaNs dropped, with a warning)."""
+    """:func:`mean_sd` and :func:`fmt_mean_sd` of per-fold values, with a warning when
+    non-finite values are left out."""
     v = np.asarray(values, dtype=float).ravel()
-    if np.isnan(v).any():
+    if not np.isfinite(v).all():
         warnings.warn(
-            f"{int(np.isnan(v).sum())} NaN value(s) left out", MetricWarning, stacklevel=2
+            f"{int((~np.isfinite(v)).sum())} NaN value(s) left out", MetricWarning, stacklevel=2
         )
-        v = v[~np.isnan(v)]
-    if v.size == 0:
-        return Summary(np.nan, np.nan, 0, "n/a")
-    mean = float(v.mean())
-    sd = float(v.std(ddof=1)) if v.size > 1 else np.nan
-    text = f"{mean:.{digits}f}" if np.isnan(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-    return Summary(mean, sd, int(v.size), text)
+    mean, sd, n = mean_sd(v)
+    return Summary(mean, sd, n, fmt_mean_sd(mean, sd, digits))
 
 
 # The rank-induction paper's convention (Figure 2): * P<.05, ** P<.001, *** P<.0001, **** P<.00001.

@@ -21,31 +21,24 @@ LOC_METRICS = ("iou", "dice", "pointing", "pointing_lesion")
 
 def positive_test_slides(run_dir: Path, key: str = "attention") -> Iterator[dict[str, Any]]:
     """Annotated positive test slides of every fold: ``fold``, ``slide_id``, values, labels."""
-    import h5py
+    from histomil.viz.attention import read_attention_h5, run_attention_files
 
-    root = Path(run_dir) / "attention"
-    if not root.is_dir():
-        raise FileNotFoundError(
-            f"{run_dir} has no attention files; train with output.attention: true and "
-            "'test' in output.attention_splits"
-        )
-    for fold_dir in sorted(root.iterdir(), key=lambda p: int(p.name)):
-        for path in sorted(fold_dir.glob("*.h5")):
-            with h5py.File(path, "r") as f:
-                if f.attrs.get("split") != "test" or int(f.attrs.get("label", 0)) == 0:
-                    continue
-                if "patch_labels" not in f:
-                    continue
-                name = key if key in f else ("attention" if "attention" in f else "scores")
-                labels = np.asarray(f["patch_labels"])
-                if not (labels == 1).any():
-                    continue
-                yield {
-                    "fold": int(fold_dir.name),
-                    "slide_id": str(f.attrs.get("slide_id", path.stem)),
-                    "values": np.asarray(f[name], dtype=float),
-                    "labels": labels,
-                }
+    for fold, path in run_attention_files(run_dir):
+        arrays, attrs = read_attention_h5(path)
+        if attrs.get("split") != "test" or int(attrs.get("label", 0)) == 0:
+            continue
+        if "patch_labels" not in arrays:
+            continue
+        name = key if key in arrays else ("attention" if "attention" in arrays else "scores")
+        labels = arrays["patch_labels"]
+        if not (labels == 1).any():
+            continue
+        yield {
+            "fold": int(fold),
+            "slide_id": str(attrs.get("slide_id", path.stem)),
+            "values": np.asarray(arrays[name], dtype=float),
+            "labels": labels,
+        }
 
 
 def localization_rows(name: str, run_dir: Path, alphas, key: str) -> list[dict[str, Any]]:

@@ -102,8 +102,8 @@ def level0_mpp(base: BaseConfig, config_dir: str | os.PathLike | None = None) ->
     explicit = base.experiment.get("level0_mpp")
     if explicit is not None:
         return float(explicit)
+    from histomil.bags.dataset import bag_file_attrs
     from histomil.training.config import config_from_dict
-    from histomil.training.data import bag_file_attrs
 
     cfg = config_from_dict(base.raw, base_dir=base.base_dir)
     from histomil.manifest import read_manifest

@@ -1,6 +1,6 @@
 """Tables of sweep results: mean (sd) over folds, best/second-best marks, Mann-Whitney p-values.
 
-Statistics come from :mod:`histomil.evaluation` (``summarize``: sd with ddof=1;
+Statistics come from :mod:`histomil.evaluation` (``mean_sd``: sd with ddof=1;
 ``mann_whitney``: two-sided scipy test; ``significance_stars``: the paper's levels).
 """
 
@@ -16,23 +16,14 @@ import numpy as np
 import pandas as pd
 
 from histomil._io import atomic_write_json, atomic_write_text
-from histomil.evaluation import mann_whitney, significance_stars
-
-
-def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, sample sd (ddof=1; NaN for one value) and count of the finite values."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+from histomil.evaluation import fmt_mean_sd as _fmt_mean_sd
+from histomil.evaluation import mann_whitney, mean_sd, significance_stars
 
 
 def fmt_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
-    """``"0.839 (0.050)"`` like the paper's tables; ``"n/a"`` when undefined."""
-    if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.{digits}f}" + ("" if not np.isfinite(sd) else f" ({sd:.{digits}f})")
+    """``"0.839 (0.050)"`` like the paper's tables: :func:`histomil.evaluation.fmt_mean_sd`
+    in its ``paren`` style (``"n/a"`` when undefined)."""
+    return _fmt_mean_sd(mean, sd, digits, paren=True)
 
 
 def rank_marks(means: Sequence[float], higher_is_better: bool = True) -> list[str]:

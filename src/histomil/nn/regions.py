@@ -8,19 +8,6 @@ import torch
 from torch import Tensor
 
 
-def infer_pitch(coords: Tensor) -> float:
-    """Patch pitch (level-0 px): the smallest positive gap between distinct x or y coordinates.
-
-    coords (N, 2). Falls back to 1.0 when no gap exists (a single row and column).
-    """
-    gaps = []
-    for axis in range(2):
-        u = torch.unique(coords[:, axis])
-        if u.numel() > 1:
-            gaps.append(torch.diff(u).min())
-    return float(torch.stack(gaps).min()) if gaps else 1.0
-
-
 @dataclass
 class RegionLayout:
     """Instances laid out as padded regions.
@@ -37,7 +24,7 @@ class RegionLayout:
 
 def group_regions(coords: Tensor, size: int, pitch: float | None = None) -> RegionLayout:
     """Group N patches (coords (N, 2), top-left level-0 x, y) into ``size`` x ``size`` regions."""
-    pitch = infer_pitch(coords) if pitch is None else float(pitch)
+    pitch = _pitch(coords) if pitch is None else float(pitch)
     grid = torch.round(coords.double() / pitch).long()  # (N, 2) patch grid positions
     region = torch.div(grid, size, rounding_mode="floor")  # (N, 2)
     local = grid - region * size  # (N, 2) in [0, size)
@@ -59,3 +46,13 @@ def group_regions(coords: Tensor, size: int, pitch: float | None = None) -> Regi
     valid[rid, slot] = True
     cells[rid, slot] = cell[order]
     return RegionLayout(index=index, valid=valid, cell=cells)
+
+
+def _pitch(coords: Tensor) -> float:
+    """:func:`histomil.bags.io.grid_pitch` of the coords; 1.0 for a single position."""
+    from histomil.bags.io import BagError, grid_pitch
+
+    try:
+        return float(grid_pitch(coords.detach().cpu()))
+    except BagError:
+        return 1.0

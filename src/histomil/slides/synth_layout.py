@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from shapely import affinity
-from shapely.geometry import LineString, MultiPolygon, Polygon, mapping
+from shapely.geometry import LineString, Polygon, mapping
 from shapely.ops import unary_union
 
 from histomil._io import atomic_write_text
@@ -239,14 +239,3 @@ def write_annotation_geojson(path: Path, lesions: list[Polygon], exclusions: lis
             }
         )
     atomic_write_text(path, json.dumps({"type": "FeatureCollection", "features": features}) + "\n")
-
-
-def lesion_area(layout: Layout) -> float:
-    """Annotated lesion area (level-0 px^2) after subtracting exclusions."""
-    if not layout.lesions:
-        return 0.0
-    return float(
-        MultiPolygon(layout.lesions).buffer(0).difference(unary_union(layout.exclusions)).area
-        if layout.exclusions
-        else unary_union(layout.lesions).area
-    )

@@ -4,7 +4,9 @@ Datasets: ``coords`` (N, 2), ``attention`` (N,) pooling weights of the positive-
 (after thresholding), ``scores`` (N,) raw pre-softmax scores, optional ``instance_prob`` (N,)
 and ``patch_labels`` (N,). Attributes: ``slide_id``, ``label``, ``prob``, ``split``, ``model``,
 ``bag_path``, ``slide_path`` (when the manifest has it), ``patch_size_level0`` (when the bag file
-records it).
+records it). :func:`histomil.viz.attention.read_attention_h5` reads them back (kept in ``viz`` so
+that reading, e.g. ``histomil heatmap``, does not import torch as this package does) and
+:func:`histomil.viz.attention.run_attention_files` lists a run's files in fold order.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ localization metrics use):
 - ``padding_px``: simulated coarse annotation when only patch overlaps are stored: the lesion
   patch set is dilated on the coords grid by ``round(padding_px / patch_size_level0)`` patches
   (Chebyshev neighbourhood, i.e. a square structuring element). ``patch_size_level0`` comes from
-  the config, else the bag's grid step inferred from its coords;
+  the config, else the bag's grid pitch (:func:`histomil.bags.io.grid_pitch`);
 - ``annotated_fraction``: keep lesion labels on this share of the annotated positive training
   slides (seeded); the others become unknown (-1) and lose their attention target.
 
@@ -21,14 +21,15 @@ stay unique for spatial models. ``label`` of a survival bag is its time-bin inde
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from histomil.annotations.overlap import attention_target_from_labels, dilate_labels
 from histomil.bags.bag import UNKNOWN, Bag
+from histomil.bags.io import BagError, grid_pitch
 from histomil.bags.stream import materialize
 from histomil.training.config import DataConfig
 
@@ -43,43 +44,6 @@ def load_cohort_bags(manifest_df, bags_dir: str) -> dict[str, Bag]:
 
 def _is_annotated(bag: Bag) -> bool:
     return bag.patch_labels is not None and bool((bag.patch_labels >= 0).any())
-
-
-def attention_target(bag: Bag) -> torch.Tensor | None:
-    """Target (N,) proportional to the lesion area per patch (overlap where known), sum 1."""
-    if bag.patch_labels is None or not bool((bag.patch_labels == 1).any()):
-        return None
-    lesion = (bag.patch_labels == 1).float()
-    w = lesion * torch.nan_to_num(bag.overlap.float()) if bag.overlap is not None else lesion
-    if float(w.sum()) <= 0:
-        w = lesion
-    return w / w.sum()
-
-
-def grid_step(coords: torch.Tensor) -> int:
-    """Patch spacing of a regular grid of coords (N, 2) (gcd of coordinate differences)."""
-    values = torch.unique(coords.reshape(-1)).long()
-    diffs = (values[1:] - values[:-1]).tolist()
-    step = 0
-    for d in diffs:
-        step = int(np.gcd(step, int(d)))
-    if step <= 0:
-        raise ValueError("cannot infer the patch size from coords; set data.patch_size_level0")
-    return step
-
-
-def dilate_labels(
-    labels: torch.Tensor, coords: torch.Tensor, radius: int, step: int
-) -> torch.Tensor:
-    """Non-lesion patches within ``radius`` grid steps of a lesion patch become lesion (N,)."""
-    if radius <= 0 or not bool((labels == 1).any()):
-        return labels
-    grid = torch.div(coords.long(), step, rounding_mode="floor")  # (N, 2)
-    lesion = grid[labels == 1]  # (L, 2)
-    dist = torch.cdist(grid.float(), lesion.float(), p=float("inf")).min(dim=1).values  # (N,)
-    out = labels.clone()
-    out[(dist <= radius) & (labels == 0)] = 1
-    return out
 
 
 def _relabel_from_file(bag: Bag, labels_dir: str) -> Bag:
@@ -110,21 +74,17 @@ def relabel(bag: Bag, cfg: DataConfig) -> Bag:
         labels = torch.where(known, above.to(labels.dtype), labels)
         changed = True
     if cfg.padding_px > 0 and bag.coords is not None:
-        step = cfg.patch_size_level0 or grid_step(bag.coords)
-        radius = int(round(cfg.padding_px / step))
-        labels = dilate_labels(labels, bag.coords, radius, grid_step(bag.coords))
+        pitch = _pitch_or_one(bag.coords)  # one position: nothing to dilate, any pitch works
+        radius = int(round(cfg.padding_px / (cfg.patch_size_level0 or pitch)))
+        labels = dilate_labels(labels, bag.coords, radius, pitch)
         changed = True
     if not changed:
         return bag
-    bag = replace(bag, patch_labels=labels)
-    return replace(bag, attn_target=attention_target(bag) if cfg.padding_px <= 0 else _uniform(bag))
-
-
-def _uniform(bag: Bag) -> torch.Tensor | None:
-    if bag.patch_labels is None or not bool((bag.patch_labels == 1).any()):
-        return None
-    w = (bag.patch_labels == 1).float()
-    return w / w.sum()
+    # a dilated lesion has no overlap values: its target is uniform over the lesion patches
+    overlap = bag.overlap if cfg.padding_px <= 0 else None
+    return replace(
+        bag, patch_labels=labels, attn_target=attention_target_from_labels(labels, overlap)
+    )
 
 
 def hide_annotations(bag: Bag) -> Bag:
@@ -138,7 +98,7 @@ def with_attention_target(bag: Bag) -> Bag:
     """Fill ``attn_target`` from labels/overlap when the bag file did not store one."""
     if bag.attn_target is not None or int(bag.label) == 0:
         return bag
-    return replace(bag, attn_target=attention_target(bag))
+    return replace(bag, attn_target=attention_target_from_labels(bag.patch_labels, bag.overlap))
 
 
 def prepare_train_bags(bags: list[Bag], cfg: DataConfig, seed: int) -> list[Bag]:
@@ -180,7 +140,7 @@ def _concat(case: str, group: list[Bag]) -> Bag:
         for b in group:
             c = b.coords.clone().long()
             c[:, 0] += offset - int(c[:, 0].min())
-            offset = int(c[:, 0].max()) + 2 * grid_step_or(b.coords, 1)
+            offset = int(c[:, 0].max()) + 2 * _pitch_or_one(b.coords)
             shifted.append(c)
         coords = torch.cat(shifted)
     first = group[0]
@@ -198,11 +158,12 @@ def _concat(case: str, group: list[Bag]) -> Bag:
     )
 
 
-def grid_step_or(coords: torch.Tensor, default: int) -> int:
+def _pitch_or_one(coords: torch.Tensor) -> int:
+    """:func:`histomil.bags.io.grid_pitch`, 1 for a bag with one patch position."""
     try:
-        return grid_step(coords)
-    except ValueError:
-        return default
+        return grid_pitch(coords)
+    except BagError:
+        return 1
 
 
 def set_time_bins(bags: list[Bag], edges: np.ndarray) -> list[Bag]:
@@ -212,22 +173,3 @@ def set_time_bins(bags: list[Bag], edges: np.ndarray) -> list[Bag]:
     times = np.array([float(b.time) for b in bags])
     bins = discretize_times(times, edges)
     return [replace(b, label=int(k)) for b, k in zip(bags, bins, strict=True)]
-
-
-def bag_file_attrs(bags_dir: str, slide_id: str) -> tuple[str | None, dict]:
-    """(path, attrs) of a slide's bag file, for attention exports (attrs empty when unknown)."""
-    from histomil.bags.dataset import find_bag
-
-    try:
-        path = find_bag(bags_dir, slide_id)
-    except (ValueError, OSError):
-        return None, {}
-    if path.suffix not in (".h5", ".hdf5"):
-        return os.fspath(path), {}
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        attrs = {k: v for k, v in f.attrs.items()}
-        if "coords" in f:
-            attrs.update({f"coords.{k}": v for k, v in f["coords"].attrs.items()})
-    return os.fspath(path), attrs

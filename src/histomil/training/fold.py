@@ -23,11 +23,11 @@ import pandas as pd
 
 from histomil._io import atomic_path, atomic_write_json, write_csv
 from histomil.bags.bag import Bag
+from histomil.bags.dataset import bag_file_attrs
 from histomil.training import metrics as M
 from histomil.training.cohort import n_outputs, training_manifest, write_split
 from histomil.training.config import TrainConfig
 from histomil.training.data import (
-    bag_file_attrs,
     load_cohort_bags,
     patient_bags,
     prepare_train_bags,

@@ -29,6 +29,7 @@ import pandas as pd
 
 from histomil import provenance
 from histomil._io import atomic_write_json, atomic_write_text, read_csv, write_csv
+from histomil.evaluation.stats import mean_sd
 from histomil.executors import BatchError, ExecutorConfig, Task, run_tasks
 from histomil.training.cohort import (
     Cohort,
@@ -185,13 +186,8 @@ def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
         names = sorted({k for f in folds for k in f.get(split, {})})
         agg = {}
         for name in names:
-            vals = np.array([f[split].get(name, np.nan) for f in folds], dtype=float)
-            ok = vals[np.isfinite(vals)]
-            agg[name] = {
-                "mean": float(ok.mean()) if ok.size else None,
-                "sd": float(ok.std(ddof=1)) if ok.size > 1 else None,
-                "n": int(ok.size),
-            }
+            mean, sd, n = mean_sd([f[split].get(name, np.nan) for f in folds])
+            agg[name] = {"mean": mean if n else None, "sd": sd if n > 1 else None, "n": n}
         out[split] = agg
     return out
 

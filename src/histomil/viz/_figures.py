@@ -86,9 +86,12 @@ def curves_png(df: pd.DataFrame) -> bytes | None:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    from histomil.viz._metrics import auroc, average_precision
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     fig = Figure(figsize=(10, 4.3))
     ax_roc, ax_pr = fig.subplots(1, 2)
@@ -101,9 +104,9 @@ def curves_png(df: pd.DataFrame) -> bytes | None:
         fpr, tpr, _ = roc_curve(y, p)
         prec, rec, _ = precision_recall_curve(y, p)
         kw = {"lw": lw, "alpha": alpha, "color": "#1f2f4d" if name.endswith("pooled") else None}
-        ax_roc.plot(fpr, tpr, label=f"{name} (AUROC {auroc(y, p):.3f})", **kw)
+        ax_roc.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(y, p):.3f})", **kw)
         ax_pr.step(
-            rec, prec, where="post", label=f"{name} (AP {average_precision(y, p):.3f})", **kw
+            rec, prec, where="post", label=f"{name} (AP {average_precision_score(y, p):.3f})", **kw
         )
     ax_roc.plot([0, 1], [0, 1], ls="--", color="#999", lw=0.8)
     ax_pr.axhline(float(test["label"].mean()), ls="--", color="#999", lw=0.8)

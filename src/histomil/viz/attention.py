@@ -62,8 +62,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _read_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """All 1-D/2-D datasets we care about plus file attrs (coords attrs merged in, CLAM style)."""
+def read_attention_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The one reader of attention files (:func:`histomil.training.attention.write_attention`
+    writes them) and of the coords of bag files: the datasets we use, plus file attrs as Python
+    values (coords attrs merged in, CLAM style). A (1, N, ...) batch axis is dropped."""
     import h5py
 
     keys = ("coords", "attention", "scores", "instance_prob", "patch_labels", "A", "features")
@@ -86,23 +88,22 @@ def _read_h5(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 
 def infer_patch_size_level0(attrs: dict[str, Any], coords: np.ndarray) -> int:
     """Level-0 patch side from attrs (histomil/TRIDENT), CLAM ``patch_size``/``patch_level``, or
-    the coordinate grid spacing as a last resort."""
+    the coordinate grid pitch (:func:`histomil.bags.io.grid_pitch`) as a last resort."""
     for key in ("patch_size_level0",):
         if attrs.get(key):
             return int(attrs[key])
     if attrs.get("patch_size") and int(attrs.get("patch_level", 0) or 0) == 0:
         downsample = float(attrs.get("downsample", 1) or 1)
         return int(round(int(attrs["patch_size"]) * downsample))
-    for axis in (0, 1):
-        values = np.unique(coords[:, axis]) if len(coords) else np.array([])
-        diffs = np.diff(values)
-        diffs = diffs[diffs > 0]
-        if len(diffs):
-            return int(diffs.min())
-    raise VizError(
-        "cannot tell the level-0 patch size: no 'patch_size_level0' attribute and a single patch; "
-        "give it with HeatmapOptions(patch_size_level0=...) / --patch-size-level0"
-    )
+    from histomil.bags.io import BagError, grid_pitch
+
+    try:
+        return grid_pitch(coords.reshape(-1, 2))
+    except BagError as exc:
+        raise VizError(
+            "cannot tell the level-0 patch size: no 'patch_size_level0' attribute and a single "
+            "patch; give it with HeatmapOptions(patch_size_level0=...) / --patch-size-level0"
+        ) from exc
 
 
 def _check_lengths(path: Path, coords: np.ndarray, **arrays: np.ndarray | None) -> None:
@@ -123,7 +124,7 @@ def load_attention_file(
     path = Path(path)
     if not path.is_file():
         raise VizError(f"{path}: attention file does not exist")
-    arrays, attrs = _read_h5(path)
+    arrays, attrs = read_attention_h5(path)
     if "coords" not in arrays or ("attention" not in arrays and "A" not in arrays):
         raise VizError(
             f"{path}: expected datasets 'coords' and 'attention' (found: {', '.join(arrays)})"
@@ -153,7 +154,7 @@ def load_attention_file(
 def _read_attention_array(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         return np.asarray(np.load(path), dtype=np.float64).reshape(-1)
-    arrays, _ = _read_h5(path)
+    arrays, _ = read_attention_h5(path)
     for key in ("attention", "A", "scores"):
         if key in arrays:
             return arrays[key].astype(np.float64).reshape(-1)
@@ -170,7 +171,7 @@ def load_bag_attention(
     for p in (bag_path, attention_path):
         if not p.is_file():
             raise VizError(f"{p}: file does not exist")
-    arrays, attrs = _read_h5(bag_path)
+    arrays, attrs = read_attention_h5(bag_path)
     if "coords" not in arrays:
         raise VizError(
             f"{bag_path}: no 'coords' dataset; heatmaps need patch coordinates (CLAM .pt files "
@@ -224,6 +225,19 @@ def find_attention_file(
     return candidates[0]
 
 
+def run_attention_files(run_dir: str | os.PathLike) -> list[tuple[str, Path]]:
+    """``(fold, path)`` of every ``RUN/attention/<fold>/<slide_id>.h5``, folds in numeric order
+    and slides by name; read each with :func:`read_attention_h5`."""
+    root = Path(run_dir) / "attention"
+    if not root.is_dir():
+        raise VizError(
+            f"{run_dir} has no attention files; train with output.attention: true and the "
+            "split in output.attention_splits"
+        )
+    folds = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: _fold_key(p.name))
+    return [(d.name, path) for d in folds for path in sorted(d.glob("*.h5"))]
+
+
 def _fold_key(name: str) -> tuple[int, str]:
     return (int(name), "") if name.isdigit() else (1 << 30, name)
 
@@ -251,7 +265,7 @@ def load_attention(
     elif attention_path is not None:
         data = load_bag_attention(source, attention_path, patch_size_level0)
     elif source.is_file():
-        arrays, _ = _read_h5(source)
+        arrays, _ = read_attention_h5(source)
         if "attention" not in arrays and "A" not in arrays:
             raise VizError(
                 f"{source} has no 'attention' dataset; for a bag file give the attention array "

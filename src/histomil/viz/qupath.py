@@ -2,24 +2,21 @@
 tissue and lesion polygons as annotations.
 
 Layout (QuPath >= 0.4 reads it through File > Import objects or drag and drop): a
-``FeatureCollection`` whose features carry ``properties.objectType`` ("detection" or
-"annotation"), ``properties.measurements`` as a name -> number object (``legacy_measurements``
-writes the QuPath 0.2/0.3 list of ``{"name", "value"}`` instead) and an optional
-``properties.classification`` ``{"name", "color"}``. Coordinates are level-0 pixels with the
-origin at the top-left of the full-resolution image, which is QuPath's convention.
+``FeatureCollection`` built by :mod:`histomil.annotations.qupath` (the one feature builder:
+``objectType``, ``name``, ``classification`` with one colour per class, ``measurements``;
+``legacy_measurements`` writes the QuPath 0.2/0.3 list of ``{"name", "value"}``). Coordinates
+are level-0 pixels with the origin at the top-left of the full-resolution image.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from histomil.annotations import qupath as Q
 from histomil.viz._sources import (
     lesion_geometry,
     read_annotation_file,
@@ -27,15 +24,6 @@ from histomil.viz._sources import (
     tissue_geometry,
 )
 from histomil.viz.attention import AttentionData, load_attention, percentile_rank
-
-_NAMESPACE = uuid.UUID("5f1f7c1e-6a53-4d0c-9a0e-8f3b1c2d4e5a")
-CLASS_COLORS = {
-    "Tumor": [200, 0, 0],
-    "Tissue": [80, 180, 80],
-    "Exclusion": [120, 120, 120],
-    "Lesion patch": [220, 60, 60],
-    "Non-lesion patch": [60, 120, 220],
-}
 
 
 @dataclass(frozen=True)
@@ -50,20 +38,6 @@ class QuPathOptions:
     patch_size_level0: int | None = None
     legacy_measurements: bool = False  # list of {"name", "value"} (QuPath 0.2/0.3)
     indent: int | None = None
-
-
-def _feature_id(slide_id: str, kind: str, index: int) -> str:
-    """Deterministic UUID so re-exports of the same slide give the same object ids."""
-    return str(uuid.uuid5(_NAMESPACE, f"{slide_id}/{kind}/{index}"))
-
-
-def _measurements(values: dict[str, float], legacy: bool) -> Any:
-    clean = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
-    return [{"name": k, "value": v} for k, v in clean.items()] if legacy else clean
-
-
-def _classification(name: str) -> dict[str, Any]:
-    return {"name": name, "color": CLASS_COLORS.get(name, [128, 128, 128])}
 
 
 def _slide_values(data: AttentionData) -> dict[str, float]:
@@ -88,55 +62,19 @@ def patch_features(data: AttentionData, legacy: bool = False) -> list[dict[str, 
             values["attention_score"] = data.scores[i]
         if data.instance_prob is not None:
             values["instance_prob"] = data.instance_prob[i]
-        if data.patch_labels is not None:
-            values["patch_label"] = data.patch_labels[i]
+        label = None if data.patch_labels is None else int(data.patch_labels[i])
+        if label is not None:
+            values["patch_label"] = label
         values.update(slide_values)
-        props: dict[str, Any] = {
-            "objectType": "detection",
-            "name": f"patch {i}",
-            "measurements": _measurements(values, legacy),
-        }
-        if data.patch_labels is not None and data.patch_labels[i] in (0, 1):
-            props["classification"] = _classification(
-                "Lesion patch" if data.patch_labels[i] == 1 else "Non-lesion patch"
+        features.append(
+            Q.feature(
+                Q.square(x, y, ps), "detection",
+                class_name=Q.PATCH_CLASSES[label] if label in (0, 1) else None,
+                values=values, name=f"patch {i}", fid=Q.feature_id(data.slide_id, "patch", i),
+                legacy=legacy,
             )
-        ring = [[x, y], [x + ps, y], [x + ps, y + ps], [x, y + ps], [x, y]]
-        features.append({
-            "type": "Feature",
-            "id": _feature_id(data.slide_id, "patch", i),
-            "geometry": {"type": "Polygon", "coordinates": [ring]},
-            "properties": props,
-        })  # fmt: skip
+        )  # fmt: skip
     return features
-
-
-def annotation_features(
-    geom: Any, name: str, slide_id: str, legacy: bool = False, title: str | None = None
-) -> list[dict[str, Any]]:
-    """One QuPath annotation per polygon of ``geom`` (level-0 px), classified as ``name``."""
-    from shapely.geometry import mapping
-
-    if geom is None or geom.is_empty:
-        return []
-    geom = geom.simplify(0)  # drop collinear vertices (unions of patch squares have many)
-    polys = [
-        g for g in getattr(geom, "geoms", [geom]) if g.geom_type == "Polygon" and not g.is_empty
-    ]
-    out = []
-    for i, poly in enumerate(polys):
-        props = {
-            "objectType": "annotation",
-            "name": f"{title or name} {i + 1}",
-            "classification": _classification(name),
-            "measurements": _measurements({"area_px": poly.area}, legacy),
-        }
-        out.append({
-            "type": "Feature",
-            "id": _feature_id(slide_id, name, i),
-            "geometry": mapping(poly),
-            "properties": props,
-        })  # fmt: skip
-    return out
 
 
 def qupath_collection(data: AttentionData, options: QuPathOptions | None = None) -> dict[str, Any]:
@@ -145,19 +83,22 @@ def qupath_collection(data: AttentionData, options: QuPathOptions | None = None)
     features: list[dict[str, Any]] = []
     if options.include_tissue:
         tissue = tissue_geometry(data, options.tissue_path)
-        features += annotation_features(
-            tissue, "Tissue", data.slide_id, options.legacy_measurements
+        features += Q.polygon_features(
+            tissue, "Tissue", slide_id=data.slide_id, legacy=options.legacy_measurements
         )
     if options.include_lesion:
         lesion, note = lesion_geometry(data, options.annotation_path)
         title = "Tumor (from patch labels)" if "patch" in note else "Tumor"
-        features += annotation_features(
-            lesion, "Tumor", data.slide_id, options.legacy_measurements, title
+        features += Q.polygon_features(
+            lesion, "Tumor", slide_id=data.slide_id, title=title, legacy=options.legacy_measurements
         )
         ann = read_annotation_file(resolve_path(data, "annotation_path", options.annotation_path))
         if ann is not None:
-            features += annotation_features(
-                ann.exclusion, "Exclusion", data.slide_id, options.legacy_measurements
+            features += Q.polygon_features(
+                ann.exclusion,
+                "Exclusion",
+                slide_id=data.slide_id,
+                legacy=options.legacy_measurements,
             )
     features += patch_features(data, options.legacy_measurements)
     return {"type": "FeatureCollection", "features": features}
