@@ -69,6 +69,17 @@ class _Model(_Strict):
 class _Objective(_Strict):
     name: str = "bag"
     params: dict[str, Any] = Field(default_factory=dict)
+    baseline: str | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _moved(cls, v):
+        if "teacher_init" in v:  # the key of histomil <= 0.x, refused rather than guessed
+            raise ValueError(
+                "teacher_init moved out of the params: write objective.baseline: "
+                "auto | <run folder> | <checkpoint file>"
+            )
+        return v
 
 
 class _Train(_Strict):
@@ -162,6 +173,10 @@ class ModelConfig:
 class ObjectiveConfig:
     name: str = "bag"
     params: dict[str, Any] = field(default_factory=dict)
+    # per-fold trained baseline for objectives with ``needs_baseline`` (MHIM's teacher):
+    # None or "auto" = trained by the run into RUN/baseline/; a run folder (its
+    # folds/<k>/checkpoint.pt) or a checkpoint file = reused (same splits required)
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,18 +298,19 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike | None = N
         labels=None if d.labels is None else dict(d.labels),
         n_classes=d.n_classes,
     )
-    obj_params = dict(root.objective.params)
-    teacher = obj_params.get("teacher_init")
-    if isinstance(teacher, str) and base is not None and not Path(teacher).is_absolute():
-        candidate = base / teacher
+    baseline = root.objective.baseline
+    if baseline and baseline != "auto" and base is not None and not Path(baseline).is_absolute():
+        candidate = base / baseline
         if candidate.exists():
-            obj_params["teacher_init"] = str(candidate.resolve())
+            baseline = str(candidate.resolve())
     out = root.output
     return TrainConfig(
         data=data,
         task=root.task,
         model=ModelConfig(root.model.name, dict(root.model.params)),
-        objective=ObjectiveConfig(root.objective.name, obj_params),
+        objective=ObjectiveConfig(
+            root.objective.name, dict(root.objective.params), baseline or None
+        ),
         train=TrainSettings(**root.train.model_dump()),
         split=SplitConfig(**_split_dict(root.split.model_dump(), base)),
         output=OutputConfig(out.attention, tuple(out.attention_splits), out.save_checkpoints),
