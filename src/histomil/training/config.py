@@ -74,7 +74,7 @@ class _Objective(_Strict):
     @field_validator("params")
     @classmethod
     def _moved(cls, v):
-        if "teacher_init" in v:  # the key of histomil <= 0.x, refused rather than guessed
+        if "teacher_init" in v:  # its former place: refused with the new key, not guessed
             raise ValueError(
                 "teacher_init moved out of the params: write objective.baseline: "
                 "auto | <run folder> | <checkpoint file>"
