@@ -2,11 +2,12 @@
 
 ``train(config, out_dir, executor=...)`` first validates every input at once
 (:func:`histomil.training.cohort.validate_cohort`: manifest, labels, bags, splits, the splits
-of a baseline taken from another run) and writes nothing when that fails. It then writes ``RUN/config.yaml`` (resolved) and
-``RUN/provenance.json`` (config, splits, manifest and bag file identities), runs one executor
-task per unfinished fold (finished folds, marked by ``folds/<k>/result.json``, are final and
-skipped on rerun; an interrupted fold restarts from scratch with the same seed, so a resumed
-run equals an uninterrupted one), then aggregates ``RUN/predictions.csv`` and
+of a baseline taken from another run) and writes nothing when that fails. It then writes
+``RUN/config.yaml`` (resolved) and ``RUN/provenance.json`` (config, splits, manifest and bag
+file identities), runs one executor task per unfinished fold (finished folds, marked by
+``folds/<k>/result.json``, are final and skipped on rerun; an interrupted fold restarts from
+scratch with the same seed, so a resumed run equals an uninterrupted one; a fold whose
+objective needs a baseline first resolves or trains it, :mod:`histomil.training.baseline`), then aggregates ``RUN/predictions.csv`` and
 ``RUN/metrics.json`` (per fold plus mean/sd over folds of every metric) once every fold has
 finished.
 
