@@ -2,7 +2,7 @@
 
 Usage::
 
-    python scripts/compare_runs.py BASE NEW [--ignore KEY ...] [--include GLOB ...]
+    python scripts/compare_runs.py BASE NEW [--ignore KEY ...] [--include GLOB ...] [--root DIR ...]
 
 Every file of BASE matching the globs (default: predictions/results/history CSVs, metrics,
 per-fold result, split and summary JSONs, ``table.md`` and the attention ``.h5`` files) is
@@ -140,10 +140,15 @@ def _compare_h5(a: Path, b: Path, roots: tuple[str, ...], ignore: set[str]) -> l
 
 
 def compare(
-    base: Path, new: Path, ignore: set[str], globs: tuple[str, ...] = DEFAULT_GLOBS
+    base: Path,
+    new: Path,
+    ignore: set[str],
+    globs: tuple[str, ...] = DEFAULT_GLOBS,
+    roots: tuple[str, ...] = (),
 ) -> tuple[int, list[str]]:
-    """(number of files compared, one line per problem)."""
-    roots = (str(base.resolve()), str(new.resolve()))
+    """(number of files compared, one line per problem); ``roots``: absolute folders replaced by
+    ``<ROOT>`` (default: ``base`` and ``new``)."""
+    roots = roots or (str(base.resolve()), str(new.resolve()))
     files = sorted({p for g in globs for p in base.glob(g) if p.is_file()})
     problems: list[str] = []
     for fa in files:
@@ -177,13 +182,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("new", type=Path)
     parser.add_argument("--ignore", action="append", default=[], help="JSON key to ignore")
     parser.add_argument("--include", action="append", default=[], help="glob (replaces default)")
+    parser.add_argument(
+        "--root",
+        action="append",
+        default=[],
+        help="absolute folder written into the outputs, replaced by <ROOT> (default: BASE, NEW;"
+        " give the top folders when comparing subfolders)",
+    )
     args = parser.parse_args(argv)
     for folder in (args.base, args.new):
         if not folder.is_dir():
             print(f"error: {folder} is not a folder", file=sys.stderr)
             return 2
     globs = tuple(args.include) or DEFAULT_GLOBS
-    n, problems = compare(args.base, args.new, set(args.ignore), globs)
+    roots = tuple(str(Path(r).resolve()) for r in args.root)
+    n, problems = compare(args.base, args.new, set(args.ignore), globs, roots)
     for line in problems:
         print(f"DIFF {line}")
     print(f"{n} file(s) compared, {len(problems)} difference(s)")
