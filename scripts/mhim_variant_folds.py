@@ -6,7 +6,7 @@ Usage: python scripts/mhim_variant_folds.py EXPERIMENT_DIR VARIANT FOLDS [SHARED
 ``runs/abmil__baseline`` holds the baseline; the variant is written to
 ``runs/abmil__<VARIANT>`` with the config the experiment itself would resolve (the baseline's
 config with ``objective: mhim_v2``, the shared params merged with the variant's, and
-``teacher_init`` = the baseline run), so the experiment command reuses these folds. ``FOLDS``:
+``objective.baseline`` = the baseline run), so the experiment command reuses these folds. ``FOLDS``:
 comma-separated fold numbers, trained one after the other (the baseline fold must be finished).
 Used for the issue-15 reruns when a machine cannot train every fold of every variant.
 """
@@ -30,8 +30,7 @@ def main() -> None:
     base_dir = exp / "runs" / "abmil__baseline"
     raw = yaml.safe_load((base_dir / "config.yaml").read_text(encoding="utf-8"))
     params = _merge(shared, VARIANTS[variant])
-    params["teacher_init"] = str(base_dir)
-    raw["objective"] = {"name": "mhim_v2", "params": params}
+    raw["objective"] = {"name": "mhim_v2", "params": params, "baseline": str(base_dir)}
     config = config_from_dict(raw)
     for fold in (int(f) for f in folds.split(",")):
         train(config, exp / "runs" / f"abmil__{variant}", folds=[fold])

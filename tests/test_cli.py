@@ -158,9 +158,9 @@ def test_precision_values_are_the_yaml_values():
     import typing
 
     from histomil.api._common import PRECISIONS
-    from histomil.training.config import _Train
+    from histomil.training.config import TrainSettings
 
-    yaml_values = typing.get_args(_Train.model_fields["precision"].annotation)
+    yaml_values = typing.get_args(TrainSettings.__pydantic_fields__["precision"].annotation)
     assert set(yaml_values) <= set(PRECISIONS)
     out = runner.invoke(app, ["extract", "--help"], env={"COLUMNS": "200"}).output
     for value in PRECISIONS:

@@ -154,7 +154,7 @@ def test_mhim_ablation_shares_one_baseline(base_config, tmp_path):
     cfg = yaml.safe_load((tmp_path / "configs" / "abmil__rhsm.yaml").read_text())
     params = cfg["objective"]["params"]
     assert cfg["objective"]["name"] == "mhim_v2"
-    assert params["teacher_init"] == str(tmp_path / "runs" / "abmil__baseline")
+    assert cfg["objective"]["baseline"] == str(tmp_path / "runs" / "abmil__baseline")
     assert params["recycle"] == {"enabled": False} and params["consistency"] == {"alpha": 0.0}
     assert not (tmp_path / "runs" / "abmil__full" / "baseline").exists()  # no second baseline
     table = (tmp_path / "table.md").read_text()

@@ -28,6 +28,8 @@ def _bce(logit: float, y: float) -> float:
 class Fixed(nn.Module):
     """A stand-in model returning a fixed output; records the label it was called with."""
 
+    bag_weight: float | None = None  # what MILModel declares
+
     def __init__(self, output: MILOutput, bag_weight: float | None = None) -> None:
         super().__init__()
         self.output = output

@@ -66,3 +66,23 @@ def test_cli_reports_unknown_keys(tmp_path: Path):
     result = CliRunner().invoke(app, ["train", "--config", str(path), "--out", str(tmp_path / "r")])
     assert result.exit_code == 1
     assert "train.epochs" in result.output
+
+
+def test_old_teacher_init_key_is_refused_naming_the_new_key(tmp_path: Path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "data: {manifest: m.csv, bags: b/}\n"
+        "objective: {name: mhim_v2, params: {teacher_init: runs/abmil}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"teacher_init moved .* objective\.baseline"):
+        load_config(path)
+
+
+def test_objective_baseline_resolved_against_the_config_folder(tmp_path: Path):
+    (tmp_path / "runs" / "abmil").mkdir(parents=True)
+    path = tmp_path / "config.yaml"
+    base = "data: {manifest: m.csv, bags: b/}\nobjective: {name: mhim_v2, baseline: %s}\n"
+    path.write_text(base % "runs/abmil")
+    assert load_config(path).objective.baseline == str((tmp_path / "runs" / "abmil").resolve())
+    path.write_text(base % "auto")
+    assert load_config(path).objective.baseline == "auto"

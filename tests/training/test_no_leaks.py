@@ -79,7 +79,7 @@ def _case(sid: str) -> str:
     [
         *[(name, {}) for name in SPLITS],
         ("mc-manifest", {"data": {"train_fraction": 0.5}}),
-        ("mc-fraction", {"objective": {"name": "mhim_v2", "params": {"teacher_init": "auto"}}}),
+        ("mc-fraction", {"objective": {"name": "mhim_v2", "baseline": "auto"}}),
     ],
 )
 def test_no_test_slide_reaches_any_choice(cohort, tmp_path, spy, split, extra):
@@ -115,7 +115,7 @@ def _mhim(cohort: Path, teacher: Path | str, seed: int) -> dict:
         cohort,
         split=SPLITS["mc-fraction"],
         train={"seed": seed},
-        objective={"name": "mhim_v2", "params": {"teacher_init": str(teacher)}},
+        objective={"name": "mhim_v2", "baseline": str(teacher)},
     )
 
 
@@ -125,7 +125,7 @@ def test_teacher_from_a_run_with_other_splits_is_refused_naming_the_slides(
     with pytest.raises(ValueError) as info:
         train(config_from_dict(_mhim(cohort, teacher_run, seed=7)), tmp_path / "student")
     msg = str(info.value)
-    assert "teacher" in msg and "test slide(s) it trained or selected on: s" in msg
+    assert "baseline" in msg and "test slide(s) it trained or selected on: s" in msg
     assert not (tmp_path / "student").exists()
 
 
@@ -133,7 +133,7 @@ def test_teacher_with_identical_splits_is_used(cohort, teacher_run, tmp_path):
     result = train(config_from_dict(_mhim(cohort, teacher_run, seed=0)), tmp_path / "student")
     assert result.metrics["n_folds"] == 2 and not (tmp_path / "student" / "baseline").exists()
     prov = (tmp_path / "student" / "provenance.json").read_text()
-    assert "teacher fold 0" in prov and "teacher fold 1" in prov
+    assert "baseline fold 0" in prov and "baseline fold 1" in prov
 
 
 def test_teacher_checkpoint_without_a_split_record_is_refused(cohort, teacher_run, tmp_path):

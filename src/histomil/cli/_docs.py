@@ -206,8 +206,8 @@ def _check_api(name: str, cmd: Command) -> list[str]:
 def _check_precision() -> list[str]:
     """``--precision`` values include every ``train.precision`` value of the YAML config."""
     from histomil.api._common import PRECISIONS
-    from histomil.training.config import _Train
+    from histomil.training.config import TrainSettings
 
-    yaml_values = typing.get_args(_Train.model_fields["precision"].annotation)
+    yaml_values = typing.get_args(TrainSettings.__pydantic_fields__["precision"].annotation)
     missing = [v for v in yaml_values if v not in PRECISIONS]
     return [f"train.precision values {missing} are not --precision values"] if missing else []

@@ -38,7 +38,7 @@ def method_config(
             "params": {"sigma": 1.0, "margin": 1.0, "weight": 1.0},
         }
     elif method == "mhim_v2":
-        objective = {"name": "mhim_v2", "params": {"teacher_init": str(paths.run("abmil"))}}
+        objective = {"name": "mhim_v2", "params": {}, "baseline": str(paths.run("abmil"))}
     elif method != "abmil":
         raise ValueError(f"unknown demo method {method!r}; valid: {', '.join(METHODS)}")
     return {

@@ -1,8 +1,8 @@
 """MHIM-v2 ablations in the shape of the MHIM paper's Tables 7-10, via ``mhim_v2`` params.
 
 Every variant of a student model uses the same trained baseline (the ``baseline`` point, an
-ordinary ``bag`` run of the student) as its teacher initialisation (``teacher_init`` = that run
-folder), so the baseline is trained once and is also the table's first row.
+ordinary ``bag`` run of the student) as its teacher initialisation (``objective.baseline`` =
+that run folder), so the baseline is trained once and is also the table's first row.
 
 Variants (``--grid`` selects by name):
 
@@ -26,7 +26,7 @@ Variants (``--grid`` selects by name):
 
 When the shared ``mhim_params`` set ``rank.weight > 0`` (rank induction inside MHIM), the
 baseline row is a ``rank_induction`` run with the same rank settings, so the teacher comes from
-the rank-induction baseline (see :func:`histomil.training.baseline.baseline_objective`).
+the rank-induction baseline (see :meth:`histomil.objectives.mhim.strategy.MHIM.baseline_objective`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from histomil.experiments.tables import (
     summary_frame,
     write_outputs,
 )
-from histomil.training.baseline import baseline_objective
 
 _NO_LARGE = {"large_scale": "none"}
 _OFF = {"enabled": False}
@@ -112,7 +111,9 @@ def chosen_variants(ctx: Context) -> list[str]:
 
 def baseline_points(students: list[Method], shared: dict[str, Any]) -> list[Point]:
     """One ordinary run per student: the table's first row and every variant's teacher."""
-    base_objective = baseline_objective({"name": "mhim_v2", "params": shared})
+    from histomil.objectives import objective_class
+
+    base_objective = objective_class("mhim_v2").baseline_objective(shared)
     return [
         Point(
             f"{s.name}__baseline",
@@ -133,8 +134,8 @@ def variant_points(
             if v == "baseline":
                 continue
             params = _merge(shared, VARIANTS[v])
-            params["teacher_init"] = str(runs[f"{s.name}__baseline"])
-            objective = {"name": "mhim_v2", "params": params}
+            baseline = str(runs[f"{s.name}__baseline"])
+            objective = {"name": "mhim_v2", "params": params, "baseline": baseline}
             points.append(
                 Point(
                     f"{s.name}__{v}",

@@ -14,6 +14,11 @@ Conventions (all models, all objectives):
   same shape as ``scores``.
 - A model is split into ``project`` (the first instance projection, which MHIM initialises from a
   baseline and applies before masking) and ``aggregate`` (everything after it).
+
+What objectives may use of a model is declared on :class:`MILModel` with defaults (never read
+with ``getattr``): ``project``/``aggregate``, ``classify`` (the bag classifier),
+``class_aware_logits`` (a model's own per-instance class logits, or None), ``bag_weight`` (how
+the slide loss and ``aux_loss`` combine), ``needs_coords``, ``has_attention``, ``in_dim``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,10 @@ class MILModel(nn.Module):
     needs_coords: ClassVar[bool] = False
     permutation_invariant: ClassVar[bool] = True
     has_attention: ClassVar[bool] = True
+    #: How an objective combines the slide loss with ``MILOutput.aux_loss``:
+    #: ``bag_weight * slide + (1 - bag_weight) * aux``; None (default): ``slide + aux``.
+    #: Models with an auxiliary loss set it (CLAM 0.7, DS-MIL and DTFD 0.5).
+    bag_weight: float | None = None
 
     def __init__(
         self,
@@ -134,6 +143,9 @@ class MILModel(nn.Module):
         self.n_classes = n_classes
         self.attention_threshold = float(attention_threshold)
         self.threshold_at_eval = bool(threshold_at_eval)
+        # bags whose thresholded weights were all suppressed (a device tensor while training;
+        # None after the trainer's reset at each epoch start), see pool_weights
+        self.fallback_events: Tensor | None = None
 
     # -- to implement -------------------------------------------------------------------------
     def project(self, x: Tensor) -> Tensor:
@@ -157,6 +169,29 @@ class MILModel(nn.Module):
         """
         raise NotImplementedError
 
+    # -- optional, with defaults -----------------------------------------------------------------
+    def classify(self, embedding: Tensor) -> Tensor:
+        """The bag classifier: bag embedding (..., E) -> logits (..., C).
+
+        MHIM's class-aware instance probability applies it to attention-weighted instance
+        embeddings. Default: the module ``self.classifier`` (AB-MIL, mean/max pooling,
+        TransMIL, HIPT, CLAM-SB); models without one bag-level head (CLAM-MB, DTFD) raise a
+        ValueError (use attention scoring with them, or override this method).
+        """
+        head = self._modules.get("classifier")
+        if head is None:
+            raise ValueError(
+                f"{type(self).__name__} has no bag classifier (MILModel.classify); use "
+                "scoring='attention' or give the model a bag classifier"
+            )
+        return head(embedding)
+
+    def class_aware_logits(self, h: Tensor) -> Tensor | None:
+        """Per-instance class logits (B, N, C) in the model's own form of MHIM's Eq. 6 for
+        projected features ``h`` (B, N, H), or None (default): the objective then derives them
+        from ``instance_logits`` or :meth:`classify` (see objectives/mhim/scoring.py)."""
+        return None
+
     # -- shared ---------------------------------------------------------------------------------
     def pool_weights(self, scores: Tensor, mask: Tensor | None) -> Tensor:
         """Normalised pooling weights from raw scores (B, N, R), thresholded when enabled."""
@@ -167,7 +202,7 @@ class MILModel(nn.Module):
             # pooled sets (bags) whose weights were all suppressed, summed on the device (no
             # host sync); the trainer reads and resets ``fallback_events`` once per epoch
             n = fallback.any(dim=-1).sum()
-            prev = getattr(self, "fallback_events", None)
+            prev = self.fallback_events
             self.fallback_events = n if prev is None else prev + n
         return weights
 

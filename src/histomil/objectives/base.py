@@ -55,9 +55,15 @@ class Objective(nn.Module):
 
     name: str = "objective"
     #: True for strategies (MHIM) that start from a trained baseline of the same model: the
-    #: trainer then trains (or loads) that baseline per fold and passes its state dict in
-    #: ``TrainContext.baseline_state`` before calling ``setup``.
+    #: run then trains (or loads, ``objective.baseline: <run folder>``) that baseline per fold
+    #: and passes its state dict in ``TrainContext.baseline_state`` before calling ``setup``.
     needs_baseline: bool = False
+
+    @classmethod
+    def baseline_objective(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"name", "params"}`` of the objective the baseline is trained with, given this
+        objective's ``params`` (only read when :attr:`needs_baseline`): ``bag`` by default."""
+        return {"name": "bag", "params": {}}
 
     def forward(self, model: MILModel, bag: Bag) -> LossOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -89,7 +89,7 @@ class BagObjective(Objective):
         if output.aux_loss is None:
             return slide, terms
         terms["aux"] = float(output.aux_loss.detach())
-        bag_weight = getattr(model, "bag_weight", None)
+        bag_weight = model.bag_weight
         if bag_weight is None:
             return slide + output.aux_loss, terms
         return bag_weight * slide + (1.0 - bag_weight) * output.aux_loss, terms

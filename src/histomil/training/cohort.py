@@ -6,10 +6,10 @@ and readable, non-empty, finite, one feature dimension) and the split checks, an
 :class:`CohortError` listing every problem with file names. Nothing is written before it passes.
 
 :func:`run_provenance` is the run's :func:`histomil.provenance.record`: the resolved config,
-the splits (hash of every fold's slide ids), the manifest and every bag file, and for a teacher
-taken from another run each fold's teacher checkpoint. ``folds/<k>/split.json`` holds the exact
+the splits (hash of every fold's slide ids), the manifest and every bag file, and for a baseline
+taken from another run (``objective.baseline``) each fold's checkpoint. ``folds/<k>/split.json`` holds the exact
 train/val/test slide ids of a fold (:func:`write_split`); anything that reuses a fold (resume,
-a teacher, an experiment point) compares it with :func:`split_leaks`.
+a baseline, an experiment point) compares it with :func:`split_leaks`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class CohortError(ValueError):
 
 
 class SplitMismatchError(ValueError):
-    """A reused fold (resume, teacher, experiment point) had other train/val/test slides."""
+    """A reused fold (resume, baseline, experiment point) had other train/val/test slides."""
 
 
 @dataclass(frozen=True)
@@ -228,13 +228,13 @@ def h5_content_identity(path: str | os.PathLike) -> dict[str, Any]:
     return {"name": Path(path).name, "content-sha256": h.hexdigest()}
 
 
-def teacher_checkpoints(config: TrainConfig, splits: list[FoldSplit]) -> dict[int, Path] | None:
-    """Per fold, the teacher checkpoint ``objective.params.teacher_init`` names (None: the
-    run trains its own baseline, or the objective has none)."""
-    teacher = config.objective.params.get("teacher_init")
-    if not isinstance(teacher, str) or not teacher or teacher == "auto":
+def baseline_checkpoints(config: TrainConfig, splits: list[FoldSplit]) -> dict[int, Path] | None:
+    """Per fold, the baseline checkpoint ``objective.baseline`` names (None: unset or
+    ``auto``, the run trains its own baseline if its objective needs one)."""
+    given = config.objective.baseline
+    if not given or given == "auto":
         return None
-    path = Path(teacher)
+    path = Path(given)
     if path.is_dir():
         return {s.fold: path / "folds" / str(s.fold) / "checkpoint.pt" for s in splits}
     return {s.fold: path for s in splits}
@@ -252,7 +252,7 @@ def run_provenance(config: TrainConfig, cohort: Cohort) -> dict[str, Any]:
     inputs: dict[str, Any] = {"manifest": cached_identity(config.data.manifest)}
     for sid, path in sorted(cohort.bag_paths.items()):
         inputs[f"bag {sid}"] = cached_identity(path, content=True)
-    for fold, ckpt in sorted((teacher_checkpoints(config, cohort.splits) or {}).items()):
-        inputs[f"teacher fold {fold}"] = cached_identity(ckpt) if ckpt.is_file() else None
+    for fold, ckpt in sorted((baseline_checkpoints(config, cohort.splits) or {}).items()):
+        inputs[f"baseline fold {fold}"] = cached_identity(ckpt) if ckpt.is_file() else None
     record["inputs"] = inputs
     return provenance.normalise(record)

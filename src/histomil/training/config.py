@@ -1,36 +1,39 @@
-"""Training configuration: pydantic models at the YAML boundary, frozen dataclasses inside.
+"""Training configuration: each section declared once, as a frozen pydantic dataclass.
 
-``load_config(path)`` reads a YAML file, rejects unknown keys (the message names them), resolves
-relative paths against the config file's folder and returns a :class:`TrainConfig`.
-``config_to_dict`` gives the resolved form saved as ``RUN/config.yaml``.
+The same classes validate the YAML (unknown keys rejected, values range-checked) and are the
+frozen records used inside the package (STYLE.md's "pydantic at the boundary, frozen
+dataclasses inside", written once). ``load_config(path)`` reads a YAML file, rejects unknown
+keys (the message names them), resolves relative paths against the config file's folder and
+returns a :class:`TrainConfig`. ``config_to_dict`` gives the resolved form saved as
+``RUN/config.yaml`` (fields in declaration order).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid")
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the offending keys."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class _Data(_Strict):
+@dataclass(frozen=True, config=_STRICT)
+class DataConfig:
     manifest: str
     bags: str
     labels_dir: str | None = None
@@ -40,8 +43,10 @@ class _Data(_Strict):
     padding_px: float = Field(0.0, ge=0)
     patch_size_level0: int | None = Field(None, gt=0)
     patient_level: bool | None = None
+    # classification labels: manifest value (text) -> class index; None: integer labels or
+    # the usual binary names (see histomil.training.labels)
     labels: dict[str, int] | None = None
-    n_classes: int | None = Field(None, ge=2)
+    n_classes: int | None = Field(None, ge=2)  # declared class count; default: `labels`, else 2
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -61,17 +66,34 @@ class _Data(_Strict):
         return v
 
 
-class _Model(_Strict):
+@dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
     name: str = "abmil"
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class _Objective(_Strict):
+@dataclass(frozen=True, config=_STRICT)
+class ObjectiveConfig:
     name: str = "bag"
     params: dict[str, Any] = Field(default_factory=dict)
+    # per-fold trained baseline for objectives with ``needs_baseline`` (MHIM's teacher):
+    # None or "auto" = trained by the run into RUN/baseline/; a run folder (its
+    # folds/<k>/checkpoint.pt) or a checkpoint file = reused (same splits required)
+    baseline: str | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _moved(cls, v):
+        if "teacher_init" in v:  # its former place: refused with the new key, not guessed
+            raise ValueError(
+                "teacher_init moved out of the params: write objective.baseline: "
+                "auto | <run folder> | <checkpoint file>"
+            )
+        return v
 
 
-class _Train(_Strict):
+@dataclass(frozen=True, config=_STRICT)
+class TrainSettings:
     lr: float = Field(2.0e-4, gt=0)
     weight_decay: float = Field(1.0e-5, ge=0)
     max_epochs: int = Field(200, ge=1)
@@ -84,11 +106,23 @@ class _Train(_Strict):
     eval_every: int = Field(1, ge=1)
     threshold: str = "youden"
     survival_bins: int = Field(4, ge=2)
+    # torch intra-op threads per fold (None: leave torch's default)
     threads: int | None = Field(None, ge=1)
+    # Training forward/loss precision. "bfloat16" runs them under torch.autocast (matrix
+    # multiplies in bfloat16 with float32 accumulation; weights, optimiser state, gradients of
+    # the weights and every evaluation stay float32). Opt-in: on CPUs with AVX512-BF16 or AMX
+    # and on GPUs it is several times faster; float32 is the papers' setting.
     precision: Literal["float32", "bfloat16"] = "float32"
+    # Learning-rate schedule over optimizer steps: "none" (constant lr) or "cosine" from ``lr``
+    # to ``lr_min`` over ``max_epochs`` epochs (MHIM-v2 paper: cosine annealing; the authors'
+    # code: CosineAnnealingLR(T_max = num_epoch, eta_min = 0)), after an optional linear
+    # warm-up of ``lr_warmup_steps`` optimizer steps.
     scheduler: Literal["none", "cosine"] = "none"
     lr_warmup_steps: int = Field(0, ge=0)
     lr_min: float = Field(0.0, ge=0)
+    # First epoch (0-based) that may be selected as the best epoch. 0 (default) tracks the best
+    # epoch from the first epoch, as the rank-induction authors' code; a larger value keeps
+    # warm-up epochs (a nearly untrained model) out of model selection.
     select_from_epoch: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -101,14 +135,15 @@ class _Train(_Strict):
         return self
 
 
-class _Split(_Strict):
+@dataclass(frozen=True, config=_STRICT)
+class SplitConfig:
     scheme: Literal["monte_carlo", "kfold", "files"] = "monte_carlo"
-    dir: str | None = None  # scheme files: folder of CLAM splits_<k>.csv
     repeats: int = Field(10, ge=1)
     k: int = Field(5, ge=2)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     val: Literal["fraction", "manifest"] = "fraction"
     test: Literal["manifest", "fold", "none"] | float = "manifest"
+    dir: str | None = None  # scheme files: folder of CLAM splits_<k>.csv
 
     @field_validator("test")
     @classmethod
@@ -116,96 +151,6 @@ class _Split(_Strict):
         if isinstance(v, float) and not 0 < v < 1:
             raise ValueError("test fraction must be in (0, 1)")
         return v
-
-
-class _Output(_Strict):
-    attention: bool = True
-    attention_splits: list[Literal["val", "test"]] = Field(default_factory=lambda: ["val", "test"])
-    save_checkpoints: bool = True
-
-
-class _Root(_Strict):
-    data: _Data
-    task: Literal["classification", "survival"] = "classification"
-    model: _Model = Field(default_factory=_Model)
-    objective: _Objective = Field(default_factory=_Objective)
-    train: _Train = Field(default_factory=_Train)
-    split: _Split = Field(default_factory=_Split)
-    output: _Output = Field(default_factory=_Output)
-
-
-# -- frozen dataclasses used inside the package ----------------------------------------------
-@dataclass(frozen=True)
-class DataConfig:
-    manifest: str
-    bags: str
-    labels_dir: str | None = None
-    train_fraction: float = 1.0
-    annotated_fraction: float = 1.0
-    min_overlap: float | None = None
-    padding_px: float = 0.0
-    patch_size_level0: int | None = None
-    patient_level: bool | None = None
-    # classification labels: manifest value (text) -> class index; None: integer labels or
-    # the usual binary names (see histomil.training.labels)
-    labels: dict[str, int] | None = None
-    n_classes: int | None = None  # declared class count; default: from `labels`, else 2
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "abmil"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    name: str = "bag"
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    lr: float = 2.0e-4
-    weight_decay: float = 1.0e-5
-    max_epochs: int = 200
-    warmup_epochs: int = 20
-    patience: int = 7
-    seed: int = 0
-    batch_accumulation: int = 1
-    balanced_sampling: bool = False
-    device: str = "cpu"
-    eval_every: int = 1
-    threshold: str = "youden"
-    survival_bins: int = 4
-    threads: int | None = None  # torch intra-op threads per fold (None: leave torch's default)
-    # Training forward/loss precision. "bfloat16" runs them under torch.autocast (matrix
-    # multiplies in bfloat16 with float32 accumulation; weights, optimiser state, gradients of
-    # the weights and every evaluation stay float32). Opt-in: on CPUs with AVX512-BF16 or AMX
-    # and on GPUs it is several times faster; float32 is the papers' setting.
-    precision: str = "float32"
-    # Learning-rate schedule over optimizer steps: "none" (constant lr) or "cosine" from ``lr``
-    # to ``lr_min`` over ``max_epochs`` epochs (MHIM-v2 paper: cosine annealing; the authors'
-    # code: CosineAnnealingLR(T_max = num_epoch, eta_min = 0)), after an optional linear
-    # warm-up of ``lr_warmup_steps`` optimizer steps.
-    scheduler: str = "none"
-    lr_warmup_steps: int = 0
-    lr_min: float = 0.0
-    # First epoch (0-based) that may be selected as the best epoch. 0 (default) tracks the best
-    # epoch from the first epoch, as the rank-induction authors' code; a larger value keeps
-    # warm-up epochs (a nearly untrained model) out of model selection.
-    select_from_epoch: int = 0
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    scheme: str = "monte_carlo"
-    repeats: int = 10
-    k: int = 5
-    val_fraction: float = 0.2
-    val: str = "fraction"
-    test: str | float = "manifest"
-    dir: str | None = None
 
     @property
     def n_folds(self) -> int:
@@ -216,32 +161,36 @@ class SplitConfig:
         return self.repeats if self.scheme == "monte_carlo" else self.k
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class OutputConfig:
     attention: bool = True
-    attention_splits: tuple[str, ...] = ("val", "test")
+    attention_splits: tuple[Literal["val", "test"], ...] = ("val", "test")
     save_checkpoints: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_STRICT)
 class TrainConfig:
-    """Everything one training run needs (paths absolute)."""
+    """Everything one training run needs (paths absolute once loaded by :func:`load_config`)."""
 
     data: DataConfig
-    task: str = "classification"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
+    task: Literal["classification", "survival"] = "classification"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+
+_ADAPTER = TypeAdapter(TrainConfig)
+_EXTRA = ("extra_forbidden", "unexpected_keyword_argument")
 
 
 def _unknown_keys_message(exc: ValidationError) -> str:
-    extra = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] == "extra_forbidden"]
+    extra = [".".join(map(str, e["loc"])) for e in exc.errors() if e["type"] in _EXTRA]
     other = [
         f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
         for e in exc.errors()
-        if e["type"] != "extra_forbidden"
+        if e["type"] not in _EXTRA
     ]
     parts = []
     if extra:
@@ -265,48 +214,36 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | os.PathLike | None = N
     if not isinstance(raw, dict):
         raise ConfigError(f"config must be a mapping, got {type(raw).__name__}")
     try:
-        root = _Root.model_validate(raw)
+        config = _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid training config: {_unknown_keys_message(exc)}") from exc
     base = Path(base_dir) if base_dir is not None else None
-    d = root.data
-    data = DataConfig(
+    d = config.data
+    data = replace(
+        d,
         manifest=_resolve(base, d.manifest),
         bags=_resolve(base, d.bags),
         labels_dir=_resolve(base, d.labels_dir),
-        train_fraction=d.train_fraction,
-        annotated_fraction=d.annotated_fraction,
-        min_overlap=d.min_overlap,
-        padding_px=d.padding_px,
-        patch_size_level0=d.patch_size_level0,
-        patient_level=d.patient_level,
-        labels=None if d.labels is None else dict(d.labels),
-        n_classes=d.n_classes,
     )
-    obj_params = dict(root.objective.params)
-    teacher = obj_params.get("teacher_init")
-    if isinstance(teacher, str) and base is not None and not Path(teacher).is_absolute():
-        candidate = base / teacher
+    baseline = config.objective.baseline
+    if baseline and baseline != "auto" and base is not None and not Path(baseline).is_absolute():
+        candidate = base / baseline
         if candidate.exists():
-            obj_params["teacher_init"] = str(candidate.resolve())
-    out = root.output
-    return TrainConfig(
+            baseline = str(candidate.resolve())
+    return replace(
+        config,
         data=data,
-        task=root.task,
-        model=ModelConfig(root.model.name, dict(root.model.params)),
-        objective=ObjectiveConfig(root.objective.name, obj_params),
-        train=TrainSettings(**root.train.model_dump()),
-        split=SplitConfig(**_split_dict(root.split.model_dump(), base)),
-        output=OutputConfig(out.attention, tuple(out.attention_splits), out.save_checkpoints),
+        objective=replace(config.objective, baseline=baseline or None),
+        split=_split_paths(config.split, base),
     )
 
 
-def _split_dict(split: dict, base: Path | None) -> dict:
+def _split_paths(split: SplitConfig, base: Path | None) -> SplitConfig:
     """``split.dir`` (CLAM split files) resolved against the config file's folder."""
-    if split["scheme"] == "files" and not split.get("dir"):
+    if split.scheme == "files" and not split.dir:
         raise ValueError("split.scheme: files needs split.dir, the folder of splits_<k>.csv")
-    if split.get("dir") and base is not None and not Path(split["dir"]).is_absolute():
-        split["dir"] = str((base / split["dir"]).resolve())
+    if split.dir and base is not None and not Path(split.dir).is_absolute():
+        return replace(split, dir=str((base / split.dir).resolve()))
     return split
 
 

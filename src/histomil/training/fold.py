@@ -1,4 +1,4 @@
-"""One fold end to end: data, (baseline), fit on train/val, freeze, predict test, write outputs.
+"""One fold end to end: data, fit on train/val, freeze, predict test, write outputs.
 
 The order is the guarantee that test slides never influence a choice: :func:`fit` sees only
 training and validation bags; the decision threshold is computed from validation predictions;
@@ -172,9 +172,16 @@ def _epoch_bar(fold: int, max_epochs: int):
 
 
 def run_fold(
-    config: TrainConfig, split: FoldSplit, run_dir: str, baseline_dir: str | None = None
+    config: TrainConfig,
+    split: FoldSplit,
+    run_dir: str,
+    baseline_state: dict[str, Any] | None = None,
 ) -> dict:
-    """Train and evaluate one fold; returns (and writes) its result summary."""
+    """Train and evaluate one fold; returns (and writes) its result summary.
+
+    ``baseline_state``: the fold's trained baseline for an objective with ``needs_baseline``
+    (resolved by :func:`histomil.training.baseline.run_fold_with_baseline`); required then.
+    """
     import torch
 
     from histomil.models import create_model
@@ -189,15 +196,15 @@ def run_fold(
     data = load_fold_data(config, split, seed)
     seed_everything(seed)
     model = create_model(config.model.name, data.in_dim, data.n_classes, **config.model.params)
-    params = {k: v for k, v in config.objective.params.items() if k != "teacher_init"}
-    objective = create_objective(config.objective.name, **params)
+    objective = create_objective(config.objective.name, **config.objective.params)
     context = TrainContext(split.fold, config.task, data.n_classes, str(run_dir), seed)
     if objective.needs_baseline:
-        from histomil.training.baseline import baseline_state
-
-        context = replace(
-            context, baseline_state=baseline_state(config, split, run_dir, baseline_dir)
-        )
+        if baseline_state is None:
+            raise ValueError(
+                f"objective {config.objective.name!r} needs a trained baseline: run the fold "
+                "with histomil.training.baseline.run_fold_with_baseline"
+            )
+        context = replace(context, baseline_state=baseline_state)
         seed_everything(seed)
     objective.setup(model, context)
     history: list[dict] = []

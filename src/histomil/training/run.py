@@ -1,12 +1,13 @@
 """All folds of a run and the run-level outputs.
 
 ``train(config, out_dir, executor=...)`` first validates every input at once
-(:func:`histomil.training.cohort.validate_cohort`: manifest, labels, bags, splits, a teacher's
-splits) and writes nothing when that fails. It then writes ``RUN/config.yaml`` (resolved) and
-``RUN/provenance.json`` (config, splits, manifest and bag file identities), runs one executor
-task per unfinished fold (finished folds, marked by ``folds/<k>/result.json``, are final and
-skipped on rerun; an interrupted fold restarts from scratch with the same seed, so a resumed
-run equals an uninterrupted one), then aggregates ``RUN/predictions.csv`` and
+(:func:`histomil.training.cohort.validate_cohort`: manifest, labels, bags, splits, the splits
+of a baseline taken from another run) and writes nothing when that fails. It then writes
+``RUN/config.yaml`` (resolved) and ``RUN/provenance.json`` (config, splits, manifest and bag
+file identities), runs one executor task per unfinished fold (finished folds, marked by
+``folds/<k>/result.json``, are final and skipped on rerun; an interrupted fold restarts from
+scratch with the same seed, so a resumed run equals an uninterrupted one; a fold whose
+objective needs a baseline first resolves or trains it, :mod:`histomil.training.baseline`), then aggregates ``RUN/predictions.csv`` and
 ``RUN/metrics.json`` (per fold plus mean/sd over folds of every metric) once every fold has
 finished.
 
@@ -31,13 +32,14 @@ from histomil import provenance
 from histomil._io import atomic_write_json, atomic_write_text, read_csv, write_csv
 from histomil.evaluation.stats import mean_sd
 from histomil.executors import BatchError, ExecutorConfig, Task, run_tasks
+from histomil.training.baseline import run_fold_with_baseline
 from histomil.training.cohort import (
     Cohort,
     CohortError,
+    baseline_checkpoints,
     read_split,
     run_provenance,
     split_leaks,
-    teacher_checkpoints,
     validate_cohort,
 )
 from histomil.training.config import (
@@ -152,31 +154,38 @@ def _check_inputs(run_dir, config, cohort, wanted, strict: bool, how: str) -> No
                 raise provenance.StaleOutputError(f"{problem}; {how}")
 
 
-def _teacher_problems(config: TrainConfig, cohort: Cohort) -> list[str]:
-    """A teacher taken from another run must come from folds with exactly these splits."""
-    ckpts = teacher_checkpoints(config, cohort.splits)
+def _baseline_problems(config: TrainConfig, cohort: Cohort) -> list[str]:
+    """A baseline taken from another run must come from folds with exactly these splits."""
+    ckpts = baseline_checkpoints(config, cohort.splits)
     if ckpts is None:
         return []
     out = []
     for s in cohort.splits:
         ckpt = ckpts[s.fold]
         if not ckpt.is_file():
-            out.append(f"objective.params.teacher_init: no checkpoint at {ckpt}")
+            out.append(f"objective.baseline: no checkpoint at {ckpt}")
             continue
-        problem = split_leaks(read_split(ckpt.parent), s, f"teacher {ckpt}")
+        problem = split_leaks(read_split(ckpt.parent), s, f"baseline {ckpt}")
         if problem:
             out.append(problem)
     return out
 
 
-def _check_names(config: TrainConfig) -> None:
-    """Fail before any fold starts when the model/objective name or parameters are wrong."""
+def _check_names(config: TrainConfig) -> bool:
+    """Fail before any fold starts when the model/objective name or parameters are wrong, or
+    when ``objective.baseline`` is given to an objective without a baseline. Returns whether
+    the objective needs a per-fold baseline."""
     from histomil.models import check_model_params
     from histomil.objectives import create_objective
 
     check_model_params(config.model.name, config.model.params)
-    params = {k: v for k, v in config.objective.params.items() if k != "teacher_init"}
-    create_objective(config.objective.name, **params)
+    objective = create_objective(config.objective.name, **config.objective.params)
+    if config.objective.baseline and not objective.needs_baseline:
+        raise ValueError(
+            f"objective.baseline is set but objective {config.objective.name!r} trains "
+            "without a baseline; remove it"
+        )
+    return objective.needs_baseline
 
 
 def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -202,13 +211,13 @@ def train(
     """Run every fold of ``config`` into ``out_dir`` and aggregate the outputs."""
     if not isinstance(config, TrainConfig):
         config = load_config(config)
-    _check_names(config)
+    needs_baseline = _check_names(config)
     cohort = validate_cohort(config)
-    teacher = _teacher_problems(config, cohort)
-    if teacher:
+    leaks = _baseline_problems(config, cohort)
+    if leaks:
         raise CohortError(
-            "the teacher would have seen this run's held-out slides (nothing was written): "
-            + " | ".join(teacher)
+            "the baseline would have seen this run's held-out slides (nothing was written): "
+            + " | ".join(leaks)
         )
     run_dir = Path(out_dir).resolve()
     wanted = run_provenance(config, cohort)
@@ -223,8 +232,10 @@ def train(
     if folds is not None:
         splits = [s for s in splits if s.fold in set(folds)]
     todo = [s for s in splits if read_fold_result(run_dir, s.fold) is None]
+    # with a baseline, the fold's baseline is resolved (or trained) inside the fold's task
+    fold_task = run_fold_with_baseline if needs_baseline else run_fold
     tasks = [
-        Task(f"fold {s.fold}", run_fold, {"config": config, "split": s, "run_dir": str(run_dir)})
+        Task(f"fold {s.fold}", fold_task, {"config": config, "split": s, "run_dir": str(run_dir)})
         for s in todo
     ]
     results = run_tasks(tasks, executor, description=f"train {config.objective.name}")

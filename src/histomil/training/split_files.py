@@ -12,13 +12,24 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from histomil.training.splits import FoldSplit
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FoldSplit:
+    """Slide ids of one fold (train, validation, test); defined here, with the file format,
+    so that ``splits`` (which reads split files) and this module do not import each other."""
+
+    fold: int
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
 
 COLUMNS = ("train", "val", "test")
 _NAME = re.compile(r"splits_(\d+)\.csv")

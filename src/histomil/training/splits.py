@@ -18,24 +18,14 @@ stratify, the split falls back to a plain seeded shuffle (and says so in the log
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from histomil.training.config import SplitConfig
+from histomil.training.split_files import FoldSplit, read_split_folder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FoldSplit:
-    """Slide ids of one fold (train, validation, test)."""
-
-    fold: int
-    train: tuple[str, ...]
-    val: tuple[str, ...]
-    test: tuple[str, ...]
 
 
 def _groups(df: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -106,8 +96,6 @@ def _manifest_part(df: pd.DataFrame, name: str) -> pd.DataFrame:
 def make_splits(df: pd.DataFrame, spec: SplitConfig, seed: int, task: str) -> list[FoldSplit]:
     """All folds of the run (deterministic for a given manifest, spec and seed)."""
     if spec.scheme == "files":  # CLAM splits_<k>.csv, fixed
-        from histomil.training.split_files import read_split_folder
-
         return read_split_folder(spec.dir or ".", df)
     if spec.test == "fold" and spec.scheme != "kfold":
         raise ValueError("split.test: fold needs split.scheme: kfold")

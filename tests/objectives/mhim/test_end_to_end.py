@@ -33,8 +33,8 @@ def test_mhim_trains_its_baseline_then_itself_and_reuses_it(tiny: Path, tmp_path
         pytest.skip("the trainer has not landed")
     from histomil.training.config import config_from_dict
 
-    # two stages in one command: teacher_init auto -> the baseline is trained first
-    cfg = config_from_dict(_config(tiny, {"name": "mhim_v2", "params": {"teacher_init": "auto"}}))
+    # two stages in one command: baseline auto -> the baseline is trained first
+    cfg = config_from_dict(_config(tiny, {"name": "mhim_v2", "baseline": "auto"}))
     training.train(cfg, tmp_path / "run")
     baseline = tmp_path / "run" / "baseline"
     assert (baseline / "folds" / "0" / "checkpoint.pt").is_file()
@@ -44,9 +44,7 @@ def test_mhim_trains_its_baseline_then_itself_and_reuses_it(tiny: Path, tmp_path
     history = (fold / "history.csv").read_text()
     assert "train_con" in history and "train_beta_h" in history
     # an existing run's checkpoints as the teacher (no new baseline)
-    params = {"teacher_init": str(baseline)}
-    training.train(
-        config_from_dict(_config(tiny, {"name": "mhim_v1", "params": params})), tmp_path / "v1"
-    )
+    objective = {"name": "mhim_v1", "baseline": str(baseline)}
+    training.train(config_from_dict(_config(tiny, objective)), tmp_path / "v1")
     assert not (tmp_path / "v1" / "baseline").exists()
     assert (tmp_path / "v1" / "folds" / "0" / "result.json").is_file()

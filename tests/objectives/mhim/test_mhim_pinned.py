@@ -11,10 +11,10 @@ from torch import nn
 
 from histomil.bags.bag import Bag
 from histomil.models import create_model
-from histomil.models.base import MILOutput
+from histomil.models.base import MILModel, MILOutput
 from histomil.objectives.base import TrainContext
 from histomil.objectives.mhim import MHIM
-from histomil.objectives.mhim.scoring import bag_head, class_probability, instance_scores
+from histomil.objectives.mhim.scoring import class_probability, instance_scores
 
 
 def _sig(x: float) -> float:
@@ -50,11 +50,11 @@ def _out(**kw) -> MILOutput:
     return MILOutput(logits=torch.zeros(1, 1), embedding=torch.zeros(1, 2), **kw)
 
 
-class _Head(nn.Module):
+class _Head(MILModel):
     """A teacher whose bag classifier is a fixed Linear(2, 1)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(in_dim=2, n_classes=1)
         self.classifier = nn.Linear(2, 1)
         with torch.no_grad():
             self.classifier.weight.copy_(torch.tensor([[1.0, -2.0]]))
@@ -107,18 +107,25 @@ def test_instance_score_errors_and_bag_head():
         instance_scores(teacher, _out(), h, 1, scoring="attention")
     with pytest.raises(ValueError, match="^_Head has no attention weights to score with$"):
         instance_scores(teacher, _out(), h, 1)
-    assert bag_head(teacher) is teacher.classifier
+    z = torch.tensor([[1.0, 1.0]])
+    torch.testing.assert_close(teacher.classify(z), teacher.classifier(z))
 
     class WithClassify(_Head):
         def classify(self, z):
             return z.sum(-1, keepdim=True)
 
-    t2 = WithClassify()
-    assert bag_head(t2) == t2.classify
+    w = torch.tensor([[[1.0], [1.0]]])
+    h2 = torch.tensor([[[1.0, 2.0], [0.0, -1.0]]])
+    got = instance_scores(WithClassify(), _out(weights=w), h2, 1)  # the override is used
+    torch.testing.assert_close(got, torch.tensor([_sig(3.0), _sig(-1.0)]))
+
+    class NoHead(MILModel):
+        pass
+
     with pytest.raises(ValueError) as err:
-        bag_head(nn.Linear(2, 2))
+        instance_scores(NoHead(2, 1), _out(weights=w), h2, 1)
     assert str(err.value) == (
-        "Linear exposes neither classify() nor classifier; use scoring='attention' or give the "
+        "NoHead has no bag classifier (MILModel.classify); use scoring='attention' or give the "
         "model a bag classifier"
     )
 

@@ -13,7 +13,6 @@ from histomil.objectives.base import TrainContext
 from histomil.objectives.mhim import MHIM
 from histomil.objectives.mhim.teacher import half_life_momentum
 from histomil.objectives.slide import BagObjective
-from histomil.training.baseline import baseline_objective
 from histomil.training.config import TrainSettings
 from histomil.training.trainer import fit, seed_everything
 
@@ -108,10 +107,10 @@ def test_warm_start_control_is_the_baseline_trained_on_full_bags():
 
 
 def test_rank_mhim_uses_a_rank_induction_baseline():
-    plain = {"name": "mhim_v2", "params": {"masking": {"beta_h": 0.02}}}
-    assert baseline_objective(plain) == {"name": "bag", "params": {}}
-    ranked = {"name": "mhim_v2", "params": {"rank": {"weight": 0.5, "sigma": 2.0}}}
-    assert baseline_objective(ranked) == {
+    plain = {"masking": {"beta_h": 0.02}}
+    assert MHIM.baseline_objective(plain) == {"name": "bag", "params": {}}
+    ranked = {"rank": {"weight": 0.5, "sigma": 2.0}}
+    assert MHIM.baseline_objective(ranked) == {
         "name": "rank_induction",
         "params": {"weight": 0.5, "sigma": 2.0},
     }

@@ -2,7 +2,7 @@
 
 *Class-aware instance probability* (v2, ``scoring="probability"``), ``S = C_T(A . Z)``:
 
-- teachers that define ``class_aware_logits(h)`` (TransMIL, DS-MIL): Eq. 6 in the form the
+- teachers whose ``class_aware_logits(h)`` is not None (TransMIL, DS-MIL): Eq. 6 in the form the
   architecture supports (see those methods: TransMIL classifies each instance's share of the
   class token's first-layer attention output, as the authors' code; DS-MIL applies its bag
   classifier to each instance's attention-weighted value in every class branch);
@@ -14,8 +14,8 @@
   embedding. Because ``F = sum_i a_i z_i``, ``C_T(a_i z_i)`` is instance i's share of the bag
   logit (a class activation map).
   ``z_i`` is ``extras["instance_embeddings"]`` when the model provides it, else the projected
-  instance features (what AB-MIL pools); the classifier is ``model.classify`` when defined,
-  else ``model.classifier``.
+  instance features (what AB-MIL pools); the classifier is ``model.classify``
+  (:class:`~histomil.models.base.MILModel`).
 
 The target class ``c`` (``score_class``): ``label`` = the bag's label (for a negative slide the
 easy instances are the confidently negative ones; our default, the literal "class-aware"),
@@ -28,8 +28,6 @@ class c (monotone in the pooling weights, so the ordering is the same).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
@@ -37,20 +35,6 @@ from histomil.models.base import MILModel, MILOutput
 
 SCORINGS = ("probability", "attention")
 SCORE_CLASSES = ("label", "positive", "max")
-
-
-def bag_head(model: MILModel) -> Callable[[Tensor], Tensor]:
-    """The bag classifier ``(..., E) -> (..., C)`` of ``model``."""
-    fn = getattr(model, "classify", None)
-    if callable(fn):
-        return fn
-    head = getattr(model, "classifier", None)
-    if isinstance(head, torch.nn.Module):
-        return head
-    raise ValueError(
-        f"{type(model).__name__} exposes neither classify() nor classifier; use "
-        "scoring='attention' or give the model a bag classifier"
-    )
 
 
 def class_probability(logits: Tensor, target: int | None) -> Tensor:
@@ -87,14 +71,14 @@ def instance_scores(
         if s is None:
             raise ValueError(f"{type(teacher).__name__} has no attention scores")
         return s[0, :n]
-    class_aware = getattr(teacher, "class_aware_logits", None)
-    if callable(class_aware):  # the model's own form of Eq. 6 (TransMIL, DS-MIL)
-        return class_probability(class_aware(h)[0, :n], target)
+    own = teacher.class_aware_logits(h)
+    if own is not None:  # the model's own form of Eq. 6 (TransMIL, DS-MIL)
+        return class_probability(own[0, :n], target)
     if out.instance_logits is not None:
         return class_probability(out.instance_logits[0, :n], target)
     weights = out.class_weights(branch_class)
     if weights is None:
         raise ValueError(f"{type(teacher).__name__} has no attention weights to score with")
     z = out.extras.get("instance_embeddings", h)[0, :n]  # (N, E)
-    logits = bag_head(teacher)(weights[0, :n, None] * z)  # (N, C)
+    logits = teacher.classify(weights[0, :n, None] * z)  # (N, C)
     return class_probability(logits, target)

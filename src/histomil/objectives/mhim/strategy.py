@@ -58,6 +58,20 @@ class MHIM(Objective):
     name = "mhim_v2"
     needs_baseline = True
     _defaults: dict[str, dict[str, Any]] = {}
+    _RANK_KEYS = ("weight", "sigma", "margin", "max_pos", "max_neg")
+
+    @classmethod
+    def baseline_objective(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """``bag``, or ``rank_induction`` with the same settings when the student trains with
+        the rank loss (``rank.weight > 0``), so the teacher comes from the rank-induction
+        baseline."""
+        rank = (params or {}).get("rank") or {}
+        if not isinstance(rank, dict) or float(rank.get("weight", 0.0) or 0.0) <= 0:
+            return {"name": "bag", "params": {}}
+        return {
+            "name": "rank_induction",
+            "params": {k: rank[k] for k in cls._RANK_KEYS if k in rank},
+        }
 
     def __init__(
         self,
@@ -96,7 +110,7 @@ class MHIM(Objective):
         if state is None:
             raise ValueError(
                 f"{self.name} needs a trained baseline (context.baseline_state); set "
-                "teacher_init: auto or a run directory"
+                "objective.baseline: auto or a run directory"
             )
         self.initialised = init_student(model, state, self.teacher_cfg.init_student)
         self.teacher = build_teacher(model, state)
