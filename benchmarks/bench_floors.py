@@ -307,8 +307,7 @@ def time_table(cfgs: list[str], sizes: list[int], threads: list[int], reps: int)
                 r = _subprocess(["--point", c, str(n), "--reps", str(reps), "--threads", str(th)])
                 if r:
                     rows.append(r)
-                    print(f"# {c} N={n} t={th}: {r['time']:.3f} s, floor {r['floor']:.3f} s",
-                          file=sys.stderr, flush=True)  # fmt: skip
+                    print(f"# {json.dumps(r)}", file=sys.stderr, flush=True)  # partial runs
         import torch
 
         torch.set_num_threads(th)
@@ -333,7 +332,10 @@ def memory_table(cfgs: list[str], sizes: list[int]) -> None:
             r = _subprocess(["--memory-point", c, str(n)])
             if r:
                 rows.append(r)
-                print(f"# {c} N={n}: {r['peak_mb']:.0f} MiB", file=sys.stderr, flush=True)
+                print(f"# {json.dumps(r)}", file=sys.stderr, flush=True)
+    import torch
+
+    torch.set_num_threads(1)  # as in memory_point, so the header says what was measured
     print(f"\n{machine()}\n")
     print("| config | N | peak extra RSS (MiB) | saved for backward (MiB) | peak x AB-MIL | "
           "paper memory x AB-MIL |")  # fmt: skip
