@@ -348,6 +348,44 @@ def memory_table(cfgs: list[str], sizes: list[int]) -> None:
               f"{_paper(r['config'], 1)} |")  # fmt: skip
 
 
+def recycle_ab(n: int, student: str, rounds: int) -> None:
+    """MHIM-v2 step with the recycle network's old ``nn.MultiheadAttention`` path vs the factored
+    one, and the student's own ``bag`` step; interleaved in one process, best of ``rounds``."""
+    import torch
+
+    from histomil.objectives.mhim.recycle import GlobalRecycle
+
+    torch.set_num_threads(1)
+    factored = GlobalRecycle._factored
+
+    def mha(self, q, kv):  # what GlobalRecycle.forward computed before issue 17
+        return self.attn(q, kv, kv, need_weights=False)[0]
+
+    step, _ = build_step(f"mhim_v2:{student}", n)
+    base, _ = build_step(student, n)
+    runs = {"old": (step, mha), "new": (step, factored), "base": (base, factored)}
+    gflop, best = {}, dict.fromkeys(runs, float("inf"))
+    for name, (fn, impl) in runs.items():
+        GlobalRecycle._factored = impl
+        fn()  # warm-up
+        calls = record(fn)
+        gflop[name] = sum(flops(f, a, sh) * k for (f, a, _, sh), k in calls.items()) / 1e9
+    for _ in range(rounds):
+        for name, (fn, impl) in runs.items():
+            GlobalRecycle._factored = impl
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    GlobalRecycle._factored = factored
+    print(f"\n{machine()}\nN = {n}, best of {rounds} interleaved\n")
+    print(f"| step | GFLOP | s (best) | x {student} |\n|---|---|---|---|")
+    labels = {"base": f"{student} (bag)", "old": "MHIM-v2, recycle before (nn.MultiheadAttention)",
+              "new": "MHIM-v2, recycle factored"}  # fmt: skip
+    for name in ("base", "old", "new"):
+        print(f"| {labels[name]} | {gflop[name]:.1f} | {best[name]:.3f} | "
+              f"{best[name] / best['base']:.2f} |")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
@@ -356,6 +394,7 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=None, help="default: all (see --list)")
     ap.add_argument("--memory", action="store_true", help="peak memory table instead of time")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--recycle-ab", metavar="STUDENT", help="old vs factored recycle network")
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-point", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -365,6 +404,9 @@ def main() -> None:
         return
     if args.memory_point:
         print(json.dumps(memory_point(args.memory_point[0], int(args.memory_point[1]))))
+        return
+    if args.recycle_ab:
+        recycle_ab(args.sizes[0], args.recycle_ab, args.reps)
         return
     cfgs = args.configs or configs()
     if args.list:
