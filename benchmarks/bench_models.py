@@ -31,10 +31,48 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_point(name: str, n: int, reps: int, threads: int) -> dict:
-    """Measure one (model, N) point in this process; returns a JSON-able dict."""
+def make_bag_inputs(n: int, d: int = D, seed: int = 0):
+    """(features (N, D), grid coords (N, 2) in level-0 px, label (1,)) of a random bag."""
+    import torch
+
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+    side = int(n**0.5) + 1
+    idx = torch.arange(n)
+    coords = torch.stack([idx % side, idx // side], -1).float() * 256
+    return x, coords, torch.tensor([1.0])
+
+
+def model_step(model, x, coords, label) -> None:
+    """One forward+backward pass in training mode with a label (CLAM/DTFD losses included)."""
+    out = model(x, coords=coords, label=label)
+    loss = out.logits.sum() + (out.aux_loss if out.aux_loss is not None else 0.0)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def peak_point(step, reps: int) -> tuple[float, float]:
+    """(median seconds of ``reps`` timed calls after one warm-up, peak extra RSS in MiB).
+
+    Peak = the process's RSS high-water mark minus the RSS before the warm-up (inputs and
+    model already allocated); ``reps = 0`` measures the warm-up only (time = its duration).
+    """
     import resource
 
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    step()  # warm-up
+    warm = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    return (statistics.median(times) if times else warm), peak - before
+
+
+def run_point(name: str, n: int, reps: int, threads: int) -> dict:
+    """Measure one (model, N) point in this process; returns a JSON-able dict."""
     import torch
 
     from histomil.models import create_model
@@ -43,33 +81,9 @@ def run_point(name: str, n: int, reps: int, threads: int) -> dict:
     torch.manual_seed(0)
     model = create_model(name, D, 1).train()
     params = sum(p.numel() for p in model.parameters())
-    x = torch.randn(n, D)
-    side = int(n**0.5) + 1
-    idx = torch.arange(n)
-    coords = torch.stack([idx % side, idx // side], -1).float() * 256
-    label = torch.tensor([1.0])
-
-    def step() -> None:
-        out = model(x, coords=coords, label=label)
-        loss = out.logits.sum() + (out.aux_loss if out.aux_loss is not None else 0.0)
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    before = _rss_mb()
-    step()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
-    return {
-        "model": name,
-        "n": n,
-        "params": params,
-        "time": statistics.median(times),
-        "peak_mb": peak - before,
-    }
+    x, coords, label = make_bag_inputs(n)
+    seconds, peak = peak_point(lambda: model_step(model, x, coords, label), reps)
+    return {"model": name, "n": n, "params": params, "time": seconds, "peak_mb": peak}
 
 
 def main() -> None:

@@ -30,10 +30,14 @@ from histomil.models.base import MILModel, MILOutput
 
 @dataclass
 class LossOutput:
-    """Total loss (scalar with graph) plus named detached components for logging."""
+    """Total loss (scalar with graph) plus named components for logging.
+
+    Loss components are detached 0-d tensors (reading them as floats every step would
+    synchronise with the device); bookkeeping numbers (MHIM's ``beta_h``, ``n_keep``) are floats.
+    """
 
     loss: Tensor
-    terms: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, Tensor | float] = field(default_factory=dict)
     output: MILOutput | None = None
 
 

@@ -82,13 +82,17 @@ class BagObjective(Objective):
 
     def bag_loss(
         self, model: MILModel, output: MILOutput, bag: Bag
-    ) -> tuple[Tensor, dict[str, float]]:
-        """Slide loss plus the model's auxiliary loss; returns (loss, logged terms)."""
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Slide loss plus the model's auxiliary loss; returns (loss, logged terms).
+
+        Terms are detached tensors, not floats: reading them here would synchronise with the
+        device every step; the trainer sums them on the device and reads them once per epoch.
+        """
         slide = self.slide_loss(output.logits, bag)
-        terms = {"bag": float(slide.detach())}
+        terms = {"bag": slide.detach()}
         if output.aux_loss is None:
             return slide, terms
-        terms["aux"] = float(output.aux_loss.detach())
+        terms["aux"] = output.aux_loss.detach()
         bag_weight = model.bag_weight
         if bag_weight is None:
             return slide + output.aux_loss, terms
@@ -101,7 +105,7 @@ class BagObjective(Objective):
     def forward(self, model: MILModel, bag: Bag) -> LossOutput:
         output = self.run_model(model, bag)
         loss, terms = self.bag_loss(model, output, bag)
-        terms["total"] = float(loss.detach())
+        terms["total"] = loss.detach()
         return LossOutput(loss, terms, output)
 
 
@@ -153,9 +157,9 @@ class RankInduction(BagObjective):
             rank = rank_loss(
                 scores[0], bag.patch_labels, generator=self.generator, **self.rank_params
             )
-            terms["rank"] = float(rank.detach())
+            terms["rank"] = rank.detach()
             loss = loss + self.weight * rank
-        terms["total"] = float(loss.detach())
+        terms["total"] = loss.detach()
         return LossOutput(loss, terms, output)
 
 
@@ -195,7 +199,7 @@ class AttentionInduction(BagObjective):
             target = bag.attn_target.to(weights.dtype).to(weights.device)
             err = (weights[0] - target) ** 2
             attn = err.sum() if self.reduction == "sum" else err.mean()
-            terms["attn"] = float(attn.detach())
+            terms["attn"] = attn.detach()
             loss = loss + self.weight * attn
-        terms["total"] = float(loss.detach())
+        terms["total"] = loss.detach()
         return LossOutput(loss, terms, output)

@@ -17,6 +17,10 @@ the epoch (``lr``, see :mod:`~histomil.training.schedule`), ``attn_fallback`` (w
 thresholding: the number of training bags whose thresholded weights were all suppressed, so the
 plain softmax was used), the objective's ``epoch_stats`` (MHIM: ``teacher_drift``), and
 ``val_loss`` / ``val_auroc``.
+
+No per-step host synchronisation: objectives return their loss terms as detached tensors, the
+loop sums them on the device and converts them to floats once, when the epoch's row is written
+(``tests/training/test_host_sync.py`` counts tensor-to-Python reads during a step).
 """
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def test_mhim_rank_term_uses_the_kept_instances_not_the_recycle_tokens():
     assert abs(want - wrong) > 1e-3  # the test can tell the two apart
     assert res.terms["rank"] == pytest.approx(want, rel=1e-5)
     # and it enters the total with its weight: total = bag + alpha * con + weight * rank
-    t = res.terms
+    t = {k: float(v) for k, v in res.terms.items()}  # detached tensors (no per-step sync)
     assert t["total"] == pytest.approx(t["bag"] + 0.1 * t["con"] + 2.0 * want, rel=1e-5)
     # no rank term on a negative slide or without lesion labels
     neg = obj(model, Bag("n", bag.features, 0, patch_labels=torch.zeros(16, dtype=torch.int8)))

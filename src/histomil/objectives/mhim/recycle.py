@@ -55,11 +55,44 @@ class GlobalRecycle(nn.Module):
         """h (B, M, D) masked instances (M >= 1) -> recycled tokens (B, K, D)."""
         q = self.norm(self.queries).unsqueeze(0).expand(h.shape[0], -1, -1)  # (B, K, D)
         kv = self.norm(h)
-        out, _ = self.attn(q, kv, kv, need_weights=False)  # (B, K, D)
+        if self.training and self.attn.dropout > 0:  # dropout on the attention weights
+            out, _ = self.attn(q, kv, kv, need_weights=False)  # (B, K, D)
+        else:
+            out = self._factored(q, kv)
         out = self.out_drop(out)
         if self.training:
             self._pending = out.detach().mean(dim=0)  # (K, D) EMA target
         return out
+
+    def _factored(self, q: Tensor, kv: Tensor) -> Tensor:
+        """``self.attn(q, kv, kv)`` with the key and value projections moved to the query side.
+
+        With K << D queries, projecting all M instances to keys and values costs 2 M D^2
+        multiply-adds (forward; twice more backward); here each head's query is mapped back
+        through the key weights once, ``s = (q_h W_k,h) kv^T + q_h . b_k,h``, and the
+        attention-weighted instances are projected after pooling, ``o_h = (a_h kv) W_v,h^T +
+        b_v,h`` (the weights of a head sum to 1): 2 M D K H multiply-adds, the same function of
+        the same parameters (``nn.MultiheadAttention``'s, so checkpoints are unchanged). Written
+        by hand because torch has no fused kernel for this shape of attention.
+        q (B, K, D), kv (B, M, D) -> (B, K, D).
+        """
+        mha = self.attn
+        b, k, d = q.shape
+        heads = mha.num_heads
+        hd = d // heads
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)  # (D, D) each
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3)
+        qh = (q @ w_q.t() + b_q).reshape(b, k, heads, hd).transpose(1, 2)  # (B, H, K, hd)
+        qh = qh * hd**-0.5
+        u = torch.einsum("bhkc,hcd->bhkd", qh, w_k.reshape(heads, hd, d))  # (B, H, K, D)
+        bias = torch.einsum("bhkc,hc->bhk", qh, b_k.reshape(heads, hd))  # (B, H, K)
+        scores = (u.reshape(b, heads * k, d) @ kv.transpose(1, 2)).reshape(b, heads, k, -1)
+        attn = torch.softmax(scores + bias[..., None], dim=-1)  # (B, H, K, M)
+        pooled = attn.reshape(b, heads * k, -1) @ kv  # (B, H*K, D)
+        pooled = pooled.reshape(b, heads, k, d)
+        vals = torch.einsum("bhkd,hcd->bkhc", pooled, w_v.reshape(heads, hd, d))
+        out = vals.reshape(b, k, d) + b_v  # (B, K, D)
+        return mha.out_proj(out)
 
     @torch.no_grad()
     def apply_ema(self) -> bool:

@@ -242,14 +242,14 @@ class MHIM(Objective):
         loss, terms = self.bag.bag_loss(model, out, bag)
         con = consistency_loss(out.embedding, emb_t, self.consistency.tau)
         loss = loss + self.consistency.alpha * con
-        terms["con"] = float(con.detach())
+        terms["con"] = con.detach()
         if self.rank.weight > 0 and self.task == "classification":
             rank = self._rank(out, bag, result.keep, n_keep)
             if rank is not None:
                 loss = loss + self.rank.weight * rank
-                terms["rank"] = float(rank.detach())
+                terms["rank"] = rank.detach()
         terms.update(
-            total=float(loss.detach()),
+            total=loss.detach(),
             beta_h=self.beta_h,
             momentum=self.momentum,
             n_keep=float(n_keep),

@@ -1,0 +1,422 @@
+"""Every model of the zoo and MHIM-v2 (AB-MIL, TransMIL, DS-MIL students) against its own floor.
+
+Usage::
+
+    python benchmarks/bench_floors.py [--sizes 2000 8000] [--threads 1 2] [--reps 3]
+    python benchmarks/bench_floors.py --memory --sizes 8000 50000
+
+**Floor** of a configuration = the time of exactly its matrix multiplies and convolutions: one
+training step (forward + backward, MHIM: teacher pass, masking, student, recycle network,
+consistency loss, EMA update) runs once under a ``TorchDispatchMode`` that records every
+``mm``/``addmm``/``bmm``/``baddbmm``/``convolution``/``convolution_backward``/attention kernel
+with its shapes and strides (forward *and* backward, as autograd issues them); the recorded calls
+are then replayed back to back on random tensors of the same layout, each distinct call timed
+(best of ``--reps``) and multiplied by how often the step makes it. **Time** = median of
+``--reps`` real steps after a warm-up. ``ratio`` = time / floor: what the step spends outside
+its matrix arithmetic (elementwise work, softmax, sorting, Python). FLOPs are counted by hand
+from the recorded shapes (``2 m k n`` per product; a convolution ``2 * outputs * C_in/groups *
+kernel``, so depthwise convolutions are counted as what they are: torch's flop counter counts
+their backward as dense).
+
+``--memory``: each (configuration, N) point in a fresh process; peak extra RSS of one step (as
+``bench_models.py``) beside the bytes autograd saves for the backward pass (activations by
+count: every distinct storage handed to ``saved_tensors_hooks``).
+
+Every table is printed with the CPU's flags (avx2/avx512*/amx*), torch's threads, the BLAS in
+use and ``uptime``. The MHIM paper's Table 6 ratios (RTX 3090) are printed beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_models import D, make_bag_inputs, model_step, peak_point  # noqa: E402
+
+MHIM_STUDENTS = ("abmil", "transmil", "dsmil")
+# The MHIM paper's Table 6 train-time and memory ratios to AB-MIL (RTX 3090, CAMELYON).
+PAPER = {
+    "abmil": (1.0, 1.0),
+    "dtfd": (5.1 / 3.1, 2.1 / 2.3),
+    "transmil": (13.2 / 3.1, 10.6 / 2.3),
+    "mhim_v2:abmil": (4.3 / 3.1, 2.8 / 2.3),
+    "mhim_v2:transmil": (10.5 / 3.1, 5.6 / 2.3),
+}
+
+
+def configs() -> list[str]:
+    from histomil.models import names
+
+    zoo = ["abmil"] + [m for m in names() if m != "abmil"]
+    return zoo + [f"mhim_v2:{s}" for s in MHIM_STUDENTS]
+
+
+def build_step(config: str, n: int, seed: int = 0):
+    """(step function, parameter count) of one training step of ``config`` on an N-bag."""
+    import torch
+
+    from histomil.models import create_model
+
+    torch.manual_seed(seed)
+    x, coords, label = make_bag_inputs(n)
+    if not config.startswith("mhim_v2:"):
+        model = create_model(config, D, 1).train()
+        params = sum(p.numel() for p in model.parameters())
+        return (lambda: model_step(model, x, coords, label)), params
+    from histomil.bags.bag import Bag
+    from histomil.objectives import TrainContext, create_objective
+
+    student = config.split(":", 1)[1]
+    model = create_model(student, D, 1).train()
+    baseline = create_model(student, D, 1).state_dict()
+    obj = create_objective("mhim_v2")
+    obj.setup(model, TrainContext(task="classification", seed=seed, baseline_state=baseline))
+    obj.train()
+    bag = Bag("b", x, 1)
+
+    def step() -> None:
+        obj(model, bag).loss.backward()
+        obj.after_optimizer_step(model)  # EMA of teacher and recycle queries
+        model.zero_grad(set_to_none=True)
+        obj.zero_grad(set_to_none=True)
+
+    params = sum(p.numel() for p in model.parameters())
+    params += sum(p.numel() for p in obj.parameters() if p.requires_grad)
+    return step, params
+
+
+# -- recording and replaying the matrix arithmetic ------------------------------------------------
+def _arith_ops():
+    import torch
+
+    aten = torch.ops.aten
+    ops = {
+        aten.mm.default,
+        aten.addmm.default,
+        aten.bmm.default,
+        aten.baddbmm.default,
+        aten.convolution.default,
+        aten.convolution_backward.default,
+    }
+    for name in (
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_native_multi_head_attention",
+    ):
+        if hasattr(aten, name):
+            ops.add(getattr(aten, name).default)
+    return ops
+
+
+def _spec(a):
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return ("T", tuple(a.shape), tuple(a.stride()), str(a.dtype))
+    if isinstance(a, (list, tuple)):
+        return tuple(_spec(v) for v in a)
+    return a
+
+
+def record(step) -> Counter:
+    """Counter of (op, argument layout, output shapes) over one call of ``step``."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    ops = _arith_ops()
+    calls: Counter = Counter()
+
+    class Rec(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in ops:
+                outs = out if isinstance(out, (list, tuple)) else (out,)
+                shapes = tuple(
+                    tuple(o.shape) if isinstance(o, torch.Tensor) else None for o in outs
+                )
+                kw = tuple(sorted((k, _spec(v)) for k, v in (kwargs or {}).items()))
+                calls[(func, _spec(tuple(args)), kw, shapes)] += 1
+            return out
+
+    with Rec():
+        step()
+    return calls
+
+
+def _make(spec, gen):
+    import torch
+
+    if isinstance(spec, tuple) and spec and spec[0] == "T":
+        _, shape, stride, dtype = spec
+        dt = getattr(torch, dtype.split(".")[-1])
+        size = 1 + sum((s - 1) * st for s, st in zip(shape, stride, strict=True) if s > 0)
+        if dt.is_floating_point:
+            base = torch.randn(max(size, 1), generator=gen).to(dt)
+        else:
+            base = torch.zeros(max(size, 1), dtype=dt)
+        return base.as_strided(shape, stride)
+    if isinstance(spec, tuple):
+        return tuple(_make(v, gen) for v in spec)
+    return spec
+
+
+def flops(func, args, shapes) -> float:
+    """Multiply-add FLOPs (x2) of one recorded call, counted from its shapes."""
+    name = str(func)
+    t = [a for a in args if isinstance(a, tuple) and a and a[0] == "T"]
+    if "aten.mm" in name or "aten.addmm" in name:
+        a, b = t[-2][1], t[-1][1]
+        return 2.0 * a[0] * a[1] * b[1]
+    if "aten.bmm" in name or "aten.baddbmm" in name:
+        a, b = t[-2][1], t[-1][1]
+        return 2.0 * a[0] * a[1] * a[2] * b[2]
+    if "convolution_backward" in name:
+        grad_out, weight = t[0][1], t[2][1]
+        mask = args[10]  # (input grad, weight grad, bias grad); weight is (C_out, C_in/groups, k)
+        per = 2.0 * _numel(grad_out) * weight[1] * _numel(weight[2:])
+        return per * (int(mask[0]) + int(mask[1]))
+    if "convolution" in name:
+        weight = t[1][1]
+        return 2.0 * _numel(shapes[0]) * weight[1] * _numel(weight[2:])
+    if "flash_attention" in name:  # q (B, H, L, E), k (B, H, S, E)
+        q, k = t[0][1], t[1][1]
+        fwd = 4.0 * q[0] * q[1] * q[2] * k[2] * q[3]
+        return 2.0 * fwd if "backward" in name else fwd
+    return 0.0
+
+
+def _numel(shape) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def replay(calls: Counter, reps: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of the recorded calls replayed back to back (best of ``reps`` each)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    total, total_flops = 0.0, 0.0
+    with torch.no_grad():
+        for (func, args, kwargs, shapes), count in calls.items():
+            a, kw = _make(args, gen), {k: _make(v, gen) for k, v in kwargs}
+            func(*a, **kw)  # warm-up (workspace, packing)
+            best = float("inf")
+            for _ in range(max(reps, 1)):
+                t0 = time.perf_counter()
+                func(*a, **kw)
+                best = min(best, time.perf_counter() - t0)
+            total += best * count
+            total_flops += flops(func, args, shapes) * count
+    return total, total_flops
+
+
+# -- machine description --------------------------------------------------------------------------
+def machine() -> str:
+    """CPU flags that matter for float32/bf16 matrix arithmetic, torch threads, BLAS, load."""
+    import torch
+
+    flags: set[str] = set()
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags |= set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    keep = sorted(f for f in flags if f in ("avx2", "fma") or f.startswith(("avx512", "amx")))
+    cfg = torch.__config__.show()
+    blas = [w.strip(" ,") for w in cfg.split() if w.startswith(("BLAS_INFO=", "LAPACK_INFO="))]
+    mkldnn = "oneDNN (mkldnn) on" if torch.backends.mkldnn.is_available() else "no oneDNN"
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    return (
+        f"CPU: {model}; flags: {' '.join(keep) or '-'}\n"
+        f"torch {torch.__version__}: intra-op threads {torch.get_num_threads()}, inter-op "
+        f"{torch.get_num_interop_threads()}; {'; '.join(blas) or 'BLAS ?'}; {mkldnn}\n"
+        f"uptime: {uptime}"
+    )
+
+
+# -- measurements ---------------------------------------------------------------------------------
+def time_point(config: str, n: int, reps: int, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    step, params = build_step(config, n)
+    step()  # warm-up
+    calls = record(step)
+    floor, fl = replay(calls, reps)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"config": config, "n": n, "threads": threads, "params": params, "floor": floor,
+            "flops": fl, "time": statistics.median(times)}  # fmt: skip
+
+
+def memory_point(config: str, n: int) -> dict:
+    """Peak extra RSS of one step beside the bytes saved for backward (fresh process)."""
+    import torch
+
+    torch.set_num_threads(1)
+    step, _ = build_step(config, n)
+    saved: dict[int, int] = {}
+
+    def pack(t):  # one entry per storage: views of one buffer are counted once
+        st = t.untyped_storage()
+        saved[st.data_ptr()] = st.nbytes()
+        return t
+
+    def counted() -> None:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            step()
+
+    _, peak = peak_point(counted, 0)
+    return {"config": config, "n": n, "peak_mb": peak, "saved_mb": sum(saved.values()) / 2**20}
+
+
+def _subprocess(args: list[str]) -> dict | None:
+    res = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        print(f"{args} failed: {res.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _paper(config: str, i: int) -> str:
+    return f"{PAPER[config][i]:.2f}" if config in PAPER else "-"
+
+
+def time_table(cfgs: list[str], sizes: list[int], threads: list[int], reps: int) -> None:
+    for th in threads:
+        rows = []
+        for n in sizes:
+            for c in cfgs:
+                r = _subprocess(["--point", c, str(n), "--reps", str(reps), "--threads", str(th)])
+                if r:
+                    rows.append(r)
+                    print(f"# {json.dumps(r)}", file=sys.stderr, flush=True)  # partial runs
+        import torch
+
+        torch.set_num_threads(th)
+        print(f"\n{machine()}\n")
+        print("| config | N | GFLOP | floor (s) | time (s) | time / floor | time x AB-MIL | "
+              "floor x AB-MIL | paper train time x AB-MIL |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|")
+        base = {r["n"]: r for r in rows if r["config"] == "abmil"}
+        for r in rows:
+            b = base.get(r["n"])
+            tx = f"{r['time'] / b['time']:.2f}" if b else "-"
+            fx = f"{r['floor'] / b['floor']:.2f}" if b else "-"
+            print(f"| {r['config']} | {r['n']:,} | {r['flops'] / 1e9:.1f} | {r['floor']:.3f} | "
+                  f"{r['time']:.3f} | {r['time'] / r['floor']:.2f} | {tx} | {fx} | "
+                  f"{_paper(r['config'], 0)} |")  # fmt: skip
+
+
+def memory_table(cfgs: list[str], sizes: list[int]) -> None:
+    rows = []
+    for n in sizes:
+        for c in cfgs:
+            r = _subprocess(["--memory-point", c, str(n)])
+            if r:
+                rows.append(r)
+                print(f"# {json.dumps(r)}", file=sys.stderr, flush=True)
+    import torch
+
+    torch.set_num_threads(1)  # as in memory_point, so the header says what was measured
+    print(f"\n{machine()}\n")
+    print("| config | N | peak extra RSS (MiB) | saved for backward (MiB) | peak x AB-MIL | "
+          "paper memory x AB-MIL |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    base = {r["n"]: r for r in rows if r["config"] == "abmil"}
+    for r in rows:
+        b = base.get(r["n"])
+        px = f"{r['peak_mb'] / b['peak_mb']:.2f}" if b and b["peak_mb"] > 0 else "-"
+        print(f"| {r['config']} | {r['n']:,} | {r['peak_mb']:.0f} | {r['saved_mb']:.0f} | {px} | "
+              f"{_paper(r['config'], 1)} |")  # fmt: skip
+
+
+def recycle_ab(n: int, student: str, rounds: int) -> None:
+    """MHIM-v2 step with the recycle network's old ``nn.MultiheadAttention`` path vs the factored
+    one, and the student's own ``bag`` step; interleaved in one process, best of ``rounds``."""
+    import torch
+
+    from histomil.objectives.mhim.recycle import GlobalRecycle
+
+    torch.set_num_threads(1)
+    factored = GlobalRecycle._factored
+
+    def mha(self, q, kv):  # what GlobalRecycle.forward computed before issue 17
+        return self.attn(q, kv, kv, need_weights=False)[0]
+
+    step, _ = build_step(f"mhim_v2:{student}", n)
+    base, _ = build_step(student, n)
+    runs = {"old": (step, mha), "new": (step, factored), "base": (base, factored)}
+    gflop, best = {}, dict.fromkeys(runs, float("inf"))
+    for name, (fn, impl) in runs.items():
+        GlobalRecycle._factored = impl
+        fn()  # warm-up
+        calls = record(fn)
+        gflop[name] = sum(flops(f, a, sh) * k for (f, a, _, sh), k in calls.items()) / 1e9
+    for _ in range(rounds):
+        for name, (fn, impl) in runs.items():
+            GlobalRecycle._factored = impl
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    GlobalRecycle._factored = factored
+    print(f"\n{machine()}\nN = {n}, best of {rounds} interleaved\n")
+    print(f"| step | GFLOP | s (best) | x {student} |\n|---|---|---|---|")
+    labels = {"base": f"{student} (bag)", "old": "MHIM-v2, recycle before (nn.MultiheadAttention)",
+              "new": "MHIM-v2, recycle factored"}  # fmt: skip
+    for name in ("base", "old", "new"):
+        print(f"| {labels[name]} | {gflop[name]:.1f} | {best[name]:.3f} | "
+              f"{best[name] / best['base']:.2f} |")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--configs", nargs="+", default=None, help="default: all (see --list)")
+    ap.add_argument("--memory", action="store_true", help="peak memory table instead of time")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--recycle-ab", metavar="STUDENT", help="old vs factored recycle network")
+    ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-point", nargs=2, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.point:
+        r = time_point(args.point[0], int(args.point[1]), args.reps, args.threads[0])
+        print(json.dumps(r))
+        return
+    if args.memory_point:
+        print(json.dumps(memory_point(args.memory_point[0], int(args.memory_point[1]))))
+        return
+    if args.recycle_ab:
+        recycle_ab(args.sizes[0], args.recycle_ab, args.reps)
+        return
+    cfgs = args.configs or configs()
+    if args.list:
+        print("\n".join(cfgs))
+        return
+    if args.memory:
+        memory_table(cfgs, args.sizes)
+    else:
+        time_table(cfgs, args.sizes, args.threads, args.reps)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""``benchmarks/bench_floors.py`` records exactly a step's matrix arithmetic and counts its FLOPs
+by hand (depthwise convolutions at their real cost, not as dense ones)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import bench_floors  # noqa: E402
+
+
+def _gflop(step) -> float:
+    calls = bench_floors.record(step)
+    return sum(bench_floors.flops(f, a, sh) * k for (f, a, _, sh), k in calls.items())
+
+
+def test_linear_forward_and_weight_gradient_are_counted() -> None:
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(10, 8)  # input needs no gradient: forward + weight gradient only
+    assert _gflop(lambda: lin(x).sum().backward()) == 2 * 10 * 8 * 4 * 2
+
+
+def test_depthwise_convolution_is_counted_at_its_real_cost() -> None:
+    conv = torch.nn.Conv1d(16, 16, 7, padding=3, groups=16)
+    x = torch.randn(1, 16, 50, requires_grad=True)
+    fwd = 2 * 16 * 50 * 7  # each output sums 7 products of one channel
+    assert _gflop(lambda: conv(x).sum().backward()) == 3 * fwd  # + input and weight gradients
+
+
+def test_replay_times_every_recorded_call() -> None:
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(10, 8)
+    calls = bench_floors.record(lambda: lin(x).sum().backward())
+    seconds, flops = bench_floors.replay(calls, reps=1)
+    assert seconds > 0 and flops == 2 * 10 * 8 * 4 * 2
