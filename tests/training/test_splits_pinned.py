@@ -210,3 +210,28 @@ def test_stratified_subsample_matches_a_hand_replay():
         keep |= set(rng.choice(members, size=n, replace=False).tolist())
     assert sub == [i for i in ids if i in keep]
     assert stratified_subsample(ids, labels, 1.0, seed=4) == ids
+
+
+def test_stratified_subsample_keeps_everything_from_a_fraction_of_one_up():
+    """Mutation survivor (``>= 1.0`` -> ``>= 2.0``): a fraction above 1 keeps every id instead of
+    asking for more samples than a class has."""
+    ids = ["b", "a", "c", "d"]
+    assert stratified_subsample(ids, [1, 0, 1, 0], 1.5, seed=0) == ids
+
+
+def test_monte_carlo_survival_test_fraction_is_stratified_by_the_event():
+    """Mutation survivor (``_one``: the test holdout grouped with task ``None``): the per-repeat
+    test share of a survival run is stratified by the event, like the validation share."""
+    df = _mixed_manifest()
+    df["event"] = [int(s.endswith("_s1") and int(s[1:3]) < 6) for s in df["slide_id"]]
+    df["label"] = 0
+    spec = SplitConfig(scheme="monte_carlo", repeats=3, val_fraction=0.3, test=0.3)
+    folds = make_splits(df, spec, seed=1, task="survival")
+    by_label = []
+    for r, fold in enumerate(folds):
+        test = _holdout(df, 0.3, 1 + r, key="event")
+        rest = df[~df["slide_id"].isin(test)]
+        val = _holdout(rest, 0.3, 1 + r, key="event")
+        assert fold == FoldSplit(r, _minus(rest, val), val, test)
+        by_label.append(_holdout(df, 0.3, 1 + r, key="label"))
+    assert [f.test for f in folds] != by_label
