@@ -46,9 +46,18 @@ MODULES: dict[str, list[str]] = {
         "tests/objectives/test_slide_pinned.py",
     ],
     "objectives/mhim/scoring.py": ["tests/objectives/mhim/test_mhim_pinned.py"],
-    "objectives/mhim/masking.py": ["tests/objectives/mhim/test_masking.py"],
-    "objectives/mhim/teacher.py": ["tests/objectives/mhim/test_teacher_recycle.py"],
-    "objectives/mhim/recycle.py": ["tests/objectives/mhim/test_teacher_recycle.py"],
+    "objectives/mhim/masking.py": [
+        "tests/objectives/mhim/test_masking.py",
+        "tests/objectives/mhim/test_masking_pinned.py",
+    ],
+    "objectives/mhim/teacher.py": [
+        "tests/objectives/mhim/test_teacher_recycle.py",
+        "tests/objectives/mhim/test_teacher_recycle_pinned.py",
+    ],
+    "objectives/mhim/recycle.py": [
+        "tests/objectives/mhim/test_teacher_recycle.py",
+        "tests/objectives/mhim/test_teacher_recycle_pinned.py",
+    ],
     "objectives/mhim/config.py": ["tests/objectives/mhim/test_strategy.py"],
     "objectives/mhim/strategy.py": [
         "tests/objectives/mhim/test_strategy.py",
