@@ -75,7 +75,10 @@ MODULES: dict[str, list[str]] = {
         "tests/evaluation/test_survival.py",
         "tests/evaluation/test_survival_pinned.py",
     ],
-    "evaluation/localization.py": ["tests/evaluation/test_localization.py"],
+    "evaluation/localization.py": [
+        "tests/evaluation/test_localization.py",
+        "tests/evaluation/test_localization_pinned.py",
+    ],
     "training/splits.py": ["tests/training/test_splits.py", "tests/training/test_splits_pinned.py"],
     # test_run.py trains whole runs (minutes per mutant): only the pinned fold test here
     "training/fold.py": ["tests/training/test_fold_pinned.py"],
