@@ -83,7 +83,10 @@ MODULES: dict[str, list[str]] = {
     # test_run.py trains whole runs (minutes per mutant): only the pinned fold test here
     "training/fold.py": ["tests/training/test_fold_pinned.py"],
     "training/trainer.py": ["tests/training/test_trainer.py"],
-    "annotations/overlap.py": ["tests/annotations/test_overlap.py"],
+    "annotations/overlap.py": [
+        "tests/annotations/test_overlap.py",
+        "tests/annotations/test_overlap_pinned.py",
+    ],
     "annotations/labelling.py": ["tests/annotations/test_labelling.py"],
     "slides/tiling.py": ["tests/slides/test_tiling.py", "tests/slides/test_tiling_pinned.py"],
     "bags/io.py": ["tests/bags/test_io.py"],
