@@ -195,6 +195,14 @@ def test_split_errors():
         make_splits(df, SplitConfig(test="manifest"), 0, "classification")
     with pytest.raises(ValueError, match="no rows with split == 'test'"):
         make_splits(df.assign(split="train"), SplitConfig(test="manifest"), 0, "classification")
+    df_val = df.assign(split=["val"] * 4 + ["train"] * 20)
+    for test in ("none", "manifest", 0.25):
+        # the val rows were silently dropped and each fold validated on its k-fold part
+        with pytest.raises(
+            ValueError,
+            match="^split.val: manifest with split.scheme: kfold needs split.test: fold$",
+        ):
+            make_splits(df_val, SplitConfig(scheme="kfold", k=2, val="manifest", test=test), 0, "x")
     with pytest.raises(ValueError, match="cannot hold out"):
         make_splits(df, SplitConfig(repeats=1, val_fraction=0.99, test="none"), 0, "classification")
 
@@ -235,3 +243,15 @@ def test_monte_carlo_survival_test_fraction_is_stratified_by_the_event():
         assert fold == FoldSplit(r, _minus(rest, val), val, test)
         by_label.append(_holdout(df, 0.3, 1 + r, key="label"))
     assert [f.test for f in folds] != by_label
+
+
+def test_files_scheme_reads_the_folder_given_or_the_current_one(tmp_path, monkeypatch):
+    from histomil.training.split_files import write_split_files
+
+    folds = [FoldSplit(0, ("a", "b"), ("c",), ("d",)), FoldSplit(1, ("c", "d"), ("a",), ("b",))]
+    write_split_files(folds, tmp_path)
+    df = pd.DataFrame({"slide_id": list("abcd"), "label": [0, 1, 0, 1]})
+    spec = SplitConfig(scheme="files", dir=str(tmp_path), test="fold")  # test is ignored
+    assert make_splits(df, spec, 0, "classification") == folds
+    monkeypatch.chdir(tmp_path)
+    assert make_splits(df, SplitConfig(scheme="files"), 0, "classification") == folds
