@@ -8,6 +8,7 @@ runs seconds of tests instead of the whole suite, and the working tree is never 
     nice python scripts/mutation.py --list
     nice python scripts/mutation.py objectives/rank.py evaluation/stats.py --out mut.json
     nice python scripts/mutation.py --all --out mut.json   # hours on 2 cores
+    nice python scripts/mutation.py training/splits.py --rerun  # survivors vs today's tests
 
 The summary (killed / survived / timeout / no tests per module, and the surviving mutants' names)
 is printed and, with ``--out``, written as JSON; ``mutmut show <name>`` inside the module's
@@ -151,6 +152,39 @@ def prepare(module: str, work: Path, isolation: str = "forkserver") -> Path:
     return dest
 
 
+def refresh(module: str, work: Path) -> Path:
+    """The module's existing scratch copy with today's src/, tests/ and test map (mutmut keeps
+    the results of unchanged functions and regenerates the mutants of changed files)."""
+    dest = work / module.replace("/", "__").removesuffix(".py")
+    if not (dest / "mutants").is_dir():
+        raise SystemExit(f"{module}: no earlier run in {dest}; run it without --rerun first")
+    tests = [t for t in MODULES[module] if (ROOT / t).is_file()]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in ("src", "tests"):
+        shutil.rmtree(dest / folder)
+        shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
+    text = (ROOT / "pyproject.toml").read_text()
+    old = (dest / "pyproject.toml").read_text()
+    isolation = re.search(r'process_isolation = "(\w+)"', old)
+    (dest / "pyproject.toml").write_text(
+        _pyproject(text, module, tests, isolation.group(1) if isolation else "forkserver")
+    )
+    return dest
+
+
+def _results(dest: Path, env: dict) -> dict[str, str]:
+    """mutant name -> status from ``mutmut results``."""
+    res = subprocess.run(
+        [*_mutmut(), "results", "--all", "true"], cwd=dest, env=env, capture_output=True, text=True
+    )
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status in STATUS:
+            out[name] = status
+    return out
+
+
 def _mutmut() -> list[str]:
     exe = Path(sys.executable).with_name("mutmut")
     if not exe.is_file():
@@ -159,13 +193,26 @@ def _mutmut() -> list[str]:
 
 
 def run_module(
-    module: str, work: Path, children: int, timeout: float, isolation: str, only: list[str]
+    module: str,
+    work: Path,
+    children: int,
+    timeout: float,
+    isolation: str,
+    only: list[str],
+    rerun: bool = False,
 ) -> dict:
-    """Mutate one module (only the mutants matching the ``only`` globs, when given); returns
-    counts per status and the surviving mutants' names."""
-    dest = prepare(module, work, isolation)
+    """Mutate one module (only the mutants matching the ``only`` globs, when given; with
+    ``rerun`` only the earlier run's survivors); returns counts per status and the surviving
+    mutants' names."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
+    if rerun:  # only the survivors of the earlier run, against today's tests
+        dest = refresh(module, work)
+        only = [n for n, st in _results(dest, env).items() if st in ("survived", "no tests")]
+        if not only:
+            raise SystemExit(f"{module}: no survivors to re-run in {dest}")
+    else:
+        dest = prepare(module, work, isolation)
     start = time.monotonic()
     log = (dest / "mutmut-run.log").open("w")
     try:
@@ -182,15 +229,9 @@ def run_module(
         code = "timeout"
     finally:
         log.close()
-    res = subprocess.run(
-        [*_mutmut(), "results", "--all", "true"], cwd=dest, env=env, capture_output=True, text=True
-    )
     counts = dict.fromkeys(STATUS, 0)
     survivors: list[str] = []
-    for line in res.stdout.splitlines():
-        name, _, status = line.strip().rpartition(": ")
-        if status not in counts:
-            continue
+    for name, status in _results(dest, env).items():
         counts[status] += 1
         if status in ("survived", "no tests", "suspicious"):
             survivors.append(f"{name} ({status})")
@@ -230,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="mutant-name glob (repeatable), e.g. '*read_patch*': run only those mutants",
     )
+    ap.add_argument(
+        "--rerun",
+        action="store_true",
+        help="re-run only the survivors of the earlier run in --work, with today's src and tests",
+    )
     ap.add_argument("--out", type=Path, help="append each module's summary to this JSON file")
     args = ap.parse_args(argv)
     if args.list:
@@ -244,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.out.is_file():
         results = json.loads(args.out.read_text())
     for module in modules:
-        r = run_module(module, args.work, args.children, args.timeout, args.isolation, args.only)
+        r = run_module(
+            module, args.work, args.children, args.timeout, args.isolation, args.only, args.rerun
+        )
         c = r["counts"]
         print(
             f"{module}: {c['killed'] + c['timeout']}/{r['tested']} killed "
