@@ -255,3 +255,15 @@ def test_files_scheme_reads_the_folder_given_or_the_current_one(tmp_path, monkey
     assert make_splits(df, spec, 0, "classification") == folds
     monkeypatch.chdir(tmp_path)
     assert make_splits(df, SplitConfig(scheme="files"), 0, "classification") == folds
+
+
+def test_a_tiny_fraction_still_holds_out_one_group():
+    """Mutation survivor (``max(1, ...)`` -> ``max(2, ...)``): round(0.03 * 14 groups) = 0, so
+    exactly one case is held out (by a plain shuffle: one group cannot hold both strata)."""
+    df = _mixed_manifest()
+    spec = SplitConfig(scheme="monte_carlo", repeats=2, val_fraction=0.03, test="none")
+    names = list(_oracle_groups(df)[0])
+    for r, fold in enumerate(make_splits(df, spec, 6, "classification")):
+        _, held = train_test_split(names, test_size=1, random_state=6 + r)
+        assert fold.val == _slides_of(df, held)
+        assert len({_group_of(df)[s] for s in fold.val}) == 1
