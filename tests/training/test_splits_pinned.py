@@ -267,3 +267,52 @@ def test_a_tiny_fraction_still_holds_out_one_group():
         _, held = train_test_split(names, test_size=1, random_state=6 + r)
         assert fold.val == _slides_of(df, held)
         assert len({_group_of(df)[s] for s in fold.val}) == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SplitConfig(scheme="kfold", k=3, test="none"),
+        SplitConfig(scheme="kfold", k=3, test=0.25),
+        SplitConfig(scheme="kfold", k=3, val_fraction=0.3, test="fold"),
+        SplitConfig(scheme="monte_carlo", repeats=2, val_fraction=0.3, test=0.2),
+    ],
+)
+def test_splits_do_not_depend_on_the_row_order_of_the_manifest(spec):
+    """Groups are sorted by name before any draw, so a shuffled manifest gives the same folds."""
+    df = _mixed_manifest()
+    shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert shuffled["slide_id"].tolist() != df["slide_id"].tolist()
+    assert make_splits(shuffled, spec, 8, "classification") == make_splits(
+        df, spec, 8, "classification"
+    )
+
+
+def test_classification_ignores_an_event_column_and_survival_reads_nan_events_as_censored():
+    df = _mixed_manifest()
+    df["event"] = [1 - lab for lab in df["label"]]  # a different stratification if it were used
+    spec = SplitConfig(scheme="kfold", k=3, test="none")
+    folds = make_splits(df, spec, 4, "classification")
+    assert [f.val for f in folds] == _kfold_parts(df, 3, 4, key="label")
+    assert [f.val for f in folds] != _kfold_parts(df, 3, 4, key="event")
+    # survival: a missing event counts as censored (0)
+    surv = _mixed_manifest()
+    surv["event"] = [
+        1.0 if s in ("c06_s0", "c07_s1", "c08_s0", "c09_s0") else np.nan for s in surv["slide_id"]
+    ]
+    got = [f.val for f in make_splits(surv, spec, 4, "survival")]
+    assert got == _kfold_parts(surv.assign(event=surv["event"].fillna(0)), 3, 4, key="event")
+    assert got != _kfold_parts(surv.assign(event=surv["event"].fillna(1)), 3, 4, key="event")
+
+
+def test_k_equal_to_the_number_of_groups_gives_one_group_per_fold():
+    df = _mixed_manifest()  # 14 groups
+    folds = make_splits(df, SplitConfig(scheme="kfold", k=14, test="none"), 1, "classification")
+    assert [f.val for f in folds] == _kfold_parts(df, 14, 1, stratified=False)
+    assert all(len({_group_of(df)[s] for s in f.val}) == 1 for f in folds)
+
+
+def test_holdout_error_message_is_exact():
+    df = _mixed_manifest()
+    with pytest.raises(ValueError, match=r"^cannot hold out 97% of 14 group\(s\)$"):
+        make_splits(df, SplitConfig(repeats=1, val_fraction=0.97, test="none"), 0, "x")
