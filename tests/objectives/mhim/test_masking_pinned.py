@@ -125,3 +125,6 @@ def test_cosine_decay_clamps_and_end_value():
     assert cosine_decay(0.04, 10, 10, end=0.02) == pytest.approx(0.02)
     assert cosine_decay(0.04, 2.5, 10) == pytest.approx(0.02 * (1 + math.cos(math.pi / 4)))
     assert isinstance(cosine_decay(1, 0, 0, end=0), float)
+    # a one-step schedule is still a schedule (mutation survivor: ``total <= 1`` -> end value)
+    assert cosine_decay(0.04, 0, 1) == pytest.approx(0.04)
+    assert cosine_decay(0.04, 0.5, 1) == pytest.approx(0.02)
