@@ -8,7 +8,7 @@ runs seconds of tests instead of the whole suite, and the working tree is never 
     nice python scripts/mutation.py --list
     nice python scripts/mutation.py objectives/rank.py evaluation/stats.py --out mut.json
     nice python scripts/mutation.py --all --out mut.json   # hours on 2 cores
-    nice python scripts/mutation.py training/splits.py --rerun  # survivors vs today's tests
+    nice python scripts/mutation.py training/splits.py --rerun  # survivors + unchecked, again
 
 The summary (killed / survived / timeout / no tests per module, and the surviving mutants' names)
 is printed and, with ``--out``, written as JSON; ``mutmut show <name>`` inside the module's
@@ -206,11 +206,12 @@ def run_module(
     mutants' names."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
-    if rerun:  # only the survivors of the earlier run, against today's tests
+    if rerun:  # the survivors and unchecked mutants of the earlier run, against today's tests
         dest = refresh(module, work)
-        only = [n for n, st in _results(dest, env).items() if st in ("survived", "no tests")]
+        again = ("survived", "no tests", "not checked")
+        only = [n for n, st in _results(dest, env).items() if st in again]
         if not only:
-            raise SystemExit(f"{module}: no survivors to re-run in {dest}")
+            raise SystemExit(f"{module}: no survivors or unchecked mutants in {dest}")
     else:
         dest = prepare(module, work, isolation)
     start = time.monotonic()
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--rerun",
         action="store_true",
-        help="re-run only the survivors of the earlier run in --work, with today's src and tests",
+        help="continue the earlier run in --work with today's src and tests: its survivors "
+        "and unchecked mutants only",
     )
     ap.add_argument("--out", type=Path, help="append each module's summary to this JSON file")
     args = ap.parse_args(argv)
