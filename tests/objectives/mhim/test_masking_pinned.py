@@ -128,3 +128,17 @@ def test_cosine_decay_clamps_and_end_value():
     # a one-step schedule is still a schedule (mutation survivor: ``total <= 1`` -> end value)
     assert cosine_decay(0.04, 0, 1) == pytest.approx(0.04)
     assert cosine_decay(0.04, 0.5, 1) == pytest.approx(0.02)
+
+
+def test_ties_in_a_large_bag_are_broken_by_index():
+    """Mutation survivor (``stable=True`` dropped): torch's CPU sort keeps ties in order for small
+    tensors only, so the tie-break by index is checked on 1000 instances with 3 score values."""
+    n = 1000
+    scores = torch.randint(0, 3, (n,), generator=_gen(2)).float()
+    s = scores.tolist()
+    r = mask_instances(scores, 0.1, 0.5, _gen(), random_high=False, large_scale="low")
+    high = sorted(range(n), key=lambda i: (-s[i], i))[:100]
+    rest = [i for i in range(n) if i not in set(high)]
+    low = sorted(rest, key=lambda i: (s[i], i))[:450]  # ceil(0.5 * 900)
+    assert r.high.tolist() == sorted(high)
+    assert r.recycled.tolist() == sorted(low)
