@@ -18,6 +18,7 @@ scratch copy prints a mutant's diff. Results are recorded in docs/results/*-muta
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -209,7 +210,11 @@ def run_module(
     if rerun:  # the survivors and unchecked mutants of the earlier run, against today's tests
         dest = refresh(module, work)
         again = ("survived", "no tests", "not checked")
-        only = [n for n, st in _results(dest, env).items() if st in again]
+        only = [
+            n
+            for n, st in _results(dest, env).items()
+            if st in again and (not only or any(fnmatch.fnmatch(n, g) for g in only))
+        ]
         if not only:
             raise SystemExit(f"{module}: no survivors or unchecked mutants in {dest}")
     else:
