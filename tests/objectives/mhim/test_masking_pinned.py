@@ -142,3 +142,17 @@ def test_ties_in_a_large_bag_are_broken_by_index():
     low = sorted(rest, key=lambda i: (s[i], i))[:450]  # ceil(0.5 * 900)
     assert r.high.tolist() == sorted(high)
     assert r.recycled.tolist() == sorted(low)
+
+
+def test_plain_high_score_masking_draws_nothing_from_the_generator():
+    """Mutation survivors (``randperm`` also when candidates == masked): plain HSM takes the top
+    scores without a draw, so the random large-scale mask is the generator's first ``randperm``."""
+    n, beta_h = 20, 0.1
+    scores = torch.randn(n, generator=_gen(5))
+    order = sorted(range(n), key=lambda i: -float(scores[i]))
+    r = mask_instances(scores, beta_h, 0.5, _gen(9), random_high=False)
+    high = order[:2]
+    rest = [i for i in range(n) if i not in high]
+    recycled = [rest[i] for i in torch.randperm(18, generator=_gen(9))[:9].tolist()]
+    assert r.high.tolist() == sorted(high)
+    assert r.recycled.tolist() == sorted(recycled)
