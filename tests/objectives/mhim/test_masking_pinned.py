@@ -156,3 +156,33 @@ def test_plain_high_score_masking_draws_nothing_from_the_generator():
     recycled = [rest[i] for i in torch.randperm(18, generator=_gen(9))[:9].tolist()]
     assert r.high.tolist() == sorted(high)
     assert r.recycled.tolist() == sorted(recycled)
+
+
+def test_one_recycled_instance_random_or_lowest():
+    """Mutation survivors (``n_l > 0`` -> ``n_l > 1``): with N^ = 2 and beta_l = 0.5 exactly one
+    instance is recycled, drawn at random (RSM) or the lowest score (LSM)."""
+    scores = torch.tensor([0.7, 0.2])
+    low = mask_instances(scores, 0.0, 0.5, _gen(), large_scale="low")
+    assert low.recycled.tolist() == [1] and low.keep.tolist() == [0]
+    for seed in range(4):
+        rnd = mask_instances(scores, 0.0, 0.5, _gen(seed))
+        expected = torch.randperm(2, generator=_gen(seed))[:1].tolist()
+        assert rnd.recycled.tolist() == expected
+        assert rnd.keep.tolist() == [1 - expected[0]]
+
+
+def test_a_mask_without_random_draws_leaves_the_generator_untouched():
+    """Mutation survivor (``randperm`` also for n_l = 0): a bag that needs no random mask does
+    not advance the shared generator, so it cannot shift the masks of the following bags."""
+    gen = _gen(11)
+    scores = torch.arange(8, dtype=torch.float32)
+    mask_instances(scores, 0.0, 0.0, gen)  # nothing masked
+    mask_instances(scores[:1], 0.3, 0.5, gen)  # a single instance
+    mask_instances(scores[:2], 0.0, 0.4, gen)  # one of two recycled: a draw
+    drawn = gen.get_state()
+    assert not torch.equal(drawn, _gen(11).get_state())
+    gen = _gen(11)
+    mask_instances(scores, 0.0, 0.0, gen)
+    mask_instances(scores[:1], 0.3, 0.5, gen)
+    mask_instances(scores, 0.2, 0.5, gen, random_high=False, large_scale="none")
+    assert torch.equal(gen.get_state(), _gen(11).get_state())
