@@ -187,7 +187,7 @@ def test_kfold_falls_back_to_a_plain_shuffle_when_strata_are_too_small(caplog):
 
 def test_split_errors():
     df = _mixed_manifest()
-    with pytest.raises(ValueError, match="fold needs split.scheme: kfold"):
+    with pytest.raises(ValueError, match="^split.test: fold needs split.scheme: kfold$"):
         make_splits(df, SplitConfig(scheme="monte_carlo", test="fold"), 0, "classification")
     with pytest.raises(ValueError, match="needs at least 20 groups, got 14"):
         make_splits(df, SplitConfig(scheme="kfold", k=20, test="none"), 0, "classification")
