@@ -316,3 +316,17 @@ def test_holdout_error_message_is_exact():
     df = _mixed_manifest()
     with pytest.raises(ValueError, match=r"^cannot hold out 97% of 14 group\(s\)$"):
         make_splits(df, SplitConfig(repeats=1, val_fraction=0.97, test="none"), 0, "x")
+
+
+def test_kfold_survival_held_out_test_share_is_stratified_by_the_event():
+    """Mutation survivor (``make_splits``: the k-fold held-out test share grouped with task
+    ``None``, i.e. stratified by the label)."""
+    df = _mixed_manifest()
+    df["event"] = [int(s.endswith("_s1") and int(s[1:3]) < 6) for s in df["slide_id"]]
+    df["label"] = 0
+    seeds = range(3)
+    got = [
+        make_splits(df, SplitConfig(scheme="kfold", k=2, test=0.3), s, "survival") for s in seeds
+    ]
+    assert [f[0].test for f in got] == [_holdout(df, 0.3, s, key="event") for s in seeds]
+    assert [f[0].test for f in got] != [_holdout(df, 0.3, s, key="label") for s in seeds]
