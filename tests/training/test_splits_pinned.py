@@ -330,3 +330,19 @@ def test_kfold_survival_held_out_test_share_is_stratified_by_the_event():
     ]
     assert [f[0].test for f in got] == [_holdout(df, 0.3, s, key="event") for s in seeds]
     assert [f[0].test for f in got] != [_holdout(df, 0.3, s, key="label") for s in seeds]
+
+
+def test_kfold_survival_validation_inside_a_fold_is_stratified_by_the_event():
+    """Mutation survivor (``make_splits``: validation of ``test: fold`` drawn with task
+    ``None``, i.e. stratified by the label)."""
+    df = _mixed_manifest()
+    df["event"] = [int(s.endswith("_s1") and int(s[1:3]) < 6) for s in df["slide_id"]]
+    df["label"] = 0
+    spec = SplitConfig(scheme="kfold", k=3, val_fraction=0.3, test="fold")
+    folds = make_splits(df, spec, 2, "survival")
+    by_label = []
+    for i, (fold, part) in enumerate(zip(folds, _kfold_parts(df, 3, 2, key="event"), strict=True)):
+        rest = df[~df["slide_id"].isin(part)]
+        assert fold.val == _holdout(rest, 0.3, 2 + i, key="event")
+        by_label.append(_holdout(rest, 0.3, 2 + i, key="label"))
+    assert [f.val for f in folds] != by_label

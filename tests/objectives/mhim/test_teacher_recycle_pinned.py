@@ -157,6 +157,9 @@ def test_recycle_defaults_and_errors():
     assert torch.equal(grn.queries, expected)
     assert GlobalRecycle(16, n_queries=3, heads=4, momentum=0.0, seed=2).n_queries == 3
     assert GlobalRecycle(16, momentum=1.0).momentum == 1.0
+    # the dropout reaches the attention as well as the output (mutation survivor)
+    assert GlobalRecycle(16, dropout=0.25).attn.dropout == 0.25
+    assert not GlobalRecycle(16).apply_ema()  # nothing pending before a forward
     with pytest.raises(ValueError, match="^n_queries must be >= 1, got 0$"):
         GlobalRecycle(16, n_queries=0)
     with pytest.raises(ValueError, match="^dim 12 must be divisible by heads 8$"):
