@@ -8,6 +8,7 @@ runs seconds of tests instead of the whole suite, and the working tree is never 
     nice python scripts/mutation.py --list
     nice python scripts/mutation.py objectives/rank.py evaluation/stats.py --out mut.json
     nice python scripts/mutation.py --all --out mut.json   # hours on 2 cores
+    nice python scripts/mutation.py training/splits.py --rerun  # survivors + unchecked, again
 
 The summary (killed / survived / timeout / no tests per module, and the surviving mutants' names)
 is printed and, with ``--out``, written as JSON; ``mutmut show <name>`` inside the module's
@@ -17,6 +18,7 @@ scratch copy prints a mutant's diff. Results are recorded in docs/results/*-muta
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -46,9 +48,18 @@ MODULES: dict[str, list[str]] = {
         "tests/objectives/test_slide_pinned.py",
     ],
     "objectives/mhim/scoring.py": ["tests/objectives/mhim/test_mhim_pinned.py"],
-    "objectives/mhim/masking.py": ["tests/objectives/mhim/test_masking.py"],
-    "objectives/mhim/teacher.py": ["tests/objectives/mhim/test_teacher_recycle.py"],
-    "objectives/mhim/recycle.py": ["tests/objectives/mhim/test_teacher_recycle.py"],
+    "objectives/mhim/masking.py": [
+        "tests/objectives/mhim/test_masking.py",
+        "tests/objectives/mhim/test_masking_pinned.py",
+    ],
+    "objectives/mhim/teacher.py": [
+        "tests/objectives/mhim/test_teacher_recycle.py",
+        "tests/objectives/mhim/test_teacher_recycle_pinned.py",
+    ],
+    "objectives/mhim/recycle.py": [
+        "tests/objectives/mhim/test_teacher_recycle.py",
+        "tests/objectives/mhim/test_teacher_recycle_pinned.py",
+    ],
     "objectives/mhim/config.py": ["tests/objectives/mhim/test_strategy.py"],
     "objectives/mhim/strategy.py": [
         "tests/objectives/mhim/test_strategy.py",
@@ -66,12 +77,18 @@ MODULES: dict[str, list[str]] = {
         "tests/evaluation/test_survival.py",
         "tests/evaluation/test_survival_pinned.py",
     ],
-    "evaluation/localization.py": ["tests/evaluation/test_localization.py"],
+    "evaluation/localization.py": [
+        "tests/evaluation/test_localization.py",
+        "tests/evaluation/test_localization_pinned.py",
+    ],
     "training/splits.py": ["tests/training/test_splits.py", "tests/training/test_splits_pinned.py"],
     # test_run.py trains whole runs (minutes per mutant): only the pinned fold test here
     "training/fold.py": ["tests/training/test_fold_pinned.py"],
     "training/trainer.py": ["tests/training/test_trainer.py"],
-    "annotations/overlap.py": ["tests/annotations/test_overlap.py"],
+    "annotations/overlap.py": [
+        "tests/annotations/test_overlap.py",
+        "tests/annotations/test_overlap_pinned.py",
+    ],
     "annotations/labelling.py": ["tests/annotations/test_labelling.py"],
     "slides/tiling.py": ["tests/slides/test_tiling.py", "tests/slides/test_tiling_pinned.py"],
     "bags/io.py": ["tests/bags/test_io.py"],
@@ -136,6 +153,39 @@ def prepare(module: str, work: Path, isolation: str = "forkserver") -> Path:
     return dest
 
 
+def refresh(module: str, work: Path) -> Path:
+    """The module's existing scratch copy with today's src/, tests/ and test map (mutmut keeps
+    the results of unchanged functions and regenerates the mutants of changed files)."""
+    dest = work / module.replace("/", "__").removesuffix(".py")
+    if not (dest / "mutants").is_dir():
+        raise SystemExit(f"{module}: no earlier run in {dest}; run it without --rerun first")
+    tests = [t for t in MODULES[module] if (ROOT / t).is_file()]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for folder in ("src", "tests"):
+        shutil.rmtree(dest / folder)
+        shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
+    text = (ROOT / "pyproject.toml").read_text()
+    old = (dest / "pyproject.toml").read_text()
+    isolation = re.search(r'process_isolation = "(\w+)"', old)
+    (dest / "pyproject.toml").write_text(
+        _pyproject(text, module, tests, isolation.group(1) if isolation else "forkserver")
+    )
+    return dest
+
+
+def _results(dest: Path, env: dict) -> dict[str, str]:
+    """mutant name -> status from ``mutmut results``."""
+    res = subprocess.run(
+        [*_mutmut(), "results", "--all", "true"], cwd=dest, env=env, capture_output=True, text=True
+    )
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if status in STATUS:
+            out[name] = status
+    return out
+
+
 def _mutmut() -> list[str]:
     exe = Path(sys.executable).with_name("mutmut")
     if not exe.is_file():
@@ -144,13 +194,31 @@ def _mutmut() -> list[str]:
 
 
 def run_module(
-    module: str, work: Path, children: int, timeout: float, isolation: str, only: list[str]
+    module: str,
+    work: Path,
+    children: int,
+    timeout: float,
+    isolation: str,
+    only: list[str],
+    rerun: bool = False,
 ) -> dict:
-    """Mutate one module (only the mutants matching the ``only`` globs, when given); returns
-    counts per status and the surviving mutants' names."""
-    dest = prepare(module, work, isolation)
+    """Mutate one module (only the mutants matching the ``only`` globs, when given; with
+    ``rerun`` only the earlier run's survivors); returns counts per status and the surviving
+    mutants' names."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
+    if rerun:  # the survivors and unchecked mutants of the earlier run, against today's tests
+        dest = refresh(module, work)
+        again = ("survived", "no tests", "not checked")
+        only = [
+            n
+            for n, st in _results(dest, env).items()
+            if st in again and (not only or any(fnmatch.fnmatch(n, g) for g in only))
+        ]
+        if not only:
+            raise SystemExit(f"{module}: no survivors or unchecked mutants in {dest}")
+    else:
+        dest = prepare(module, work, isolation)
     start = time.monotonic()
     log = (dest / "mutmut-run.log").open("w")
     try:
@@ -167,15 +235,9 @@ def run_module(
         code = "timeout"
     finally:
         log.close()
-    res = subprocess.run(
-        [*_mutmut(), "results", "--all", "true"], cwd=dest, env=env, capture_output=True, text=True
-    )
     counts = dict.fromkeys(STATUS, 0)
     survivors: list[str] = []
-    for line in res.stdout.splitlines():
-        name, _, status = line.strip().rpartition(": ")
-        if status not in counts:
-            continue
+    for name, status in _results(dest, env).items():
         counts[status] += 1
         if status in ("survived", "no tests", "suspicious"):
             survivors.append(f"{name} ({status})")
@@ -215,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="mutant-name glob (repeatable), e.g. '*read_patch*': run only those mutants",
     )
+    ap.add_argument(
+        "--rerun",
+        action="store_true",
+        help="continue the earlier run in --work with today's src and tests: its survivors "
+        "and unchecked mutants only",
+    )
     ap.add_argument("--out", type=Path, help="append each module's summary to this JSON file")
     args = ap.parse_args(argv)
     if args.list:
@@ -229,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out and args.out.is_file():
         results = json.loads(args.out.read_text())
     for module in modules:
-        r = run_module(module, args.work, args.children, args.timeout, args.isolation, args.only)
+        r = run_module(
+            module, args.work, args.children, args.timeout, args.isolation, args.only, args.rerun
+        )
         c = r["counts"]
         print(
             f"{module}: {c['killed'] + c['timeout']}/{r['tested']} killed "

@@ -182,12 +182,12 @@ def test_kfold_falls_back_to_a_plain_shuffle_when_strata_are_too_small(caplog):
     )
     _, held = train_test_split([f"s{i}" for i in range(4)], test_size=2, random_state=1)
     assert mc[0].val == tuple(sorted(held))
-    assert "plain shuffle" in caplog.text
+    assert "split: strata too small to stratify 4 groups; using a plain shuffle" in caplog.messages
 
 
 def test_split_errors():
     df = _mixed_manifest()
-    with pytest.raises(ValueError, match="fold needs split.scheme: kfold"):
+    with pytest.raises(ValueError, match="^split.test: fold needs split.scheme: kfold$"):
         make_splits(df, SplitConfig(scheme="monte_carlo", test="fold"), 0, "classification")
     with pytest.raises(ValueError, match="needs at least 20 groups, got 14"):
         make_splits(df, SplitConfig(scheme="kfold", k=20, test="none"), 0, "classification")
@@ -195,6 +195,14 @@ def test_split_errors():
         make_splits(df, SplitConfig(test="manifest"), 0, "classification")
     with pytest.raises(ValueError, match="no rows with split == 'test'"):
         make_splits(df.assign(split="train"), SplitConfig(test="manifest"), 0, "classification")
+    df_val = df.assign(split=["val"] * 4 + ["train"] * 20)
+    for test in ("none", "manifest", 0.25):
+        # the val rows were silently dropped and each fold validated on its k-fold part
+        with pytest.raises(
+            ValueError,
+            match="^split.val: manifest with split.scheme: kfold needs split.test: fold$",
+        ):
+            make_splits(df_val, SplitConfig(scheme="kfold", k=2, val="manifest", test=test), 0, "x")
     with pytest.raises(ValueError, match="cannot hold out"):
         make_splits(df, SplitConfig(repeats=1, val_fraction=0.99, test="none"), 0, "classification")
 
@@ -210,3 +218,131 @@ def test_stratified_subsample_matches_a_hand_replay():
         keep |= set(rng.choice(members, size=n, replace=False).tolist())
     assert sub == [i for i in ids if i in keep]
     assert stratified_subsample(ids, labels, 1.0, seed=4) == ids
+
+
+def test_stratified_subsample_keeps_everything_from_a_fraction_of_one_up():
+    """Mutation survivor (``>= 1.0`` -> ``>= 2.0``): a fraction above 1 keeps every id instead of
+    asking for more samples than a class has."""
+    ids = ["b", "a", "c", "d"]
+    assert stratified_subsample(ids, [1, 0, 1, 0], 1.5, seed=0) == ids
+
+
+def test_monte_carlo_survival_test_fraction_is_stratified_by_the_event():
+    """Mutation survivor (``_one``: the test holdout grouped with task ``None``): the per-repeat
+    test share of a survival run is stratified by the event, like the validation share."""
+    df = _mixed_manifest()
+    df["event"] = [int(s.endswith("_s1") and int(s[1:3]) < 6) for s in df["slide_id"]]
+    df["label"] = 0
+    spec = SplitConfig(scheme="monte_carlo", repeats=3, val_fraction=0.3, test=0.3)
+    folds = make_splits(df, spec, seed=1, task="survival")
+    by_label = []
+    for r, fold in enumerate(folds):
+        test = _holdout(df, 0.3, 1 + r, key="event")
+        rest = df[~df["slide_id"].isin(test)]
+        val = _holdout(rest, 0.3, 1 + r, key="event")
+        assert fold == FoldSplit(r, _minus(rest, val), val, test)
+        by_label.append(_holdout(df, 0.3, 1 + r, key="label"))
+    assert [f.test for f in folds] != by_label
+
+
+def test_files_scheme_reads_the_folder_given_or_the_current_one(tmp_path, monkeypatch):
+    from histomil.training.split_files import write_split_files
+
+    folds = [FoldSplit(0, ("a", "b"), ("c",), ("d",)), FoldSplit(1, ("c", "d"), ("a",), ("b",))]
+    write_split_files(folds, tmp_path)
+    df = pd.DataFrame({"slide_id": list("abcd"), "label": [0, 1, 0, 1]})
+    spec = SplitConfig(scheme="files", dir=str(tmp_path), test="fold")  # test is ignored
+    assert make_splits(df, spec, 0, "classification") == folds
+    monkeypatch.chdir(tmp_path)
+    assert make_splits(df, SplitConfig(scheme="files"), 0, "classification") == folds
+
+
+def test_a_tiny_fraction_still_holds_out_one_group():
+    """Mutation survivor (``max(1, ...)`` -> ``max(2, ...)``): round(0.03 * 14 groups) = 0, so
+    exactly one case is held out (by a plain shuffle: one group cannot hold both strata)."""
+    df = _mixed_manifest()
+    spec = SplitConfig(scheme="monte_carlo", repeats=2, val_fraction=0.03, test="none")
+    names = list(_oracle_groups(df)[0])
+    for r, fold in enumerate(make_splits(df, spec, 6, "classification")):
+        _, held = train_test_split(names, test_size=1, random_state=6 + r)
+        assert fold.val == _slides_of(df, held)
+        assert len({_group_of(df)[s] for s in fold.val}) == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SplitConfig(scheme="kfold", k=3, test="none"),
+        SplitConfig(scheme="kfold", k=3, test=0.25),
+        SplitConfig(scheme="kfold", k=3, val_fraction=0.3, test="fold"),
+        SplitConfig(scheme="monte_carlo", repeats=2, val_fraction=0.3, test=0.2),
+    ],
+)
+def test_splits_do_not_depend_on_the_row_order_of_the_manifest(spec):
+    """Groups are sorted by name before any draw, so a shuffled manifest gives the same folds."""
+    df = _mixed_manifest()
+    shuffled = df.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    assert shuffled["slide_id"].tolist() != df["slide_id"].tolist()
+    assert make_splits(shuffled, spec, 8, "classification") == make_splits(
+        df, spec, 8, "classification"
+    )
+
+
+def test_classification_ignores_an_event_column_and_survival_reads_nan_events_as_censored():
+    df = _mixed_manifest()
+    df["event"] = [1 - lab for lab in df["label"]]  # a different stratification if it were used
+    spec = SplitConfig(scheme="kfold", k=3, test="none")
+    folds = make_splits(df, spec, 4, "classification")
+    assert [f.val for f in folds] == _kfold_parts(df, 3, 4, key="label")
+    assert [f.val for f in folds] != _kfold_parts(df, 3, 4, key="event")
+    # survival: a missing event counts as censored (0)
+    surv = _mixed_manifest()
+    surv["event"] = [
+        1.0 if s in ("c06_s0", "c07_s1", "c08_s0", "c09_s0") else np.nan for s in surv["slide_id"]
+    ]
+    got = [f.val for f in make_splits(surv, spec, 4, "survival")]
+    assert got == _kfold_parts(surv.assign(event=surv["event"].fillna(0)), 3, 4, key="event")
+    assert got != _kfold_parts(surv.assign(event=surv["event"].fillna(1)), 3, 4, key="event")
+
+
+def test_k_equal_to_the_number_of_groups_gives_one_group_per_fold():
+    df = _mixed_manifest()  # 14 groups
+    folds = make_splits(df, SplitConfig(scheme="kfold", k=14, test="none"), 1, "classification")
+    assert [f.val for f in folds] == _kfold_parts(df, 14, 1, stratified=False)
+    assert all(len({_group_of(df)[s] for s in f.val}) == 1 for f in folds)
+
+
+def test_holdout_error_message_is_exact():
+    df = _mixed_manifest()
+    with pytest.raises(ValueError, match=r"^cannot hold out 97% of 14 group\(s\)$"):
+        make_splits(df, SplitConfig(repeats=1, val_fraction=0.97, test="none"), 0, "x")
+
+
+def test_kfold_survival_held_out_test_share_is_stratified_by_the_event():
+    """Mutation survivor (``make_splits``: the k-fold held-out test share grouped with task
+    ``None``, i.e. stratified by the label)."""
+    df = _mixed_manifest()
+    df["event"] = [int(s.endswith("_s1") and int(s[1:3]) < 6) for s in df["slide_id"]]
+    df["label"] = 0
+    seeds = range(3)
+    got = [
+        make_splits(df, SplitConfig(scheme="kfold", k=2, test=0.3), s, "survival") for s in seeds
+    ]
+    assert [f[0].test for f in got] == [_holdout(df, 0.3, s, key="event") for s in seeds]
+    assert [f[0].test for f in got] != [_holdout(df, 0.3, s, key="label") for s in seeds]
+
+
+def test_kfold_survival_validation_inside_a_fold_is_stratified_by_the_event():
+    """Mutation survivor (``make_splits``: validation of ``test: fold`` drawn with task
+    ``None``, i.e. stratified by the label)."""
+    df = _mixed_manifest()
+    df["event"] = [int(s.endswith("_s1") and int(s[1:3]) < 6) for s in df["slide_id"]]
+    df["label"] = 0
+    spec = SplitConfig(scheme="kfold", k=3, val_fraction=0.3, test="fold")
+    folds = make_splits(df, spec, 2, "survival")
+    by_label = []
+    for i, (fold, part) in enumerate(zip(folds, _kfold_parts(df, 3, 2, key="event"), strict=True)):
+        rest = df[~df["slide_id"].isin(part)]
+        assert fold.val == _holdout(rest, 0.3, 2 + i, key="event")
+        by_label.append(_holdout(rest, 0.3, 2 + i, key="label"))
+    assert [f.val for f in folds] != by_label

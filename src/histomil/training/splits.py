@@ -99,6 +99,9 @@ def make_splits(df: pd.DataFrame, spec: SplitConfig, seed: int, task: str) -> li
         return read_split_folder(spec.dir or ".", df)
     if spec.test == "fold" and spec.scheme != "kfold":
         raise ValueError("split.test: fold needs split.scheme: kfold")
+    if spec.val == "manifest" and spec.scheme == "kfold" and spec.test != "fold":
+        # each fold's validation would be its k-fold part and the val rows would be dropped
+        raise ValueError("split.val: manifest with split.scheme: kfold needs split.test: fold")
     fixed_test: pd.DataFrame | None = None
     pool = df
     if spec.test == "manifest":
