@@ -283,12 +283,12 @@ def main() -> None:
     slide = args.slide
     if slide is None:
         sys.path.insert(0, str(SRC))
-        from histomil.slides.synth import SynthConfig, make_synthetic_slides
+        from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
         slide = work / "synth" / "slides" / "synth_4_000.tif"
         if not slide.is_file():
             make_synthetic_slides(
-                work / "synth", 1, seed=4, config=SynthConfig(size=(40000, 30000), mpp=0.25)
+                work / "synth", 1, seed=4, config=SlideSynthConfig(size=(40000, 30000), mpp=0.25)
             )
     slide = slide.resolve()
     print(f"{slide.name}: {slide.stat().st_size / 1e6:.0f} MB; {_machine()}")

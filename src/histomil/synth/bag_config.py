@@ -1,6 +1,6 @@
 """Settings and presets of the synthetic CAMELYON-like bag generator (see docs/synthetic.md).
 
-All settings live in one frozen :class:`SynthConfig`; a preset is a named config and any field
+All settings live in one frozen :class:`BagSynthConfig`; a preset is a named config and any field
 can be overridden by keyword (``generate_bags(out, "camelyon16", seed=0, signal=2.0)``).
 """
 
@@ -19,7 +19,7 @@ CAMELYON16_SPLITS: tuple[tuple[str, int, int], ...] = (
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class BagSynthConfig:
     """Every knob of the generator. Units: patches are level-0 ``patch_size_level0`` squares.
 
     Features: ``x = tissue_type + slide_shift + noise`` with noise sd 1 per dimension; lesion
@@ -156,17 +156,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_config(preset: str = "camelyon16", **overrides: Any) -> SynthConfig:
+def make_config(preset: str = "camelyon16", **overrides: Any) -> BagSynthConfig:
     """The preset's config with ``overrides`` applied; unknown names are rejected."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    names = {f.name for f in dataclasses.fields(SynthConfig)}
+    names = {f.name for f in dataclasses.fields(BagSynthConfig)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(
             f"unknown synthetic-bag setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
         )
-    return SynthConfig(**{**PRESETS[preset], **overrides})
+    return BagSynthConfig(**{**PRESETS[preset], **overrides})
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -174,12 +174,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ValueError(f"expected key=value, got {text!r}")
     key, raw = (s.strip() for s in text.split("=", 1))
-    fields = {f.name: f for f in dataclasses.fields(SynthConfig)}
+    fields = {f.name: f for f in dataclasses.fields(BagSynthConfig)}
     if key not in fields:
         raise ValueError(
             f"unknown synthetic-bag setting {key!r}; valid: {', '.join(sorted(fields))}"
         )
-    default = getattr(SynthConfig(), key)
+    default = getattr(BagSynthConfig(), key)
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):

@@ -1,4 +1,4 @@
-"""Geometry of a synthetic slide: tissue blobs, lesions, exclusions, artefacts; annotation files.
+"""Geometry of a synthetic slide image: tissue blobs, lesions, exclusions, artefacts; annotation files.
 
 Shapes live in level-0 pixel coordinates as shapely geometries; :func:`rasterize_layout` turns them
 into small float maps (one low-resolution pixel = ``factor`` level-0 px) that the renderer

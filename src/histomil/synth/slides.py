@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from histomil._io import atomic_path
-from histomil.slides.synth_layout import (
+from histomil.synth.slide_layout import (
     Layout,
     add_pen_marks,
     make_layout,
@@ -27,7 +27,7 @@ from histomil.slides.synth_layout import (
     write_annotation_geojson,
     write_asap_xml,
 )
-from histomil.slides.synth_render import RenderContext, render_region
+from histomil.synth.slide_render import RenderContext, render_region
 
 LAYOUTS = ("multipage", "subifd", "flat")
 COMPRESSIONS = ("jpeg", "deflate")
@@ -35,7 +35,7 @@ _CHUNK = 2048  # level px rendered at once along a tile row
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SlideSynthConfig:
     """How synthetic slides look and are stored.
 
     ``size`` level-0 (width, height) px; ``mpp`` level-0 um/px; ``tile`` TIFF tile side;
@@ -61,7 +61,7 @@ class SynthConfig:
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {self.compression!r}; valid: {COMPRESSIONS}")
         if min(self.size) < 64 or self.tile % 16 or self.level_factor < 2 or self.mpp <= 0:
-            raise ValueError(f"invalid SynthConfig {self}")
+            raise ValueError(f"invalid SlideSynthConfig {self}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SynthSlide:
     annotation_geojson: Path | None
 
 
-def level_downsamples(config: SynthConfig) -> list[int]:
+def level_downsamples(config: SlideSynthConfig) -> list[int]:
     """Pyramid downsamples (1, f, f^2, ...) until the longest side is <= ``min_level_side``."""
     if config.layout == "flat":
         return [1]
@@ -86,7 +86,7 @@ def level_downsamples(config: SynthConfig) -> list[int]:
     return out
 
 
-def _context(layout: Layout, config: SynthConfig, seed: int) -> RenderContext:
+def _context(layout: Layout, config: SlideSynthConfig, seed: int) -> RenderContext:
     from scipy.ndimage import gaussian_filter
 
     factor = max(4, int(np.ceil(max(config.size) / 2048)))
@@ -110,7 +110,7 @@ def _tiles(ctx: RenderContext, shape: tuple[int, int], ds: int, tile: int) -> It
 
 
 def write_synthetic_slide(
-    path: str | os.PathLike, config: SynthConfig, seed: int, positive: bool
+    path: str | os.PathLike, config: SlideSynthConfig, seed: int, positive: bool
 ) -> SynthSlide:
     """Write one synthetic slide (and its annotations when ``positive``) next to ``path``.
 
@@ -199,7 +199,7 @@ def make_synthetic_slides(
     out: str | os.PathLike,
     n: int,
     seed: int = 0,
-    config: SynthConfig | None = None,
+    config: SlideSynthConfig | None = None,
     positive_fraction: float = 0.5,
     progress: bool = True,
 ) -> Path:
@@ -217,7 +217,7 @@ def make_synthetic_slides(
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 <= positive_fraction <= 1:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
-    config = config or SynthConfig()
+    config = config or SlideSynthConfig()
     out = Path(out)
     n_pos = round(n * positive_fraction)
     labels = np.zeros(n, dtype=int)

@@ -10,8 +10,8 @@ import pytest
 from shapely.geometry import Point
 
 from histomil.slides import open_slide
-from histomil.slides.synth import (
-    SynthConfig,
+from histomil.synth.slides import (
+    SlideSynthConfig,
     level_downsamples,
     parse_size,
     write_synthetic_slide,
@@ -21,10 +21,10 @@ from histomil.slides.synth import (
 @pytest.mark.parametrize(
     ("config", "levels_openslide", "levels_tiffslide"),
     [
-        (SynthConfig(size=(1500, 1100), min_level_side=400), 3, 3),
-        (SynthConfig(size=(1300, 700), layout="subifd", compression="deflate",
+        (SlideSynthConfig(size=(1500, 1100), min_level_side=400), 3, 3),
+        (SlideSynthConfig(size=(1300, 700), layout="subifd", compression="deflate",
                      min_level_side=400, level_factor=4, mpp=0.25), 1, 2),
-        (SynthConfig(size=(700, 500), layout="flat", tile=128), 1, 1),
+        (SlideSynthConfig(size=(700, 500), layout="flat", tile=128), 1, 1),
     ],
 )  # fmt: skip
 def test_layouts_readable_by_both_backends(
@@ -45,7 +45,7 @@ def test_layouts_readable_by_both_backends(
 
 
 def test_deterministic_per_seed(tmp_path: Path):
-    cfg = SynthConfig(size=(600, 450))
+    cfg = SlideSynthConfig(size=(600, 450))
     a = write_synthetic_slide(tmp_path / "a.tif", cfg, seed=3, positive=True)
     b = write_synthetic_slide(tmp_path / "b.tif", cfg, seed=3, positive=True)
     c = write_synthetic_slide(tmp_path / "c.tif", cfg, seed=4, positive=True)
@@ -79,7 +79,7 @@ def test_cohort_manifest_and_annotations(synth_cohort: Path):
 
 def test_lesions_look_different(tmp_path: Path):
     """Lesion pixels are darker and more purple than normal tissue of the same slide."""
-    made = write_synthetic_slide(tmp_path / "p.tif", SynthConfig(size=(1600, 1200)), 11, True)
+    made = write_synthetic_slide(tmp_path / "p.tif", SlideSynthConfig(size=(1600, 1200)), 11, True)
     lesion = made.layout.lesions[0]
     with open_slide(made.path) as slide:
         img = slide.read_region((0, 0), 0, slide.dimensions).astype(float)
@@ -103,4 +103,4 @@ def test_parse_size_and_bad_config():
     assert parse_size("2000") == (2000, 1500)
     assert parse_size("40000x30000") == (40000, 30000)
     with pytest.raises(ValueError, match="layout"):
-        SynthConfig(layout="svs")
+        SlideSynthConfig(layout="svs")
