@@ -36,7 +36,11 @@ def step_synthetic_slides(
             (paths.synthetic / p).is_file() for p in listed["slide_path"]
         ):
             return paths.manifest
-    config = SlideSynthConfig(size=settings.slide_size)
+    config = SlideSynthConfig(
+        size=settings.slide_size,
+        lesion_contrast=settings.lesion_contrast,
+        lesion_scale=settings.lesion_scale,
+    )
     return make_synthetic_slides(paths.synthetic, settings.n_slides, seed, config, 0.5)
 
 
