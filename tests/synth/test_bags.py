@@ -203,3 +203,12 @@ def test_cli(tmp_path):
     assert meta["config"]["feature_dim"] == 6 and meta["config"]["signal"] == 2.5
     bad = CliRunner().invoke(app, ["synth", "bags", "--out", str(out), "--set", "nope=1"])
     assert bad.exit_code != 0 and "unknown synthetic-bag setting" in bad.output
+
+
+def test_bench_preset_is_the_small_cohort_with_more_slides():
+    """camelyon16-bench: camelyon16-small's bags and features, 72 training / 42 test slides,
+    the tuned signal 4 (docs/synthetic.md)."""
+    small, bench = make_config("camelyon16-small"), make_config("camelyon16-bench")
+    assert bench.splits == (("train", 30, 42), ("test", 16, 26))
+    assert bench.signal == 4.0
+    assert (bench.patches_median, bench.feature_dim) == (small.patches_median, small.feature_dim)

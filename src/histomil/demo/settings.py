@@ -32,8 +32,9 @@ class DemoSettings:
 
     ``lesion_contrast`` / ``lesion_scale``: how distinct and how large lesions are
     (:class:`histomil.synth.slides.SlideSynthConfig`); 1 / 1 is the original look, on which the
-    full run saturated (4 of 5 folds at test AUROC 1.000). The full run uses a harder cohort
-    chosen on a separate tuning cohort (``scripts/tune_demo_cohort.py``, docs/synthetic.md).
+    full run saturated (4 of 5 folds at test AUROC 1.000). Not re-tuned yet: choose harder
+    values with ``scripts/tune_cohorts.py demo`` (separate seed, validation AUROC only; see
+    docs/synthetic.md).
     """
 
     n_slides: int
