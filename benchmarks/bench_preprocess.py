@@ -26,8 +26,8 @@ from histomil.slides.preprocess import (
     preprocess_slide,
     segmentation_downsample,
 )
-from histomil.slides.synth import SynthConfig, parse_size, write_synthetic_slide
 from histomil.slides.tiling import grid_coords, tissue_fractions
+from histomil.synth.slides import SlideSynthConfig, parse_size, write_synthetic_slide
 
 
 def _time(fn, repeats: int) -> tuple[float, object]:
@@ -62,7 +62,7 @@ def main() -> None:
     slide_path = work / f"camelyon_like_{size[0]}x{size[1]}.tif"
     if not slide_path.is_file():
         start = time.perf_counter()
-        write_synthetic_slide(slide_path, SynthConfig(size=size, mpp=args.mpp), 0, True)
+        write_synthetic_slide(slide_path, SlideSynthConfig(size=size, mpp=args.mpp), 0, True)
         print(f"generated {slide_path} in {time.perf_counter() - start:.1f} s")
     mb = slide_path.stat().st_size / 1e6
     print(f"slide: {size[0]} x {size[1]} px at {args.mpp} um/px, {mb:.0f} MB")

@@ -1,7 +1,7 @@
 """Tissue-mask quality and per-slide time, before vs after a code change, on slides with known truth.
 
 Synthetic slides are generated twice from the same seeds, without and with pen marks (blue, green
-and black ink strokes, marker dots, dust: ``SynthConfig(pen_marks=True)``; the tissue is the same
+and black ink strokes, marker dots, dust: ``SlideSynthConfig(pen_marks=True)``; the tissue is the same
 in both). Each code version (``--before`` a git revision, default the branch point of issue 20;
 ``after`` = this tree) runs ``preprocess_slide`` in its own subprocess with its ``src`` first on
 ``PYTHONPATH``, once per segmentation method. From its outputs (tissue GeoJSON, patch file) we
@@ -125,8 +125,8 @@ def _evaluate(out: Path, sid: str, truth: dict, dims) -> dict:
 def resolution_study(n: int, size0: int = 448, dims=(40000, 30000)) -> None:
     """How many mask px per patch side tissue fractions need: the true tissue of ``n`` random
     CAMELYON-size layouts rasterised at k px per patch side vs at 64 (the reference)."""
-    from histomil.slides.synth_layout import layout_masks, make_layout
     from histomil.slides.tiling import grid_coords
+    from histomil.synth.slide_layout import layout_masks, make_layout
 
     grid = grid_coords(dims, size0)
     ks = (4, 8, 11, 16, 22, 32)
@@ -168,8 +168,8 @@ def main() -> None:
     if args.resolution_layouts:
         resolution_study(args.resolution_layouts)
         return
-    from histomil.slides.synth import SynthConfig, parse_size, write_synthetic_slide
-    from histomil.slides.synth_layout import layout_masks
+    from histomil.synth.slide_layout import layout_masks
+    from histomil.synth.slides import SlideSynthConfig, parse_size, write_synthetic_slide
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="histomil-masks-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def main() -> None:
         for pen in (False, True):
             sid = f"s{i}_{'pen' if pen else 'clean'}"
             path = work / f"{sid}.tif"
-            config = SynthConfig(size=size, mpp=args.mpp, pen_marks=pen)
+            config = SlideSynthConfig(size=size, mpp=args.mpp, pen_marks=pen)
             made = write_synthetic_slide(path, config, seed=1000 + i, positive=i % 2 == 0)
             truth = layout_masks(made.layout, shape)
             for version, src in versions.items():

@@ -31,11 +31,11 @@ def _uptime() -> str:
 
 
 def make_slides(folder: Path, n: int, size: str) -> Path:
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides, parse_size
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides, parse_size
 
     manifest = folder / "manifest.csv"
     if not manifest.is_file():
-        make_synthetic_slides(folder, n, seed=11, config=SynthConfig(size=parse_size(size)))
+        make_synthetic_slides(folder, n, seed=11, config=SlideSynthConfig(size=parse_size(size)))
     return folder / "slides"
 
 

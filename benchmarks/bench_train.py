@@ -235,7 +235,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     if args.generate:
-        from histomil.bags.synth import generate_bags
+        from histomil.synth.bags import generate_bags
 
         splits = (("train", 89, 127), ("val", 4, 4), ("test", 1, 1))
         generate_bags(args.cohort, "camelyon16", seed=0, splits=splits)

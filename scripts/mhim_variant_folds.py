@@ -9,6 +9,10 @@ config with ``objective: mhim_v2``, the shared params merged with the variant's,
 ``objective.baseline`` = the baseline run), so the experiment command reuses these folds. ``FOLDS``:
 comma-separated fold numbers, trained one after the other (the baseline fold must be finished).
 Used for the issue-15 reruns when a machine cannot train every fold of every variant.
+
+``VARIANT`` ``baseline`` trains folds of ``runs/abmil__baseline`` itself with the config the
+experiment wrote there (start ``histomil experiment mhim-ablation --grid baseline``, stop it once
+``runs/abmil__baseline/config.yaml`` exists, then train the folds in parallel processes).
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ def main() -> None:
     shared = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     base_dir = exp / "runs" / "abmil__baseline"
     raw = yaml.safe_load((base_dir / "config.yaml").read_text(encoding="utf-8"))
+    if variant == "baseline":
+        for fold in (int(f) for f in folds.split(",")):
+            train(config_from_dict(raw), base_dir, folds=[fold])
+        return
     params = _merge(shared, VARIANTS[variant])
     raw["objective"] = {"name": "mhim_v2", "params": params, "baseline": str(base_dir)}
     config = config_from_dict(raw)

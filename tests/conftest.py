@@ -1,4 +1,5 @@
-"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent)."""
+"""Shared fixtures: the real data in ../shared/data (skipped with a reason when absent), tiny
+synthetic slides."""
 
 from __future__ import annotations
 
@@ -25,6 +26,18 @@ def camelyon_annotations() -> Path:
     if not CAMELYON_ANNOTATIONS.is_dir():
         pytest.skip(f"CAMELYON16 annotations not found at {CAMELYON_ANNOTATIONS}")
     return CAMELYON_ANNOTATIONS
+
+
+@pytest.fixture(scope="session")
+def synth_cohort(tmp_path_factory) -> Path:
+    """Manifest of 3 small synthetic slides (1200 x 900 px at 0.5 um/px; 2 positive), shared by
+    the slides and synth tests (generated once per session)."""
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
+
+    out = tmp_path_factory.mktemp("synth")
+    return make_synthetic_slides(
+        out, 3, seed=7, config=SlideSynthConfig(size=(1200, 900)), positive_fraction=0.67
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -44,10 +44,10 @@ def test_api_names_and_errors():
 @pytest.fixture
 def job(tmp_path):
     """One preprocessed synthetic positive slide (API), and its GeoJSON annotation."""
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
     manifest = make_synthetic_slides(
-        tmp_path / "s", 1, seed=3, config=SynthConfig(size=(800, 600)), positive_fraction=1.0
+        tmp_path / "s", 1, seed=3, config=SlideSynthConfig(size=(800, 600)), positive_fraction=1.0
     )
     pre = histomil.preprocess(manifest, tmp_path / "job", patch_size=64)
     ann = next((tmp_path / "s" / "slides").glob("*.geojson"))
@@ -95,7 +95,7 @@ def test_missing_weights_stop_extract_before_any_slide(job, tmp_path):
 
 def test_model_parameter_typo_stops_train_before_any_fold(tmp_path):
     """A typo in model.params was reported once per fold, after each fold started."""
-    from histomil.bags.synth import generate_bags
+    from histomil.synth.bags import generate_bags
 
     manifest = generate_bags(tmp_path / "bags", "tiny", seed=1)
     config = tmp_path / "c.yaml"

@@ -21,11 +21,11 @@ def _attrs(path: Path) -> dict:
 
 
 def _make(tmp_path: Path) -> Path:
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
     work = tmp_path / "work"
     make_synthetic_slides(
-        work / "s", 1, seed=5, config=SynthConfig(size=(800, 600)), positive_fraction=1.0
+        work / "s", 1, seed=5, config=SlideSynthConfig(size=(800, 600)), positive_fraction=1.0
     )
     return work
 

@@ -184,10 +184,10 @@ def test_user_errors_are_one_line(tmp_path):
 def synth_job(tmp_path):
     """One preprocessed synthetic slide with its annotation folder."""
     from histomil.slides.preprocess import PreprocessConfig, preprocess_slides
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
     manifest = make_synthetic_slides(
-        tmp_path / "s", 1, seed=3, config=SynthConfig(size=(800, 600)), positive_fraction=1.0
+        tmp_path / "s", 1, seed=3, config=SlideSynthConfig(size=(800, 600)), positive_fraction=1.0
     )
     preprocess_slides([manifest], tmp_path / "p", PreprocessConfig(patch_size=64))
     return tmp_path / "p" / "patches", tmp_path / "s" / "slides"

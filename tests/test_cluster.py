@@ -108,9 +108,9 @@ def test_cli_closed_port_one_line():
 def test_preprocess_on_unreachable_cluster_writes_nothing(tmp_path):
     """The connection is checked before a command writes anything to --out."""
     pytest.importorskip("ray")
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
-    make_synthetic_slides(tmp_path / "data", 1, seed=0, config=SynthConfig(size=(600, 450)))
+    make_synthetic_slides(tmp_path / "data", 1, seed=0, config=SlideSynthConfig(size=(600, 450)))
     port = _closed_port()
     out = tmp_path / "out"
     proc = _histomil("preprocess", str(tmp_path / "data" / "slides"), "--out", str(out),

@@ -34,11 +34,11 @@ def ray_instance():
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory) -> Path:
     """3 tiny synthetic slides (2 positive, with ASAP/GeoJSON annotations) and a manifest."""
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
     out = tmp_path_factory.mktemp("ray_slides")
     return make_synthetic_slides(
-        out, 3, seed=3, config=SynthConfig(size=(900, 700)), positive_fraction=0.67
+        out, 3, seed=3, config=SlideSynthConfig(size=(900, 700)), positive_fraction=0.67
     )
 
 
@@ -141,7 +141,7 @@ def test_resume_after_interrupted_ray_run(slides, tmp_path, monkeypatch):
 def test_train_folds_same_on_ray_as_local(tmp_path):
     import yaml
 
-    from histomil.bags.synth import generate_bags
+    from histomil.synth.bags import generate_bags
     from histomil.training import train
 
     manifest = generate_bags(tmp_path / "cohort", preset="tiny", seed=0, signal=5.0)

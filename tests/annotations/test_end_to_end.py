@@ -11,12 +11,12 @@ import shapely
 from histomil.annotations import read_annotations
 from histomil.annotations.labelling import label_patches_dir
 
-synth = pytest.importorskip("histomil.slides.synth", reason="needs histomil.slides.synth")
+synth = pytest.importorskip("histomil.synth.slides", reason="needs histomil.synth.slides")
 preprocess = pytest.importorskip("histomil.slides.preprocess", reason="needs preprocessing")
 
 
 def test_synthetic_slides_preprocess_then_label(tmp_path):
-    config = synth.SynthConfig(size=(2000, 1500), mpp=0.5, artefacts=False)
+    config = synth.SlideSynthConfig(size=(2000, 1500), mpp=0.5, artefacts=False)
     manifest = synth.make_synthetic_slides(tmp_path / "synth", n=2, seed=3, config=config)
     out = tmp_path / "OUT"
     preprocess.preprocess_slides([manifest], out)

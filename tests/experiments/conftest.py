@@ -11,7 +11,7 @@ import yaml
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """6 train / 2 val / 4 test slides of ~120 patches, 16-d features (preset ``tiny``)."""
-    from histomil.bags.synth import generate_bags
+    from histomil.synth.bags import generate_bags
 
     return generate_bags(tmp_path_factory.mktemp("tiny"), preset="tiny", seed=0)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-synth = pytest.importorskip("histomil.bags.synth")
+synth = pytest.importorskip("histomil.synth.bags")
 
 
 def test_measure_cost_on_tiny_bags(tmp_path: Path) -> None:

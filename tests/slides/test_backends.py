@@ -104,9 +104,9 @@ def test_blockwise_thumbnail_matches_full_read(real_slide: Path):
 def test_read_downsampled_reads_only_the_nearest_level(tmp_path: Path):
     """The segmentation image comes from the pyramid level within sqrt(2) of the wanted
     downsample, read once as is: no finer level is decoded and nothing is resampled."""
-    from histomil.slides.synth import SynthConfig, write_synthetic_slide
+    from histomil.synth.slides import SlideSynthConfig, write_synthetic_slide
 
-    cfg = SynthConfig(size=(2048, 1536), mpp=2.0, min_level_side=256, artefacts=False)
+    cfg = SlideSynthConfig(size=(2048, 1536), mpp=2.0, min_level_side=256, artefacts=False)
     made = write_synthetic_slide(tmp_path / "p.tif", cfg, seed=1, positive=False)
     slide = open_slide(made.path, backend="openslide")
     assert slide.level_downsamples == (1.0, 2.0, 4.0, 8.0)

@@ -180,7 +180,7 @@ def test_preprocess_path_imports_no_torch():
     import sys
 
     code = (
-        "import sys, histomil.slides.preprocess, histomil.slides.synth, histomil.executors, "
+        "import sys, histomil.slides.preprocess, histomil.synth.slides, histomil.executors, "
         "histomil.annotations.labelling, histomil.annotations.qupath; "
         "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))"
     )
@@ -197,10 +197,10 @@ def test_preprocessing_a_slide_loads_no_torch(tmp_path):
 
     code = (
         "import sys\n"
-        "from histomil.slides.synth import SynthConfig, write_synthetic_slide\n"
+        "from histomil.synth.slides import SlideSynthConfig, write_synthetic_slide\n"
         "from histomil.slides.preprocess import PreprocessConfig, preprocess_slides\n"
         f"p = r'{tmp_path}' + '/s.tif'\n"
-        "write_synthetic_slide(p, SynthConfig(size=(800, 600)), 1, True)\n"
+        "write_synthetic_slide(p, SlideSynthConfig(size=(800, 600)), 1, True)\n"
         f"preprocess_slides([p], r'{tmp_path}' + '/out', PreprocessConfig(patch_size=112))\n"
         "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules))\n"
     )

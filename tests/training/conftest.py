@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory) -> Path:
     """32 train+val / 12 test slides of ~150 patches, 32-d features, strong lesion signal."""
-    from histomil.bags.synth import generate_bags
+    from histomil.synth.bags import generate_bags
 
     out = tmp_path_factory.mktemp("cohort")
     return generate_bags(
@@ -26,7 +26,7 @@ def small_cohort(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def survival_cohort(tmp_path_factory) -> Path:
-    from histomil.bags.synth import generate_bags
+    from histomil.synth.bags import generate_bags
 
     """60 cases of 1-3 slides; hazard strongly tied to lesion content, little censoring."""
     out = tmp_path_factory.mktemp("survival")

@@ -9,7 +9,7 @@ from histomil.training import train
 
 
 def test_streamed_cohort_trains_like_in_memory(tmp_path, monkeypatch):
-    from histomil.bags.synth import generate_bags
+    from histomil.synth.bags import generate_bags
 
     manifest = generate_bags(tmp_path / "cohort", preset="tiny", seed=1, signal=5.0)
     config = {

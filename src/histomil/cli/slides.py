@@ -110,13 +110,13 @@ def synth_slides(
     old_layout: str | None = typer.Option(None, "--layout", hidden=True),
 ) -> None:
     """Write synthetic pyramidal TIFF slides, lesion annotations (XML, GeoJSON) and a manifest."""
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides, parse_size
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides, parse_size
 
     level0_mpp = deprecated("--mpp", "--level0-mpp", old_mpp, level0_mpp, default=0.5)
     # --layout names extract's output layout (histomil|clam|trident); here it was the TIFF's
     tiff_layout = deprecated("--layout", "--tiff-layout", old_layout, tiff_layout, "multipage")
     try:
-        config = SynthConfig(
+        config = SlideSynthConfig(
             size=parse_size(size),
             mpp=level0_mpp,
             layout=tiff_layout,

@@ -31,8 +31,8 @@ def bags(
     workers: int = typer.Option(1, "--workers", help="Parallel tasks (slides)."),
 ) -> None:
     """Write synthetic bags with patch labels, annotations and a manifest with splits."""
-    from histomil.bags.synth import generate_bags
-    from histomil.bags.synth_config import parse_override
+    from histomil.synth.bag_config import parse_override
+    from histomil.synth.bags import generate_bags
 
     try:
         overrides = dict(parse_override(s) for s in sets)

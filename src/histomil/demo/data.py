@@ -27,7 +27,7 @@ def step_synthetic_slides(
 
     Skipped when the manifest and every slide it lists already exist (a resumed demo).
     """
-    from histomil.slides.synth import SynthConfig, make_synthetic_slides
+    from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
     settings = settings or (QUICK if quick else FULL)
     if paths.manifest.is_file():
@@ -36,7 +36,11 @@ def step_synthetic_slides(
             (paths.synthetic / p).is_file() for p in listed["slide_path"]
         ):
             return paths.manifest
-    config = SynthConfig(size=settings.slide_size)
+    config = SlideSynthConfig(
+        size=settings.slide_size,
+        lesion_contrast=settings.lesion_contrast,
+        lesion_scale=settings.lesion_scale,
+    )
     return make_synthetic_slides(paths.synthetic, settings.n_slides, seed, config, 0.5)
 
 

@@ -1,4 +1,4 @@
-"""histomil.slides: open slides, segment tissue, tile at a resolution, make synthetic slides."""
+"""histomil.slides: open slides, segment tissue, tile at a resolution (synthetic slides: histomil.synth)."""
 
 from histomil.slides.backends import (
     MissingMppError,

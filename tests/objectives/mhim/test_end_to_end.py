@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 training = pytest.importorskip("histomil.training")
-synth = pytest.importorskip("histomil.bags.synth")
+synth = pytest.importorskip("histomil.synth.bags")
 
 
 @pytest.fixture(scope="module")

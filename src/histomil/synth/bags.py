@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 
 from histomil._io import atomic_path, atomic_write_json, atomic_write_text
-from histomil.bags.synth_config import PRESETS, SynthConfig, make_config
-from histomil.bags.synth_layout import geojson_polygons
-from histomil.bags.synth_slide import SlideArrays, SlideSpec, make_slide, make_world
+from histomil.synth.bag_config import PRESETS, BagSynthConfig, make_config
+from histomil.synth.bag_grid import geojson_polygons
+from histomil.synth.bag_slide import SlideArrays, SlideSpec, make_slide, make_world
 
-__all__ = ["PRESETS", "SynthConfig", "generate_bags", "make_config", "classification_cohort"]
+__all__ = ["PRESETS", "BagSynthConfig", "generate_bags", "make_config", "classification_cohort"]
 
 _COHORT_KEY = 0x5EED_0003
 
 
-def classification_cohort(cfg: SynthConfig, seed: int) -> list[SlideSpec]:
+def classification_cohort(cfg: BagSynthConfig, seed: int) -> list[SlideSpec]:
     """Slide specs per split with the configured class counts; labels shuffled within a split."""
     specs = []
     rng = np.random.default_rng(np.random.SeedSequence([seed, _COHORT_KEY]))
@@ -51,7 +51,7 @@ def generate_bags(
 ) -> Path:
     """Generate a synthetic cohort into ``out_dir`` and return the manifest path.
 
-    ``overrides`` are :class:`SynthConfig` fields (e.g. ``signal=1.5, feature_dim=256``);
+    ``overrides`` are :class:`BagSynthConfig` fields (e.g. ``signal=1.5, feature_dim=256``);
     ``workers`` > 1 generates slides in parallel processes. Deterministic in ``seed``.
     """
     from histomil.executors import BatchError, ExecutorConfig, Task, run_tasks
@@ -62,7 +62,7 @@ def generate_bags(
     start = time.perf_counter()
     cases: dict[str, dict] = {}
     if cfg.task == "survival":
-        from histomil.bags.synth_survival import survival_cohort
+        from histomil.synth.survival import survival_cohort
 
         specs, cases = survival_cohort(cfg, seed)
     else:
@@ -95,7 +95,7 @@ def generate_bags(
     return manifest_path
 
 
-def write_synthetic_slide(out_dir: Path, cfg: SynthConfig, spec: SlideSpec, seed: int) -> dict:
+def write_synthetic_slide(out_dir: Path, cfg: BagSynthConfig, spec: SlideSpec, seed: int) -> dict:
     """Generate and write one slide; returns its manifest row plus statistics."""
     from histomil import __version__
 
@@ -165,7 +165,7 @@ def _time_bin_labels(manifest: pd.DataFrame, cases: dict[str, dict]) -> list[int
 
 
 def _summary(
-    cfg: SynthConfig,
+    cfg: BagSynthConfig,
     preset: str,
     seed: int,
     manifest: pd.DataFrame,

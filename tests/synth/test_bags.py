@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from histomil.bags.io import load_bag
-from histomil.bags.synth import generate_bags, make_config
-from histomil.bags.synth_config import CAMELYON16_SPLITS, parse_override
-from histomil.bags.synth_layout import Blob, overlap_fraction
-from histomil.bags.synth_slide import SlideSpec, make_slide, make_world
 from histomil.manifest import read_manifest
+from histomil.synth.bag_config import CAMELYON16_SPLITS, parse_override
+from histomil.synth.bag_grid import Blob, overlap_fraction
+from histomil.synth.bag_slide import SlideSpec, make_slide, make_world
+from histomil.synth.bags import generate_bags, make_config
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_survival_preset(survival):
 
 
 def test_survival_hazard_depends_on_lesion_content():
-    from histomil.bags.synth_survival import survival_cohort
+    from histomil.synth.survival import survival_cohort
 
     cfg = make_config("survival", n_cases=400, censoring=0.0, max_time=1e9)
     _, cases = survival_cohort(cfg, seed=0)
@@ -203,3 +203,12 @@ def test_cli(tmp_path):
     assert meta["config"]["feature_dim"] == 6 and meta["config"]["signal"] == 2.5
     bad = CliRunner().invoke(app, ["synth", "bags", "--out", str(out), "--set", "nope=1"])
     assert bad.exit_code != 0 and "unknown synthetic-bag setting" in bad.output
+
+
+def test_bench_preset_is_the_small_cohort_with_more_slides():
+    """camelyon16-bench: camelyon16-small's bags and features, 72 training / 42 test slides,
+    the tuned signal 4 (docs/synthetic.md)."""
+    small, bench = make_config("camelyon16-small"), make_config("camelyon16-bench")
+    assert bench.splits == (("train", 30, 42), ("test", 16, 26))
+    assert bench.signal == 4.0
+    assert (bench.patches_median, bench.feature_dim) == (small.patches_median, small.feature_dim)

@@ -7,9 +7,9 @@ import io
 import rich
 from rich.console import Console
 
-from histomil.slides.synth import SynthConfig, make_synthetic_slides
+from histomil.synth.slides import SlideSynthConfig, make_synthetic_slides
 
-TINY = SynthConfig(size=(128, 96), tile=64, min_level_side=128, artefacts=False)
+TINY = SlideSynthConfig(size=(128, 96), tile=64, min_level_side=128, artefacts=False)
 
 
 def _console(monkeypatch) -> io.StringIO:

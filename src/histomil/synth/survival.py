@@ -13,8 +13,8 @@ import zlib
 
 import numpy as np
 
-from histomil.bags.synth_config import SynthConfig
-from histomil.bags.synth_slide import SlideSpec
+from histomil.synth.bag_config import BagSynthConfig
+from histomil.synth.bag_slide import SlideSpec
 
 _OUTCOME_KEY = 0x5EED_0002
 
@@ -23,7 +23,7 @@ def _case_rng(seed: int, case_id: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(case_id.encode()), 7]))
 
 
-def survival_cohort(cfg: SynthConfig, seed: int) -> tuple[list[SlideSpec], dict[str, dict]]:
+def survival_cohort(cfg: BagSynthConfig, seed: int) -> tuple[list[SlideSpec], dict[str, dict]]:
     """Slide specs and per-case outcomes ``{case_id: {time, event, split, risk, ...}}``."""
     n_cases = cfg.n_cases
     case_ids = [f"case_{i:04d}" for i in range(n_cases)]
@@ -63,7 +63,7 @@ def survival_cohort(cfg: SynthConfig, seed: int) -> tuple[list[SlideSpec], dict[
     return specs, cases
 
 
-def _assign_times(cfg: SynthConfig, cases: dict[str, dict]) -> None:
+def _assign_times(cfg: BagSynthConfig, cases: dict[str, dict]) -> None:
     """Exponential event and censoring times from each case's stored uniforms (in place)."""
     rates = np.log(2) / cfg.median_time * np.exp([c["risk"] for c in cases.values()])
     c_rate = _censoring_rate(rates, cfg.censoring, cfg.max_time)

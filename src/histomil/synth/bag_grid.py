@@ -1,4 +1,4 @@
-"""Geometry of a synthetic slide: tissue patch grid, blob-shaped lesions, patch overlaps.
+"""Geometry of a synthetic feature-bag slide: tissue patch grid, blob-shaped lesions, patch overlaps.
 
 Lesions are star-shaped blobs ``rho <= r(theta)`` in level-0 pixels; a patch's overlap is the
 share of an ``S x S`` grid of sample points inside the union of blobs.

@@ -1,4 +1,4 @@
-"""Geometry of a synthetic slide: tissue blobs, lesions, exclusions, artefacts; annotation files.
+"""Geometry of a synthetic slide image: tissue blobs, lesions, exclusions, artefacts; annotation files.
 
 Shapes live in level-0 pixel coordinates as shapely geometries; :func:`rasterize_layout` turns them
 into small float maps (one low-resolution pixel = ``factor`` level-0 px) that the renderer
@@ -52,9 +52,11 @@ def make_layout(
     size: tuple[int, int],
     positive: bool,
     artefacts: bool = True,
+    lesion_scale: float = 1.0,
 ) -> Layout:
     """Random tissue (1-3 blobs), lesions inside tissue when ``positive`` (sometimes with an
-    exclusion island), and, when ``artefacts``, maybe a faint-tissue blob and a pen stroke."""
+    exclusion island), and, when ``artefacts``, maybe a faint-tissue blob and a pen stroke.
+    ``lesion_scale`` multiplies lesion radii (the random draws are the same at any scale)."""
     w, h = size
     side = min(w, h)
     bounds = Polygon([(0, 0), (w, 0), (w, h), (0, h)]).buffer(-0.03 * side)
@@ -73,7 +75,7 @@ def make_layout(
             if inner.is_empty:
                 inner = host
             cx, cy = _random_point_in(rng, inner)
-            radius = np.sqrt(host.area / np.pi) * rng.uniform(0.12, 0.3)
+            radius = np.sqrt(host.area / np.pi) * rng.uniform(0.12, 0.3) * lesion_scale
             lesion = _blob(rng, cx, cy, radius).intersection(host)
             if lesion.is_empty or lesion.area < 1:
                 continue

@@ -37,15 +37,34 @@ NORMAL = TissueClass((236, 172, 204), (105, 70, 160), 0.18, 3.0)
 LESION = TissueClass((206, 130, 190), (62, 30, 115), 0.5, 5.0)
 
 
+def lesion_class(contrast: float = 1.0) -> TissueClass:
+    """The lesion look at ``contrast`` between normal tissue (0) and :data:`LESION` (1): stroma
+    and nucleus colours, nuclear coverage and nucleus size are blended linearly. Harder cohorts
+    use contrast < 1 (lesion patches less distinct from normal ones)."""
+    if contrast == 1.0:
+        return LESION  # exact default values, so default slides stay byte-identical
+
+    def mix(a: float, b: float) -> float:
+        return a + contrast * (b - a)
+
+    return TissueClass(
+        tuple(mix(a, b) for a, b in zip(NORMAL.stroma, LESION.stroma, strict=True)),
+        tuple(mix(a, b) for a, b in zip(NORMAL.nucleus, LESION.nucleus, strict=True)),
+        mix(NORMAL.coverage, LESION.coverage),
+        mix(NORMAL.radius_um, LESION.radius_um),
+    )
+
+
 @dataclass(frozen=True)
 class RenderContext:
     """What the renderer needs about one slide: low-res maps (``factor`` level-0 px per pixel),
-    a low-frequency stain field, the seed and the level-0 mpp."""
+    a low-frequency stain field, the seed, the level-0 mpp and the look of lesion tissue."""
 
     maps: dict
     factor: int
     seed: int
     mpp: float
+    lesion: TissueClass = LESION
 
 
 def _crop_resize(arr: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]):
@@ -73,7 +92,7 @@ def _map_box(ctx: RenderContext, x0: float, y0: float, x1: float, y1: float):
 
 def _nuclei(ctx: RenderContext, x0: float, y0: float, x1: float, y1: float):
     """Nuclei (x, y, radius in level-0 px, lesion flag, shade) whose discs touch the box."""
-    r_max = max(NORMAL.radius_um, LESION.radius_um) * 1.6 / ctx.mpp
+    r_max = max(NORMAL.radius_um, ctx.lesion.radius_um) * 1.6 / ctx.mpp
     cx0, cy0 = int((x0 - r_max) // CELL), int((y0 - r_max) // CELL)
     cx1, cy1 = int((x1 + r_max) // CELL), int((y1 + r_max) // CELL)
     parts = [_cell_nuclei(ctx, cx, cy) for cy in range(cy0, cy1 + 1) for cx in range(cx0, cx1 + 1)]
@@ -95,7 +114,7 @@ def _cell_nuclei(ctx: RenderContext, cx: int, cy: int) -> np.ndarray:
         return np.zeros((0, 5))
     rng = np.random.default_rng([ctx.seed, 7, cx + 1_000_000, cy + 1_000_000])
     counts = [
-        c.coverage * CELL**2 / (np.pi * (c.radius_um / ctx.mpp) ** 2) for c in (NORMAL, LESION)
+        c.coverage * CELL**2 / (np.pi * (c.radius_um / ctx.mpp) ** 2) for c in (NORMAL, ctx.lesion)
     ]
     n_max = max(counts)
     n = rng.poisson(n_max)
@@ -105,7 +124,7 @@ def _cell_nuclei(ctx: RenderContext, cx: int, cy: int) -> np.ndarray:
     is_lesion = lesion[iy, ix] > 0.5
     keep_p = np.where(is_lesion, counts[1], counts[0]) / n_max
     keep = (rng.random(n) < keep_p) & (tissue[iy, ix] > 0.5)
-    radius_um = np.where(is_lesion, LESION.radius_um, NORMAL.radius_um)
+    radius_um = np.where(is_lesion, ctx.lesion.radius_um, NORMAL.radius_um)
     radius = radius_um / ctx.mpp * np.clip(rng.normal(1.0, 0.18, n), 0.6, 1.5)
     shade = rng.uniform(0.65, 1.0, n)
     out = np.stack([xy[:, 0], xy[:, 1], radius, is_lesion, shade], 1)
@@ -142,7 +161,7 @@ def render_region(
     t = np.clip((tissue - 0.5) * 6 + 0.5, 0, 1)[..., None]  # sharp but anti-aliased edge
     les = np.clip((lesion - 0.5) * 6 + 0.5, 0, 1)[..., None]
     stroma = (1 - les) * np.array(NORMAL.stroma, np.float32) + les * np.array(
-        LESION.stroma, np.float32
+        ctx.lesion.stroma, np.float32
     )
     stroma = stroma + stain * np.array([8.0, 14.0, 6.0], np.float32)
     rgb = _nuclei_layer(ctx, stroma, les, (x0, y0, x1, y1), size, downsample)
@@ -166,10 +185,10 @@ def render_region(
 def _nuclei_layer(ctx, stroma, les, box, size, downsample) -> np.ndarray:
     w, h = size
     n_col = np.array(NORMAL.nucleus, np.float32)
-    l_col = np.array(LESION.nucleus, np.float32)
+    l_col = np.array(ctx.lesion.nucleus, np.float32)
     if NORMAL.radius_um / ctx.mpp / downsample < 1.5:
         # nuclei below ~3 px across: blend by the expected coverage instead of stamping
-        cov = (1 - les) * NORMAL.coverage + les * LESION.coverage
+        cov = (1 - les) * NORMAL.coverage + les * ctx.lesion.coverage
         nuc = (1 - les) * n_col + les * l_col
         return stroma * (1 - 0.8 * cov) + nuc * 0.8 * cov
     alpha = np.zeros((h + 2, w + 2, 2), dtype=np.float32)  # 1 px margin for clipped stamps

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from histomil._io import atomic_path
-from histomil.slides.synth_layout import (
+from histomil.synth.slide_layout import (
     Layout,
     add_pen_marks,
     make_layout,
@@ -27,7 +27,7 @@ from histomil.slides.synth_layout import (
     write_annotation_geojson,
     write_asap_xml,
 )
-from histomil.slides.synth_render import RenderContext, render_region
+from histomil.synth.slide_render import RenderContext, lesion_class, render_region
 
 LAYOUTS = ("multipage", "subifd", "flat")
 COMPRESSIONS = ("jpeg", "deflate")
@@ -35,7 +35,7 @@ _CHUNK = 2048  # level px rendered at once along a tile row
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SlideSynthConfig:
     """How synthetic slides look and are stored.
 
     ``size`` level-0 (width, height) px; ``mpp`` level-0 um/px; ``tile`` TIFF tile side;
@@ -43,6 +43,10 @@ class SynthConfig:
     the longest side is at most this; ``artefacts`` allow a pen stroke and faint tissue;
     ``pen_marks`` adds blue/green/black ink strokes, marker dots and dust (:func:`add_pen_marks`,
     from a separate random stream, so the rest of the slide is the same as without).
+
+    Difficulty (defaults keep the original look; see docs/synthetic.md): ``lesion_contrast``
+    blends the lesion look from normal tissue (0) to the default lesion (1);
+    ``lesion_scale`` multiplies lesion radii (0.5: about a quarter of the lesion area).
     """
 
     size: tuple[int, int] = (2000, 1500)
@@ -54,14 +58,21 @@ class SynthConfig:
     min_level_side: int = 1024
     artefacts: bool = True
     pen_marks: bool = False
+    lesion_contrast: float = 1.0
+    lesion_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; valid: {', '.join(LAYOUTS)}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {self.compression!r}; valid: {COMPRESSIONS}")
+        if not (0.0 <= self.lesion_contrast <= 1.0 and 0.0 < self.lesion_scale <= 2.0):
+            raise ValueError(
+                f"lesion_contrast must be in [0, 1] and lesion_scale in (0, 2], got "
+                f"{self.lesion_contrast} and {self.lesion_scale}"
+            )
         if min(self.size) < 64 or self.tile % 16 or self.level_factor < 2 or self.mpp <= 0:
-            raise ValueError(f"invalid SynthConfig {self}")
+            raise ValueError(f"invalid SlideSynthConfig {self}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ class SynthSlide:
     annotation_geojson: Path | None
 
 
-def level_downsamples(config: SynthConfig) -> list[int]:
+def level_downsamples(config: SlideSynthConfig) -> list[int]:
     """Pyramid downsamples (1, f, f^2, ...) until the longest side is <= ``min_level_side``."""
     if config.layout == "flat":
         return [1]
@@ -86,7 +97,7 @@ def level_downsamples(config: SynthConfig) -> list[int]:
     return out
 
 
-def _context(layout: Layout, config: SynthConfig, seed: int) -> RenderContext:
+def _context(layout: Layout, config: SlideSynthConfig, seed: int) -> RenderContext:
     from scipy.ndimage import gaussian_filter
 
     factor = max(4, int(np.ceil(max(config.size) / 2048)))
@@ -94,7 +105,8 @@ def _context(layout: Layout, config: SynthConfig, seed: int) -> RenderContext:
     rng = np.random.default_rng([seed, 3])
     stain = gaussian_filter(rng.normal(size=maps["tissue"].shape), 8)
     maps["stain"] = (stain / (np.abs(stain).max() + 1e-9)).astype(np.float32)
-    return RenderContext(maps=maps, factor=factor, seed=seed, mpp=config.mpp)
+    lesion = lesion_class(config.lesion_contrast)
+    return RenderContext(maps=maps, factor=factor, seed=seed, mpp=config.mpp, lesion=lesion)
 
 
 def _tiles(ctx: RenderContext, shape: tuple[int, int], ds: int, tile: int) -> Iterator[np.ndarray]:
@@ -110,7 +122,7 @@ def _tiles(ctx: RenderContext, shape: tuple[int, int], ds: int, tile: int) -> It
 
 
 def write_synthetic_slide(
-    path: str | os.PathLike, config: SynthConfig, seed: int, positive: bool
+    path: str | os.PathLike, config: SlideSynthConfig, seed: int, positive: bool
 ) -> SynthSlide:
     """Write one synthetic slide (and its annotations when ``positive``) next to ``path``.
 
@@ -121,7 +133,7 @@ def write_synthetic_slide(
 
     path = Path(path)
     rng = np.random.default_rng([seed, 1])
-    layout = make_layout(rng, config.size, positive, config.artefacts)
+    layout = make_layout(rng, config.size, positive, config.artefacts, config.lesion_scale)
     if config.pen_marks:
         layout = add_pen_marks(layout, np.random.default_rng([seed, 5]), config.mpp)
     ctx = _context(layout, config, seed)
@@ -199,7 +211,7 @@ def make_synthetic_slides(
     out: str | os.PathLike,
     n: int,
     seed: int = 0,
-    config: SynthConfig | None = None,
+    config: SlideSynthConfig | None = None,
     positive_fraction: float = 0.5,
     progress: bool = True,
 ) -> Path:
@@ -217,7 +229,7 @@ def make_synthetic_slides(
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 <= positive_fraction <= 1:
         raise ValueError(f"positive_fraction must be in [0, 1], got {positive_fraction}")
-    config = config or SynthConfig()
+    config = config or SlideSynthConfig()
     out = Path(out)
     n_pos = round(n * positive_fraction)
     labels = np.zeros(n, dtype=int)

@@ -10,8 +10,8 @@ import pytest
 from shapely.geometry import Point
 
 from histomil.slides import open_slide
-from histomil.slides.synth import (
-    SynthConfig,
+from histomil.synth.slides import (
+    SlideSynthConfig,
     level_downsamples,
     parse_size,
     write_synthetic_slide,
@@ -21,10 +21,10 @@ from histomil.slides.synth import (
 @pytest.mark.parametrize(
     ("config", "levels_openslide", "levels_tiffslide"),
     [
-        (SynthConfig(size=(1500, 1100), min_level_side=400), 3, 3),
-        (SynthConfig(size=(1300, 700), layout="subifd", compression="deflate",
+        (SlideSynthConfig(size=(1500, 1100), min_level_side=400), 3, 3),
+        (SlideSynthConfig(size=(1300, 700), layout="subifd", compression="deflate",
                      min_level_side=400, level_factor=4, mpp=0.25), 1, 2),
-        (SynthConfig(size=(700, 500), layout="flat", tile=128), 1, 1),
+        (SlideSynthConfig(size=(700, 500), layout="flat", tile=128), 1, 1),
     ],
 )  # fmt: skip
 def test_layouts_readable_by_both_backends(
@@ -45,7 +45,7 @@ def test_layouts_readable_by_both_backends(
 
 
 def test_deterministic_per_seed(tmp_path: Path):
-    cfg = SynthConfig(size=(600, 450))
+    cfg = SlideSynthConfig(size=(600, 450))
     a = write_synthetic_slide(tmp_path / "a.tif", cfg, seed=3, positive=True)
     b = write_synthetic_slide(tmp_path / "b.tif", cfg, seed=3, positive=True)
     c = write_synthetic_slide(tmp_path / "c.tif", cfg, seed=4, positive=True)
@@ -77,9 +77,9 @@ def test_cohort_manifest_and_annotations(synth_cohort: Path):
             assert row.annotation_path == ""
 
 
-def test_lesions_look_different(tmp_path: Path):
-    """Lesion pixels are darker and more purple than normal tissue of the same slide."""
-    made = write_synthetic_slide(tmp_path / "p.tif", SynthConfig(size=(1600, 1200)), 11, True)
+def _lesion_gap(tmp_path: Path, config: SlideSynthConfig) -> float:
+    """Mean RGB of normal tissue minus mean RGB inside the first lesion (sampled every 8 px)."""
+    made = write_synthetic_slide(tmp_path / "p.tif", config, 11, True)
     lesion = made.layout.lesions[0]
     with open_slide(made.path) as slide:
         img = slide.read_region((0, 0), 0, slide.dimensions).astype(float)
@@ -96,11 +96,53 @@ def test_lesions_look_different(tmp_path: Path):
     pix = img[ys.ravel(), xs.ravel()]
     normal = tissue & ~inside
     assert inside.sum() > 20 and normal.sum() > 20
-    assert pix[inside].mean() < pix[normal].mean() - 20
+    return float(pix[normal].mean() - pix[inside].mean())
+
+
+def test_lesions_look_different(tmp_path: Path):
+    """Lesion pixels are darker and more purple than normal tissue of the same slide."""
+    assert _lesion_gap(tmp_path, SlideSynthConfig(size=(1600, 1200))) > 20
+
+
+def test_lesion_contrast_makes_lesions_less_distinct(tmp_path: Path):
+    """The demo's harder cohort: at contrast 0.3 the lesion/normal colour gap shrinks to about
+    a third; at 0 lesions look like normal tissue (only the noise differs)."""
+    full = _lesion_gap(tmp_path, SlideSynthConfig(size=(1600, 1200)))
+    low = _lesion_gap(tmp_path, SlideSynthConfig(size=(1600, 1200), lesion_contrast=0.3))
+    none = _lesion_gap(tmp_path, SlideSynthConfig(size=(1600, 1200), lesion_contrast=0.0))
+    assert 0.15 * full < low < 0.5 * full
+    assert abs(none) < 3
+
+
+def test_lesion_class_blends_normal_and_lesion():
+    from histomil.synth.slide_render import LESION, NORMAL, lesion_class
+
+    assert lesion_class(1.0) is LESION
+    assert lesion_class(0.0).stroma == NORMAL.stroma
+    half = lesion_class(0.5)
+    assert half.coverage == pytest.approx((NORMAL.coverage + LESION.coverage) / 2)
+    assert half.nucleus[0] == pytest.approx((NORMAL.nucleus[0] + LESION.nucleus[0]) / 2)
+
+
+def test_lesion_scale_shrinks_lesions_only():
+    from histomil.synth.slide_layout import make_layout
+
+    def layout(scale: float):
+        return make_layout(np.random.default_rng(4), (3000, 2250), True, True, scale)
+
+    big, small = layout(1.0), layout(0.5)
+    assert [t.wkt for t in big.tissue] == [t.wkt for t in small.tissue]
+    assert len(small.lesions) == len(big.lesions) > 0
+    ratio = sum(p.area for p in small.lesions) / sum(p.area for p in big.lesions)
+    assert 0.15 < ratio < 0.35  # radii halved: about a quarter of the area
 
 
 def test_parse_size_and_bad_config():
     assert parse_size("2000") == (2000, 1500)
     assert parse_size("40000x30000") == (40000, 30000)
     with pytest.raises(ValueError, match="layout"):
-        SynthConfig(layout="svs")
+        SlideSynthConfig(layout="svs")
+    with pytest.raises(ValueError, match="lesion_contrast"):
+        SlideSynthConfig(lesion_contrast=1.5)
+    with pytest.raises(ValueError, match="lesion_scale"):
+        SlideSynthConfig(lesion_scale=0.0)

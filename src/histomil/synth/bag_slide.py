@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from histomil.bags.synth_config import SynthConfig
-from histomil.bags.synth_layout import (
+from histomil.synth.bag_config import BagSynthConfig
+from histomil.synth.bag_grid import (
     Blob,
     jittered,
     overlap_fraction,
@@ -67,7 +67,7 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def make_world(cfg: SynthConfig, seed: int) -> World:
+def make_world(cfg: BagSynthConfig, seed: int) -> World:
     """The cohort's shared feature geometry, from the master ``seed``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _WORLD_KEY]))
     d = cfg.feature_dim
@@ -93,7 +93,7 @@ def _lognormal(rng: np.random.Generator, median: float, sigma: float) -> float:
     return float(median * np.exp(sigma * rng.standard_normal()))
 
 
-def make_slide(cfg: SynthConfig, world: World, spec: SlideSpec, seed: int) -> SlideArrays:
+def make_slide(cfg: BagSynthConfig, world: World, spec: SlideSpec, seed: int) -> SlideArrays:
     """Generate one slide's arrays (deterministic in ``seed`` and ``spec``)."""
     rng = slide_rng(seed, spec.slide_id)
     px = cfg.patch_size_level0
