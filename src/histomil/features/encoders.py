@@ -16,11 +16,18 @@ Weights come from ``weights=PATH``, ``$HISTOMIL_WEIGHTS_<NAME>``, a name -> path
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from histomil.features.encoder_types import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RANDOM,
+    Encoder,
+    EncoderError,
+    WeightsSpec,
+    seed_random_weights,
+    warn_random_weights,
+)
 from histomil.features.weights import (
     HOW_TO_PROVIDE,
     TORCH_HUB_RESNET50,
@@ -32,47 +39,6 @@ from histomil.features.weights import (
     torch_hub_file,
     weights_identity,
 )
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RANDOM = "random"
-
-
-class EncoderError(ValueError):
-    """An unknown encoder name or an unusable request."""
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    """Where weights come from: a file, the caches (default) or, only when asked, random."""
-
-    path: str | os.PathLike | None = None
-    random: bool = False
-    seed: int = 0
-
-
-@dataclass
-class Encoder:
-    """A ready-to-run encoder: ``model(x)`` maps (B, 3, S, S) normalised float to (B, D).
-
-    ``input_size`` None means the native patch size is used; otherwise patches are resized to
-    ``resize`` (default ``input_size``) and centre-cropped to ``input_size``. ``weights`` is the
-    identity recorded in bag files (path + sha256, or ``"random"``); ``architecture`` and
-    ``output`` describe the model and which activations form the feature vector.
-    """
-
-    name: str
-    model: object  # torch.nn.Module in eval mode
-    feature_dim: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    input_size: int | None
-    weights: str
-    interpolation: str = "bilinear"
-    architecture: str = ""
-    output: str = ""
-    resize: int | None = None
-    card: str = ""
 
 
 def register_encoder(name: str, builder: Callable[[WeightsSpec], Encoder]) -> None:
@@ -126,32 +92,18 @@ def create_encoder(name: str, weights: WeightsSpec | None = None) -> Encoder:
     return enc
 
 
-def _seeded(weights: WeightsSpec) -> None:
-    import torch
-
-    torch.manual_seed(weights.seed)
-
-
-def _warn_random(name: str) -> None:
-    warnings.warn(
-        f"encoder {name}: using RANDOM weights as asked (--random-weights); features are only "
-        "good for tests and demos, and bag files record encoder_weights='random'",
-        stacklevel=3,
-    )
-
-
 def _resnet50_base(weights: WeightsSpec, ignore: tuple[str, ...], name: str):
     """A torchvision ResNet-50 with weights loaded strictly for every layer not in ``ignore``."""
     from torchvision.models import resnet50
 
-    _seeded(weights)
+    seed_random_weights(weights)
     # Random weights: zero-init residual branches (torchvision's option) so the eval-mode
     # BatchNorms (running stats 0/1) do not pile activations up over 16 blocks; without it the
     # features have mean ~8 and sd ~8 (about 20x ImageNet features) and saturate MIL models.
     model = resnet50(weights=None, zero_init_residual=weights.random)
     path = weights.path
     if weights.random:
-        _warn_random(name)
+        warn_random_weights(name)
         return model, RANDOM
     if path is None and (found := configured_path([name])) is not None:
         path = found[0]
@@ -235,13 +187,13 @@ def _timm_encoder(model_name: str, weights: WeightsSpec) -> Encoder:
     name = f"timm:{model_name}"
     if not model_name:
         raise EncoderError("timm encoder needs a model name, e.g. timm:resnet18")
-    _seeded(weights)
+    seed_random_weights(weights)
     try:
         model = timm.create_model(model_name, pretrained=False, num_classes=0)
     except RuntimeError as exc:  # timm raises RuntimeError("Unknown model ...")
         raise EncoderError(f"{name}: {exc}; see timm.list_models()") from exc
     if weights.random:
-        _warn_random(name)
+        warn_random_weights(name)
         ident = RANDOM
     else:
         path = weights.path

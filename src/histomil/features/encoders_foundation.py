@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from histomil.features.encoders import (
+from histomil.features.encoder_types import (
     RANDOM,
     Encoder,
+    EncoderError,
     WeightsSpec,
-    _seeded,
-    _warn_random,
+    seed_random_weights,
+    warn_random_weights,
 )
 from histomil.features.foundation import SPECS, FoundationSpec, build_model, convert_published
 from histomil.features.weights import (
@@ -58,10 +59,10 @@ def foundation_encoder(spec: FoundationSpec, weights: WeightsSpec, **overrides: 
     ``depth=1``; they are recorded in the architecture string)."""
     import torch
 
-    _seeded(weights)
+    seed_random_weights(weights)
     if weights.random:
         model = build_model(spec, **overrides)
-        _warn_random(spec.name)
+        warn_random_weights(spec.name)
         ident = RANDOM
     else:
         path = find_weights(spec, weights)  # before building: a missing file fails fast
@@ -133,9 +134,8 @@ def guess_encoder(state: dict, exclude: str = "") -> str | None:
 def check_weights(name: str, weights: WeightsSpec) -> None:
     """Fail before any slide is read when ``name``'s checkpoint cannot be found (named encoders
     and the ResNets; a ``timm:`` model's cache entry is only known once it is built)."""
-    from histomil.features.encoders import TORCH_HUB_RESNET50, EncoderError
     from histomil.features.foundation import NOT_AVAILABLE, lookup
-    from histomil.features.weights import HOW_TO_PROVIDE, torch_hub_file
+    from histomil.features.weights import HOW_TO_PROVIDE, TORCH_HUB_RESNET50, torch_hub_file
 
     if weights.random:
         return

@@ -28,12 +28,12 @@ from histomil.executors import (
 )
 from histomil.features.encoders import Encoder, WeightsSpec, create_encoder, describe
 from histomil.features.patches import PatchDataset, make_loader, read_patch_file
+from histomil.features.reruns import EMPTY_MESSAGE, bag_path_for, plan_extraction
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 STATUS_COLUMNS = ("slide_id", "status", "n_patches", "seconds", "patches_per_s", "bag", "error")
 ERROR_LOG = "extract_errors.log"
-EMPTY_MESSAGE = "no tissue patches (preprocess marked the slide empty); skipped"
 
 
 @dataclass(frozen=True)
@@ -200,16 +200,9 @@ def encode_batches(
     return out
 
 
-def bag_path_for(
-    out_dir: str | os.PathLike, slide_id: str, config: ExtractConfig | None = None
-) -> Path:
-    """Where ``slide_id``'s features go for ``config.layout`` (``OUT/bags/<id>.h5`` by default)."""
-    from histomil.bags.layouts import feature_path
-    from histomil.features.encoders import canonical_name
-
-    if config is None:
-        return Path(out_dir) / "bags" / f"{slide_id}.h5"
-    return feature_path(out_dir, slide_id, config.layout, canonical_name(config.encoder))
+def _cached_weights(config: ExtractConfig) -> Callable[[], str]:
+    """The identity of weights the encoder found in the local caches, built on first call."""
+    return lambda: get_runner(config).encoder.weights
 
 
 def extract_slide(
@@ -244,7 +237,7 @@ def extract_slide(
     if len(pf.coords) == 0:
         return {**row, "bag": "", "status": "empty", "error": EMPTY_MESSAGE}
     if provenance is None:
-        provenance = bag_provenance(pf, config, weights_record(config))
+        provenance = bag_provenance(pf, config, weights_record(config, _cached_weights(config)))
         recorded = read_h5(bag_path) if bag_path.is_file() else None
         if decide(bag_path, recorded, provenance, config.overwrite, how=HOW) == "skip":
             if export_pt:
@@ -347,8 +340,6 @@ def extract_dir(
     ``skip_errors``, a :class:`~histomil.executors.BatchError` listing the failures is raised
     at the end. Status rows hold one-line errors; tracebacks go to ``extract_errors.log``.
     """
-    from histomil.features.reruns import plan_extraction
-
     patches_dir, out_dir = Path(patches_dir), Path(out_dir)
     if not patches_dir.is_dir():
         raise FileNotFoundError(
@@ -364,7 +355,7 @@ def extract_dir(
     from histomil.features.encoders_foundation import check_weights
 
     check_weights(config.encoder, config.weights)  # a missing checkpoint fails before any slide
-    plan = plan_extraction(files, out_dir, config)
+    plan = plan_extraction(files, out_dir, config, _cached_weights(config))
     plan.raise_problems(out_dir)
     executor = executor or ExecutorConfig()
     if executor.executor == "ray" and _wants_gpu(config.device):

@@ -9,6 +9,8 @@ keeping the old features; a patch file made from another version of its slide is
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,20 +30,36 @@ from histomil.provenance import (
 HOW = "pass --overwrite to re-extract it, or use another --out"
 
 
-def weights_record(config) -> tuple[dict[str, Any], dict[str, Any]]:
+#: The status message of a patch file without patches (no bag is written).
+EMPTY_MESSAGE = "no tissue patches (preprocess marked the slide empty); skipped"
+
+
+def bag_path_for(out_dir: str | os.PathLike, slide_id: str, config=None) -> Path:  # noqa: ANN001
+    """Where ``slide_id``'s features go for ``config.layout`` (``OUT/bags/<id>.h5`` by default)."""
+    from histomil.bags.layouts import feature_path
+    from histomil.features.encoders import canonical_name
+
+    if config is None:
+        return Path(out_dir) / "bags" / f"{slide_id}.h5"
+    return feature_path(out_dir, slide_id, config.layout, canonical_name(config.encoder))
+
+
+def weights_record(
+    config,
+    cached_weights: Callable[[], str],  # noqa: ANN001
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(params, input files) identifying the encoder weights of ``config`` (an ExtractConfig).
 
     A checkpoint file is an input (content hash); random weights are a seed; weights found in
-    the local torch/timm caches are identified by the encoder itself (path + sha256).
+    the local torch/timm caches are identified by the encoder itself (path + sha256), which
+    ``cached_weights()`` builds (the extraction's encoder, so it is loaded only when needed).
     """
     w = config.weights
     if w.random:
         return {"weights": "random", "weights_seed": int(w.seed)}, {}
     if w.path is not None:
         return {"weights": "file"}, {"weights": Path(w.path)}
-    from histomil.features.extract import get_runner
-
-    return {"weights": get_runner(config).encoder.weights}, {}
+    return {"weights": cached_weights()}, {}
 
 
 def bag_provenance(pf, config, weights: tuple[dict, dict]) -> dict[str, Any]:
@@ -89,14 +107,18 @@ class Plan:
         )
 
 
-def plan_extraction(files: list[Path], out_dir: Path, config) -> Plan:
+def plan_extraction(
+    files: list[Path],
+    out_dir: Path,
+    config,  # noqa: ANN001
+    cached_weights: Callable[[], str],
+) -> Plan:
     """Decide skip / compute / refuse for every patch file before anything is written.
 
     A slide without a bag yet is computed with the provenance its task builds (so the encoder
     weights are resolved by the task, as before); an unreadable patch file is left to its task,
     which reports the error.
     """
-    from histomil.features.extract import EMPTY_MESSAGE, bag_path_for
     from histomil.features.patches import PatchFileError, read_patch_file
 
     plan = Plan()
@@ -120,7 +142,7 @@ def plan_extraction(files: list[Path], out_dir: Path, config) -> Plan:
             plan.todo.append((path, None))
             continue
         if not weights:
-            weights.append(weights_record(config))
+            weights.append(weights_record(config, cached_weights))
         wanted = bag_provenance(pf, config, weights[0])
         try:
             decision = decide(bag, read_h5(bag), wanted, config.overwrite, how=HOW)
