@@ -154,7 +154,9 @@ def run_tasks(
     return sorted(results, key=lambda r: order[r.key])
 
 
-def _progress(description: str, total: int):
+def progress_bar(description: str, total: int):
+    """A rich bar (description, bar, done/total, elapsed, remaining, a status field) and its task
+    id; every batch and the synthetic-slide generator use this one."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -187,7 +189,7 @@ def _report(progress, bar, result: TaskResult, failures: list[int], on_result) -
 
 
 def _run_serial(tasks, description, on_result) -> list[TaskResult]:
-    progress, bar = _progress(description, len(tasks))
+    progress, bar = progress_bar(description, len(tasks))
     failures = [0]
     results = []
     with progress:
@@ -225,7 +227,7 @@ def worker_threads(workers: int) -> int:
 def _run_processes(tasks, workers, description, on_result) -> list[TaskResult]:
     # "spawn" keeps workers free of the parent's threads (torch, OpenSlide) and works everywhere.
     ctx = mp.get_context("spawn")
-    progress, bar = _progress(description, len(tasks))
+    progress, bar = progress_bar(description, len(tasks))
     failures = [0]
     results = []
     pool = ProcessPoolExecutor(
@@ -327,7 +329,7 @@ def _submit_ray(ray, tasks, config: ExecutorConfig, description, on_result) -> l
         num_cpus=config.num_cpus_per_task, num_gpus=config.num_gpus_per_task, max_retries=0
     )
     pending = {remote.remote(task): task for task in tasks}
-    progress, bar = _progress(description, len(tasks))
+    progress, bar = progress_bar(description, len(tasks))
     failures = [0]
     results = []
     try:

@@ -189,20 +189,9 @@ def _slide_bar(total: int, enabled: bool) -> Iterator[Callable[[str], None]]:
     if not enabled:
         yield lambda status: None
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from histomil.executors import progress_bar
 
-    bar = Progress(
-        TextColumn("[bold]synthetic slides"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-    )  # fmt: skip
-    task = bar.add_task("synthetic slides", total=total, status="")
+    bar, task = progress_bar("synthetic slides", total)
     with bar:
         yield lambda status: bar.update(task, advance=1, status=f"last: {status}")
 
