@@ -93,7 +93,11 @@ MODULES: dict[str, list[str]] = {
     "slides/tiling.py": ["tests/slides/test_tiling.py", "tests/slides/test_tiling_pinned.py"],
     "bags/io.py": ["tests/bags/test_io.py"],
     # test_contract.py (100k-instance bags for every model) is too slow per mutant
-    "models/base.py": ["tests/models/test_threshold.py", "tests/models/test_base_pinned.py"],
+    "models/base.py": [
+        "tests/models/test_threshold.py",
+        "tests/models/test_base_pinned.py",
+        "tests/models/test_threshold_pinned.py",
+    ],
     # beyond the list: the other result-deciding code with pinned tests
     "models/dsmil.py": ["tests/models/test_aux_pinned.py"],
     "models/clam.py": ["tests/models/test_aux_pinned.py"],
