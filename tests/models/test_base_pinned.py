@@ -158,3 +158,89 @@ def test_output_branches():
     single = MILOutput(logits=torch.zeros(1, 1), embedding=torch.zeros(1, 2))
     assert single.branch(5) == 0 and single.class_scores() is None
     assert single.class_weights() is None
+
+
+# -- survivors of the models/base.py mutation run (docs/results/2026-12-01-mutation.md) ---------
+
+
+def test_output_defaults_are_class_one():
+    out = MILOutput(
+        logits=torch.zeros(1, 2),
+        embedding=torch.zeros(1, 2),
+        scores=torch.arange(4.0).reshape(1, 2, 2),
+        weights=torch.arange(4.0).reshape(1, 2, 2) / 10,
+        branch_of_class=(1, 0),
+    )
+    assert out.branch() == 0  # class 1's branch, not class 2 (which does not exist)
+    assert out.class_weights()[0].tolist() == pytest.approx([0.0, 0.2])
+
+
+def test_masked_softmax_mixed_batch_and_full_shape_mask():
+    s = torch.tensor([[[1.0], [2.0]], [[3.0], [4.0]]])  # (2, 2, 1)
+    mask = torch.tensor([[False, False], [True, True]])  # bag 0 fully masked, bag 1 not
+    got = masked_softmax(s, mask)
+    assert got[0].tolist() == [[0.0], [0.0]]  # finite zeros, decided per bag
+    assert got[1, :, 0].tolist() == pytest.approx(_softmax([3.0, 4.0]))
+    # a mask with the scores' own shape (B, N, R) is used as is: one branch masks instance 1
+    s2 = torch.tensor([[[1.0, 1.0], [2.0, 2.0], [0.0, 0.0]]])
+    m2 = torch.tensor([[[True, True], [True, False], [True, True]]])
+    got2 = masked_softmax(s2, m2)
+    assert got2[0, :, 0].tolist() == pytest.approx(_softmax([1.0, 2.0, 0.0]))
+    assert got2[0, :, 1].tolist() == pytest.approx([*_softmax([1.0, 0.0])[:1], 0.0, _softmax([1.0, 0.0])[1]])
+
+
+def test_threshold_renormalises_with_eps_added():
+    # two instances, T / K chosen so that the kept total is tiny (~1e-7): eps = 1e-8 is visible.
+    # The kept weight is computed in float32 exactly as the paper's Eq. 3 says, then Eq. 4 by hand.
+    s = torch.tensor([0.0, 1.0])[None, :, None]
+    w = torch.softmax(s, dim=1)
+    t = 2 * (float(w[0, 1, 0]) - 1e-7)
+    kept = torch.clamp(w - t / 2, min=0.0)[0, 1, 0].item()
+    assert 0 < kept < 1e-6
+    got = threshold_attention(s, None, t)[0, :, 0]
+    assert got[1].item() == pytest.approx(kept / (kept + 1e-8), rel=1e-5)
+    assert got[0].item() == 0.0
+
+
+def test_fallback_counts_bags_not_branches_and_single_real_instance():
+    class Two(_Mean):
+        def aggregate(self, h, mask, coords=None, label=None):
+            scores = torch.zeros(h.shape[0], h.shape[1], 2)  # two flat branches: both fall back
+            w = self.pool_weights(scores, mask)
+            return MILOutput(logits=h.sum((1, 2))[:, None], embedding=h[:, 0], weights=w)
+
+    m = Two(attention_threshold=1.0).train()
+    m(torch.zeros(3, 3))
+    assert int(m.fallback_events) == 1  # one bag, although both branches fell back
+    # one real instance among padding: K = 1, its weight 1 <= T / K = 1 -> all suppressed
+    m1 = _Mean(attention_threshold=1.0).train()
+    out = m1(torch.zeros(1, 3, 3), mask=torch.tensor([[True, False, False]]))
+    assert out.weights[0, :, 0].tolist() == pytest.approx([1.0, 0.0, 0.0])
+    assert int(m1.fallback_events) == 1
+
+
+def test_model_defaults_and_batched_labels():
+    m = _Mean()
+    assert m.attention_threshold == 0.0 and m.threshold_at_eval is True
+    seen = {}
+
+    class Probe(_Mean):
+        def aggregate(self, h, mask, coords=None, label=None):
+            seen["label"] = label
+            return super().aggregate(h, mask)
+
+    Probe()(torch.zeros(2, 4, 3), label=torch.tensor([[0], [1]]))
+    assert seen["label"].tolist() == [0, 1]
+
+
+def test_classify_uses_the_classifier_module_or_refuses():
+    m = _Mean()
+    m.classifier = nn.Linear(2, 1)
+    e = torch.tensor([[1.0, -2.0]])
+    assert torch.equal(m.classify(e), m.classifier(e))
+    with pytest.raises(
+        ValueError,
+        match=r"^_Mean has no bag classifier \(MILModel.classify\); use scoring='attention' or "
+        r"give the model a bag classifier$",
+    ):
+        _Mean().classify(e)
