@@ -8,7 +8,8 @@ Usage (from the repository root, with histomil importable):
 ``folds``: one row per run with the test AUROC / AUPRC of every *finished* fold
 (``folds/<k>/result.json``), mean (SD) over those folds, the selected epoch, the epochs run, and
 from ``history.csv`` at the selected epoch: MHIM's ``teacher_drift`` and ``train_momentum`` and
-the attention-threshold fallback count ``attn_fallback`` when present. Folds that did not
+the attention-threshold fallback count ``attn_fallback`` (training bags whose thresholded weights
+were all suppressed) at the first and the selected epoch, when the runs threshold. Folds that did not
 finish are listed as missing, never filled in.
 
 ``localization``: per run, mean over folds of the per-fold averages over annotated positive test
@@ -23,18 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from histomil.evaluation.stats import fmt_mean_sd, mean_sd
 
 
 def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
-    return f"{np.mean(values):.3f} ({sd:.3f})" if not math.isnan(sd) else f"{values[0]:.3f}"
+    mean, sd, _ = mean_sd(values)
+    return fmt_mean_sd(mean, sd, paren=True)
 
 
 def fold_rows(run: Path) -> list[dict]:
@@ -53,18 +52,24 @@ def fold_rows(run: Path) -> list[dict]:
         for col in ("teacher_drift", "train_momentum", "attn_fallback"):
             if col in hist and len(at):
                 row[col] = float(at[col].iloc[0])
+        if "attn_fallback" in hist:
+            row["fallback_first"] = float(hist["attn_fallback"].iloc[0])
         rows.append(row)
     return rows
 
 
 def folds_table(runs: list[Path]) -> str:
-    lines = [
+    all_rows = {run: fold_rows(run) for run in runs}
+    fallback = any("attn_fallback" in r for rows in all_rows.values() for r in rows)
+    head = (
         "| run | folds | test AUROC mean (SD) | AUPRC mean (SD) | per-fold AUROC | best epoch "
-        "| epochs run | teacher drift at best epoch | momentum/step |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| epochs run | teacher drift at best epoch | momentum/step |"
+    )
+    lines = [
+        head + (" fallback bags, first epoch | fallback bags, best epoch |" if fallback else ""),
+        "|---" * (11 if fallback else 9) + "|",
     ]
-    for run in runs:
-        rows = fold_rows(run)
+    for run, rows in all_rows.items():
         au = [r["auroc"] for r in rows]
         per = ", ".join(f"{r['fold']}: {r['auroc']:.3f}" for r in rows)
         drift = ", ".join(f"{r['teacher_drift']:.3f}" for r in rows if "teacher_drift" in r)
@@ -74,8 +79,17 @@ def folds_table(runs: list[Path]) -> str:
             f"| {per} | {', '.join(str(r['best_epoch']) for r in rows)} "
             f"| {', '.join(str(r['epochs_run']) for r in rows)} | {drift or '-'} "
             f"| {', '.join(mom) or '-'} |"
+            + (
+                f" {_ints(rows, 'fallback_first')} | {_ints(rows, 'attn_fallback')} |"
+                if fallback
+                else ""
+            )
         )
     return "\n".join(lines) + "\n"
+
+
+def _ints(rows: list[dict], key: str) -> str:
+    return ", ".join(str(int(r[key])) for r in rows if key in r) or "-"
 
 
 def localization_table(named: list[tuple[str, Path]], alphas: list[float]) -> str:
