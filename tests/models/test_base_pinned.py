@@ -143,14 +143,20 @@ def test_batchify_shapes_and_errors():
         batchify(torch.zeros(5, 3), torch.ones(1, 4))
 
 
-def test_output_branches():
-    out = MILOutput(
-        logits=torch.zeros(1, 3),
+def _branched(branch_of_class: tuple[int, ...]) -> MILOutput:
+    """An output with one attention branch per class over 2 instances."""
+    r = len(branch_of_class)
+    return MILOutput(
+        logits=torch.zeros(1, r),
         embedding=torch.zeros(1, 2),
-        scores=torch.arange(6.0).reshape(1, 2, 3),
-        weights=torch.arange(6.0).reshape(1, 2, 3) / 10,
-        branch_of_class=(2, 0, 1),
+        scores=torch.arange(2.0 * r).reshape(1, 2, r),
+        weights=torch.arange(2.0 * r).reshape(1, 2, r) / 10,
+        branch_of_class=branch_of_class,
     )
+
+
+def test_output_branches():
+    out = _branched((2, 0, 1))
     assert out.branch(0) == 2 and out.branch(2) == 1
     assert out.class_scores(0).tolist() == [[2.0, 5.0]]
     assert out.class_weights(1)[0].tolist() == pytest.approx([0.0, 0.3])
@@ -164,13 +170,7 @@ def test_output_branches():
 
 
 def test_output_defaults_are_class_one():
-    out = MILOutput(
-        logits=torch.zeros(1, 2),
-        embedding=torch.zeros(1, 2),
-        scores=torch.arange(4.0).reshape(1, 2, 2),
-        weights=torch.arange(4.0).reshape(1, 2, 2) / 10,
-        branch_of_class=(1, 0),
-    )
+    out = _branched((1, 0))
     assert out.branch() == 0  # class 1's branch, not class 2 (which does not exist)
     assert out.class_weights()[0].tolist() == pytest.approx([0.0, 0.2])
 
@@ -186,7 +186,9 @@ def test_masked_softmax_mixed_batch_and_full_shape_mask():
     m2 = torch.tensor([[[True, True], [True, False], [True, True]]])
     got2 = masked_softmax(s2, m2)
     assert got2[0, :, 0].tolist() == pytest.approx(_softmax([1.0, 2.0, 0.0]))
-    assert got2[0, :, 1].tolist() == pytest.approx([*_softmax([1.0, 0.0])[:1], 0.0, _softmax([1.0, 0.0])[1]])
+    assert got2[0, :, 1].tolist() == pytest.approx(
+        [*_softmax([1.0, 0.0])[:1], 0.0, _softmax([1.0, 0.0])[1]]
+    )
 
 
 def test_threshold_renormalises_with_eps_added():
