@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +15,10 @@ from histomil.evaluation.metrics import MetricWarning
 from histomil.evaluation.stats import (
     BootstrapCI,
     bootstrap_ci,
+    bootstrap_cis,
+    fmt_mean_sd,
     mann_whitney,
+    mean_sd,
     significance_stars,
     summarize,
 )
@@ -127,3 +131,86 @@ def test_bootstrap_errors_and_all_invalid():
     assert res.n_valid == 0 and math.isnan(res.low) and math.isnan(res.high)
     assert math.isnan(res.estimate)
     assert str(BootstrapCI(0.8, 0.7, 0.9, 0.05, 10)) == "0.800 [0.700, 0.900]"
+
+
+# -- survivors of the evaluation/stats.py mutation run (docs/results/2026-12-01-mutation.md) ----
+
+
+def _replay(groups: list[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]) for _ in range(n)]
+
+
+def test_bootstrap_defaults_and_two_valued_non_binary_data_is_not_stratified():
+    v = np.array([3.0, 7.0, 3.0, 7.0, 3.0, 3.0, 7.0, 7.0, 3.0, 3.0])  # two values, not 0/1
+    got = bootstrap_ci(lambda a: float(a.mean()), v)  # defaults: n = 1000, seed 0
+    means = [float(v[i].mean()) for i in _replay([np.arange(10)], 1000, 0)]
+    low, high = np.quantile(means, [0.025, 0.975])
+    assert got == BootstrapCI(float(v.mean()), float(low), float(high), 0.05, 1000)
+    both = bootstrap_cis(lambda a: {"m": float(a.mean())}, v)["m"]
+    assert (both.low, both.high, both.n_valid) == (got.low, got.high, 1000)
+
+
+def test_bootstrap_bounds_and_exact_messages():
+    with pytest.raises(ValueError, match=r"^bootstrap_ci needs at least one array$"):
+        bootstrap_cis(len)
+    with pytest.raises(ValueError, match=r"^need 0 < alpha < 1 and n >= 1$"):
+        bootstrap_cis(lambda a: {"n": 1.0}, [1, 2], alpha=0.0)
+    one = bootstrap_ci(lambda a: float(a.sum()), np.array([1.0, 2.0]), n=1)
+    assert one.n_valid == 1
+
+
+def test_bootstrap_skips_failed_resamples_and_keeps_every_metric():
+    v = np.array([0.0, 1.0, 2.0, 3.0])
+
+    def metric(a):
+        if a.min() == 0.0:  # fails on resamples that contain the first value
+            raise ZeroDivisionError
+        return {"never": float("nan"), "mean": float(a.mean())}
+
+    def fine(a):
+        return {"never": float("nan"), "mean": 1.0}
+
+    idx = _replay([np.arange(4)], 50, 3)
+    ok = [float(v[i].mean()) for i in idx if v[i].min() != 0.0]
+    got = bootstrap_cis(lambda a: fine(a) if a is v else metric(a), v, n=50, seed=3, alpha=0.1)
+    assert 0 < len(ok) < 50 and got["mean"].n_valid == len(ok)
+    assert (got["mean"].low, got["mean"].high) == tuple(np.quantile(ok, [0.05, 0.95]))
+    never = got["never"]  # no finite value at all: NaN bounds, the asked alpha, 0 valid
+    assert math.isnan(never.low) and never.alpha == 0.1 and never.n_valid == 0
+
+
+def test_bootstrap_lets_other_warnings_through():
+    def noisy(a):
+        warnings.warn("not a metric warning", UserWarning, stacklevel=1)
+        return float(a.mean())
+
+    with pytest.warns(UserWarning, match="not a metric warning"):
+        bootstrap_ci(noisy, np.arange(4.0), n=3)
+
+
+def test_mean_sd_counts_and_edges():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one value: NaN sd without numpy's ddof warning
+        mean, sd, n = mean_sd([0.5])
+    assert (mean, n) == (0.5, 1) and math.isnan(sd)
+    assert mean_sd([1.0, 3.0]) == pytest.approx((2.0, math.sqrt(2.0), 2))
+    m, s_, n = mean_sd([0.5, None, 0.7])
+    assert (m, n) == (pytest.approx(0.6), 2) and s_ == pytest.approx(statistics.stdev([0.5, 0.7]))
+    empty = mean_sd([])
+    assert math.isnan(empty[0]) and empty[2] == 0
+    assert fmt_mean_sd(0.8391, 0.0504) == "0.839 ± 0.050"
+    assert fmt_mean_sd(0.8391, 0.0504, paren=True) == "0.839 (0.050)"
+
+
+def test_summarize_and_mann_whitney_take_none_and_point_warnings_at_the_caller():
+    with pytest.warns(MetricWarning, match="1 NaN value") as rec:
+        got = summarize([0.5, None, 0.7])
+    assert rec[0].filename == __file__
+    assert (got.mean, got.n) == (pytest.approx(0.6), 2)
+    with_none = mann_whitney([0.8, None, 0.9, 0.7], [0.5, 0.6])
+    assert with_none == mann_whitney([0.8, 0.9, 0.7], [0.5, 0.6])
+    single = mann_whitney([0.8, 0.9, 0.7], [0.5])
+    assert single.pvalue == pytest.approx(sp.mannwhitneyu([0.8, 0.9, 0.7], [0.5]).pvalue)
+    with pytest.raises(ValueError, match=r"^mann_whitney needs at least one value in each group$"):
+        mann_whitney([], [0.5])
