@@ -4,6 +4,7 @@ fixed numbers, and the bootstrap replayed by hand."""
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import warnings
 
@@ -206,7 +207,8 @@ def test_mean_sd_counts_and_edges():
 def test_summarize_and_mann_whitney_take_none_and_point_warnings_at_the_caller():
     with pytest.warns(MetricWarning, match="1 NaN value") as rec:
         got = summarize([0.5, None, 0.7])
-    assert rec[0].filename == __file__
+    if os.environ.get("HISTOMIL_MUTATION") != "1":  # mutmut's trampolines add a stack frame
+        assert rec[0].filename == __file__
     assert (got.mean, got.n) == (pytest.approx(0.6), 2)
     with_none = mann_whitney([0.8, None, 0.9, 0.7], [0.5, 0.6])
     assert with_none == mann_whitney([0.8, 0.9, 0.7], [0.5, 0.6])
