@@ -150,6 +150,14 @@ def test_bootstrap_defaults_and_two_valued_non_binary_data_is_not_stratified():
     assert got == BootstrapCI(float(v.mean()), float(low), float(high), 0.05, 1000)
     both = bootstrap_cis(lambda a: {"m": float(a.mean())}, v)["m"]
     assert (both.low, both.high, both.n_valid) == (got.low, got.high, 1000)
+    # continuous values: the default seed (0) decides the resamples
+    c = np.array([0.3, 1.7, 2.2, 0.9, 5.1, 3.3, 0.1, 4.4])
+    means = [float(c[i].mean()) for i in _replay([np.arange(8)], 1000, 0)]
+    for res in (
+        bootstrap_ci(lambda a: float(a.mean()), c),
+        bootstrap_cis(lambda a: {"m": float(a.mean())}, c)["m"],
+    ):
+        assert (res.low, res.high) == tuple(np.quantile(means, [0.025, 0.975]))
 
 
 def test_bootstrap_bounds_and_exact_messages():
@@ -182,8 +190,12 @@ def test_bootstrap_skips_failed_resamples_and_keeps_every_metric():
 
 
 def test_bootstrap_lets_other_warnings_through():
+    calls = []
+
     def noisy(a):
-        warnings.warn("not a metric warning", UserWarning, stacklevel=1)
+        calls.append(1)
+        if len(calls) > 1:  # only inside the resampling loop, not for the estimate
+            warnings.warn("not a metric warning", UserWarning, stacklevel=1)
         return float(a.mean())
 
     with pytest.warns(UserWarning, match="not a metric warning"):
@@ -210,7 +222,7 @@ def test_summarize_and_mann_whitney_take_none_and_point_warnings_at_the_caller()
     if os.environ.get("HISTOMIL_MUTATION") != "1":  # mutmut's trampolines add a stack frame
         assert rec[0].filename == __file__
     assert (got.mean, got.n) == (pytest.approx(0.6), 2)
-    with_none = mann_whitney([0.8, None, 0.9, 0.7], [0.5, 0.6])
+    with_none = mann_whitney([0.8, None, 0.9, 0.7], [0.5, None, 0.6])
     assert with_none == mann_whitney([0.8, 0.9, 0.7], [0.5, 0.6])
     single = mann_whitney([0.8, 0.9, 0.7], [0.5])
     assert single.pvalue == pytest.approx(sp.mannwhitneyu([0.8, 0.9, 0.7], [0.5]).pvalue)
