@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from histomil.cli._app import app
+from histomil.cli._app import app, user_errors
 
 
 @app.command()
@@ -25,7 +25,8 @@ def demo(
     """Run the whole pipeline on an embedded synthetic cohort (and the real slide when present)."""
     from histomil.demo import run_demo
 
-    run_demo(out, quick=quick, seed=seed, weights=weights, workers=workers)
+    with user_errors():
+        run_demo(out, quick=quick, seed=seed, weights=weights, workers=workers)
 
 
 @app.command()
