@@ -83,6 +83,11 @@ def test_significance_stars_custom_levels():
     assert significance_stars(0.005, [(0.05, "+"), (0.01, "++")]) == "++"
 
 
+def _replay(groups: list[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]) for _ in range(n)]
+
+
 def test_bootstrap_replayed_by_hand():
     y = np.array([0, 1, 0, 1, 1, 0, 0, 1, 0, 0])
     v = np.arange(10.0)
@@ -91,27 +96,18 @@ def test_bootstrap_replayed_by_hand():
         return float(vv[yy == 1].mean() - vv[yy == 0].mean())
 
     got = bootstrap_ci(metric, y, v, n=40, alpha=0.2, seed=5)
-    rng = np.random.default_rng(5)
     groups = [np.flatnonzero(y == 0), np.flatnonzero(y == 1)]  # stratified by binary y
-    values = []
-    for _ in range(40):
-        idx = np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
-        values.append(metric(y[idx], v[idx]))
+    values = [metric(y[i], v[i]) for i in _replay(groups, 40, 5)]
     low, high = np.quantile(values, [0.1, 0.9])
     assert got == BootstrapCI(metric(y, v), float(low), float(high), 0.2, 40)
     # explicit strata override the labels; a continuous first array is not stratified
     cont = bootstrap_ci(lambda a: float(a.mean()), v, n=30, seed=1)
-    rng = np.random.default_rng(1)
-    means = [float(v[rng.integers(0, 10, 10)].mean()) for _ in range(30)]
+    means = [float(v[i].mean()) for i in _replay([np.arange(10)], 30, 1)]
     assert (cont.low, cont.high) == tuple(np.quantile(means, [0.025, 0.975]))
     strata = np.array([0] * 5 + [1] * 5)
     st = bootstrap_ci(lambda a: float(a.mean()), v, n=30, seed=1, strata=strata)
-    rng = np.random.default_rng(1)
     halves = [np.arange(5), np.arange(5, 10)]
-    means = [
-        float(v[np.concatenate([g[rng.integers(0, 5, 5)] for g in halves])].mean())
-        for _ in range(30)
-    ]
+    means = [float(v[i].mean()) for i in _replay(halves, 30, 1)]
     assert (st.low, st.high) == tuple(np.quantile(means, [0.025, 0.975]))
 
 
@@ -135,11 +131,6 @@ def test_bootstrap_errors_and_all_invalid():
 
 
 # -- survivors of the evaluation/stats.py mutation run (docs/results/2026-12-01-mutation.md) ----
-
-
-def _replay(groups: list[np.ndarray], n: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups]) for _ in range(n)]
 
 
 def test_bootstrap_defaults_and_two_valued_non_binary_data_is_not_stratified():
