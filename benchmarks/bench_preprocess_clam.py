@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import re
 import shutil
@@ -72,8 +73,55 @@ with h5py.File(sys.argv[2], "w") as h5:
 """
 
 
+STAGES = """
+import json, statistics, sys, tempfile, time
+from pathlib import Path
+from histomil.slides.backends import open_slide
+from histomil.slides.preprocess import (
+    PreprocessConfig, SlideInput, _write_overview, preprocess_slide, segmentation_downsample,
+)
+from histomil.slides.tiling import TileSpec, grid_coords, tissue_fractions
+from histomil.slides.tissue import mask_to_polygons, segment_tissue, write_tissue_geojson
+
+path, repeats = sys.argv[1], int(sys.argv[2])
+config, out = PreprocessConfig(), Path(tempfile.mkdtemp())
+times = {}
+def lap(name, t0):
+    times.setdefault(name, []).append(time.perf_counter() - t0)
+    return time.perf_counter()
+for r in range(repeats + 1):  # the first round pays the first-call imports: not counted
+    t0 = t = time.perf_counter()
+    with open_slide(path) as s:
+        spec = TileSpec.for_slide(s, config.patch_size, config.target_mpp)
+        ds = segmentation_downsample(s.dimensions, spec.patch_size_level0, config.thumbnail_max)
+        thumb = s.read_downsampled(ds)
+        t = lap("open + read level", t)
+        scale = (s.dimensions[0] / thumb.shape[1], s.dimensions[1] / thumb.shape[0])
+        mask = segment_tissue(thumb, spec.level0_mpp * scale[0], config.segmentation)
+        t = lap("segment", t)
+        coords = grid_coords(s.dimensions, spec.patch_size_level0)
+        frac = tissue_fractions(mask, coords, spec.patch_size_level0, s.dimensions)
+        coords, frac = coords[frac >= config.min_tissue], frac[frac >= config.min_tissue]
+        t = lap("grid + tissue fractions", t)
+        polygons = mask_to_polygons(mask, scale)
+        write_tissue_geojson(out / "t.geojson", polygons)
+        t = lap("polygons + GeoJSON", t)
+        _write_overview(out / "o.png", thumb, polygons, coords, spec, scale)
+        t = lap("overview PNG", t)
+    t = time.perf_counter()
+    preprocess_slide(SlideInput(Path(path).stem, path), out / str(r), config)
+    lap("preprocess_slide (whole)", t)
+    if r == 0:
+        times.clear()
+print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
+"""
+
+
 def _run(cmd: list[str], env: dict, cwd: Path | None = None) -> dict:
     """Wall and CPU seconds, peak RSS (MB) of the child and its reaped children, stdout."""
+    # Bytecode caching on, as on a user's machine: with PYTHONDONTWRITEBYTECODE=1 (set in some
+    # shells and CI images) every source-tree module is recompiled in every run (+30-40 ms).
+    env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -102,9 +150,53 @@ def _csv_seconds(out: Path) -> float:
         return sum(float(r["seconds"]) for r in csv.DictReader(f))
 
 
+def _csv_median(out: Path) -> float:
+    """Median per-slide seconds: in a cohort, the slides after each worker's first one do not
+    pay the first-call imports (h5py, PIL, OpenSlide, shapely, scikit-image)."""
+    with open(out / "preprocess.csv") as f:
+        return statistics.median(float(r["seconds"]) for r in csv.DictReader(f))
+
+
 def _clam_seconds(text: str) -> float:
     found = re.findall(r"(segmentation|patching|stitching) took ([-\d.e]+) seconds", text)
     return sum(max(0.0, float(v)) for _, v in found)
+
+
+def _clam_median(text: str) -> float:
+    """Median per-slide segmentation + patching + stitching seconds of a CLAM run's log."""
+    per_slide = [_clam_seconds(part) for part in re.split(r"\nprogress: ", text)]
+    return statistics.median(s for s in per_slide if s > 0)
+
+
+def _clam_stages(text: str) -> dict[str, float]:
+    """Median seconds of each stage CLAM prints (segmentation, patching, stitching)."""
+    found = re.findall(r"(segmentation|patching|stitching) took ([-\d.e]+) seconds", text)
+    return {
+        stage: statistics.median(max(0.0, float(v)) for s, v in found if s == stage)
+        for stage in ("segmentation", "patching", "stitching")
+        if any(s == stage for s, _ in found)
+    }
+
+
+def _stages(args, slide: Path, clam_log: str | None) -> None:
+    """Per-slide work stage by stage in one warm process (imports paid), beside CLAM's stages."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = _run([sys.executable, "-c", STAGES, str(slide), str(max(args.repeats, 3))], env)
+    ours = json.loads(done["out"].strip().splitlines()[-1])
+    whole = ours.pop("preprocess_slide (whole)")
+    ours["patch file + status (whole minus the stages)"] = whole - sum(ours.values())
+    print("\n### Per-slide work by stage (warm process, median)\n")
+    print("| histomil stage | s | | CLAM stage (its printed times, median) | s |")
+    print("|---|---|---|---|---|")
+    clam = _clam_stages(clam_log) if clam_log else {}
+    left, right = list(ours.items()), list(clam.items())
+    for i in range(max(len(left), len(right))):
+        a = f"{left[i][0]} | {left[i][1]:.3f}" if i < len(left) else " | "
+        b = f"{right[i][0]} | {right[i][1]:.3f}" if i < len(right) else " | "
+        print(f"| {a} | | {b} |")
+    print(
+        f"| **preprocess_slide, whole** | **{whole:.3f}** | | **sum** | **{sum(clam.values()):.3f}** |"
+    )
 
 
 def _clam_cmd(args, source: Path, out: Path) -> list[str]:
@@ -150,12 +242,21 @@ def _tools(args, slide_dir: Path, slide: Path, work: Path) -> dict:
             before,
             None,
         )
+    for spec in args.variant:  # the same command with other packages first on the path
+        name, _, path = spec.partition("=")
+        variant = {**os.environ, "PYTHONPATH": os.pathsep.join([path, str(SRC)])}
+        tools[f"histomil ({name})"] = lambda out, v=variant: (
+            [py, "-c", CLI, "preprocess", str(slide), "--out", str(out)],
+            v,
+            None,
+        )
     if args.clam:
         tools["CLAM"] = lambda out: (_clam_cmd(args, slide_dir, out), _clam_env(args), args.clam)
     return tools
 
 
-def _single(args, slide: Path, work: Path) -> None:
+def _single(args, slide: Path, work: Path) -> str | None:
+    """The one-slide table; returns CLAM's logs (for its stage times) when CLAM ran."""
     slide_dir = work / "one"
     slide_dir.mkdir(exist_ok=True)
     if not (slide_dir / slide.name).exists():
@@ -163,6 +264,10 @@ def _single(args, slide: Path, work: Path) -> None:
     tools = _tools(args, slide_dir, slide, work)
     names = list(tools)
     res: dict[str, list[dict]] = {n: [] for n in names}
+    for name in names:  # untimed warm-up: bytecode caches written, slide in the page cache
+        out = work / f"out_{name.split()[0]}_{len(name)}"
+        shutil.rmtree(out, ignore_errors=True)
+        _run(*tools[name](out))
     for r in range(args.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             out = work / f"out_{name.split()[0]}_{len(name)}"  # one folder per tool
@@ -213,6 +318,7 @@ def _single(args, slide: Path, work: Path) -> None:
     print("\n| `python -c` | wall s | minus `pass` | peak MB |\n|---|---|---|---|")
     for mod, (wall, rss) in imports.items():
         print(f"| `{mod}` | {wall:.2f} | {wall - imports['pass'][0]:.2f} | {rss:.0f} |")
+    return "\n".join(r["out"] for r in res.get("CLAM", [])) or None
 
 
 def _cohort(args, slide: Path, work: Path) -> None:
@@ -255,17 +361,21 @@ def _cohort(args, slide: Path, work: Path) -> None:
         out = work / f"cohort_out_{len(rows)}"
         shutil.rmtree(out, ignore_errors=True)
         rows[name] = _run(make(out), env_, cwd)
+        rows[name]["work"] = (
+            _clam_median(rows[name]["out"]) if name.startswith("CLAM") else _csv_median(out)
+        )
         print(f"  cohort: {name} {rows[name]['wall']:.1f} s", file=sys.stderr)
     ref = "CLAM (sequential)" if "CLAM (sequential)" in rows else "histomil --workers 1"
     print(f"\n### Cohort: {args.cohort} slides (links to the same file), one run each\n")
     print(
-        f"| run | wall s | slides/min | vs {ref} (wall) | CPU s | peak MB |\n"
-        "|---|---|---|---|---|---|"
+        f"| run | wall s | slides/min | vs {ref} (wall) | CPU s | per-slide work s (median) "
+        "| peak MB |\n|---|---|---|---|---|---|---|"
     )
     for name, r in rows.items():
         print(
             f"| {name} | {r['wall']:.1f} | {args.cohort / r['wall'] * 60:.1f} | "
-            f"{r['wall'] / rows[ref]['wall']:.2f}x | {r['cpu']:.1f} | {r['rss']:.0f} |"
+            f"{r['wall'] / rows[ref]['wall']:.2f}x | {r['cpu']:.1f} | {r['work']:.3f} | "
+            f"{r['rss']:.0f} |"
         )
 
 
@@ -294,6 +404,13 @@ def main() -> None:
     parser.add_argument("--clam-pythonpath", default=None, help="Where CLAM finds cv2.")
     parser.add_argument("--clam-preset", default=None, help="A CSV in CLAM's presets/ folder.")
     parser.add_argument("--before-src", type=Path, default=None, help="Also run this src tree.")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=PYTHONPATH",
+        help="Also run the command with PYTHONPATH first (e.g. another typer); repeatable.",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cohort", type=int, default=0, help="Also run N slides (0: skip).")
     args = parser.parse_args()
@@ -308,7 +425,8 @@ def main() -> None:
             subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(SRC)}, check=True)
     slide = slide.resolve()
     print(f"{slide.name}: {slide.stat().st_size / 1e6:.0f} MB; {_machine()}")
-    _single(args, slide, work)
+    clam_log = _single(args, slide, work)
+    _stages(args, slide, clam_log)
     if args.cohort:
         _cohort(args, slide, work)
     print(f"\nafter the run: {_machine()}")

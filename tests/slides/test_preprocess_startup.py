@@ -1,5 +1,6 @@
 """`histomil preprocess` start-up (issue 20): the command loads neither pandas nor scipy.ndimage
-(0.3-0.7 s each per process), and the status file it now writes without pandas keeps ids."""
+(0.3-0.7 s each per process) nor pydantic (typer 0.29 imports it to parse options: ~0.2 s per
+command, hence `typer<0.29`), and the status file it now writes without pandas keeps ids."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_preprocess_command_loads_no_pandas_scipy_or_torch(synth_cohort: Path, t
         "    main()\n"
         "except SystemExit as e:\n"
         "    assert not e.code, e.code\n"
-        "heavy = ('pandas', 'scipy', 'scipy.ndimage', 'torch', 'timm', 'matplotlib')\n"
+        "heavy = ('pandas', 'scipy', 'scipy.ndimage', 'torch', 'timm', 'matplotlib', 'pydantic')\n"
         "print('loaded:', sorted(m for m in heavy if m in sys.modules))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
