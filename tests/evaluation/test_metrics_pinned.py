@@ -4,6 +4,7 @@ candidate cut points."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from histomil.evaluation.metrics import (
     MetricWarning,
+    binary_metrics,
     choose_threshold,
     classification_metrics,
     multiclass_metrics,
@@ -173,3 +175,165 @@ def test_multiclass_skips_classes_without_both_sides_and_errors():
         multiclass_metrics([0, 2], [[0.5, 0.5], [0.5, 0.5]])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got -1..1"):
         multiclass_metrics([-1, 1], [[0.5, 0.5], [0.5, 0.5]])
+
+
+# --- issue 22, mutation survivors of 2026-12-01/02 ------------------------------------------
+
+
+def _best_cut(y, p, score, lowest_on_ties):
+    """The cut point among the probabilities maximising ``score(tp, tn, fp, fn)``."""
+    cuts = sorted(set(p.tolist()), reverse=not lowest_on_ties)
+    best, best_s = None, -np.inf
+    for t in cuts:
+        s = score(*_rates(y, p, t))
+        if s > best_s + 1e-12:
+            best, best_s = t, s
+    return best
+
+
+def _f1(tp, tn, fp, fn):
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+def _youden(tp, tn, fp, fn):
+    return tp / (tp + fn) + tn / (tn + fp) - 1
+
+
+# Ranked from the highest probability, P positive / n negative:
+#   A: n n P n n n n n P   the top cut has precision = recall = 0 (F1 0/0, set to 0); the best
+#      F1 (2/5 at precision 1/3, recall 1/2) has precision + recall < 1, and beats the full-recall
+#      cut (F1 4/11) only with the true denominator
+#   B: P n n n P           the best F1 is at the highest cut
+#   C: P P n n n P + 17 n  F1 and Youden disagree: F1 stops after two positives (0.8),
+#                          Youden goes on to the third (J = 1 - 3/20)
+THRESHOLD_CASES = {
+    "A": (
+        np.array([0, 0, 1, 0, 0, 0, 0, 0, 1]),
+        np.array([0.95, 0.9, 0.85, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]),
+        0.85,
+        0.85,
+    ),
+    "B": (np.array([1, 0, 0, 0, 1]), np.array([0.9, 0.8, 0.7, 0.6, 0.5]), 0.9, 0.9),
+    "C": (
+        np.array([1, 1, 0, 0, 0, 1] + [0] * 17),
+        np.round(np.linspace(0.99, 0.11, 23), 2),
+        0.95,
+        0.79,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(THRESHOLD_CASES))
+def test_f1_and_youden_thresholds_on_edge_rankings(case):
+    y, p, want_f1, want_youden = THRESHOLD_CASES[case]
+    assert len(set(p.tolist())) == p.size
+    assert _best_cut(y, p, _f1, lowest_on_ties=True) == want_f1
+    assert _best_cut(y, p, _youden, lowest_on_ties=False) == want_youden
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the 0/0 F1 of case A is handled, not warned about
+        assert choose_threshold(y, p, "f1") == want_f1
+        assert choose_threshold(y, p, "youden") == want_youden
+    assert choose_threshold(y, p) == want_youden  # the default method
+
+
+def test_f1_threshold_of_case_a_by_hand():
+    y, p, _, _ = THRESHOLD_CASES["A"]
+    assert _f1(*_rates(y, p, 0.85)) == pytest.approx(2 / 5)  # precision 1/3, recall 1/2
+    assert _f1(*_rates(y, p, 0.2)) == pytest.approx(4 / 11)  # precision 2/9, recall 1
+    y, p, _, _ = THRESHOLD_CASES["C"]
+    assert _f1(*_rates(y, p, 0.95)) == pytest.approx(0.8)
+    assert _youden(*_rates(y, p, 0.79)) == pytest.approx(1 - 3 / 20)
+    assert _youden(*_rates(y, p, 0.95)) == pytest.approx(2 / 3)
+
+
+def _only_metric_warnings(fn, *args):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        out = fn(*args)
+    assert [w.category for w in rec] == [MetricWarning], [str(w.message) for w in rec]
+    if os.environ.get("HISTOMIL_MUTATION") != "1":  # mutmut's trampolines add a stack frame
+        assert rec[0].filename == __file__
+    return out, str(rec[0].message)
+
+
+def test_one_class_warnings_are_exact_and_point_at_the_caller():
+    got, msg = _only_metric_warnings(choose_threshold, [0, 0], [0.2, 0.9], "f1")
+    assert got == 0.5 and msg == "threshold on one class only: using 0.5"
+    got, msg = _only_metric_warnings(classification_metrics, [1, 1], [0.2, 0.9])
+    assert msg == "AUROC/AUPRC undefined with one class only (2 positive, 0 negative)"
+    got, msg = _only_metric_warnings(multiclass_metrics, [0, 0], [[0.9, 0.1], [0.6, 0.4]])
+    assert msg == "class(es) [0, 1] lack positives or negatives: left out of macro AUROC/AP"
+    # no class left: NaN, without numpy's "mean of empty slice" warning
+    assert np.isnan(got["auroc"]) and np.isnan(got["auprc"])
+    assert got["accuracy"] == 1.0 and got["n"] == 2
+
+
+def test_binary_metrics_with_as_many_misses_as_hits():
+    """tp = fn = 1 and tn = fp = 1: both classes are present, so AUROC/AP are defined."""
+    got = binary_metrics([1, 1, 0, 0], [0.9, 0.2, 0.8, 0.1], [1, 0, 1, 0])
+    assert got["auroc"] == pytest.approx(3 / 4)  # pairs: 0.9 > 0.8, 0.9 > 0.1, 0.2 > 0.1
+    assert got["auprc"] == pytest.approx((1 + 2 / 3) / 2)  # ranks P n P n
+    assert got == pytest.approx(
+        {"auroc": 0.75, "auprc": 5 / 6, "accuracy": 0.5, "f1": 0.5}
+        | {"sensitivity": 0.5, "specificity": 0.5}
+    )
+    # decisions as bools or floats count the same
+    assert binary_metrics([1, 1, 0, 0], [0.9, 0.2, 0.8, 0.1], [True, False, True, False]) == got
+    one_class = binary_metrics([1, 1], [0.3, 0.6], [1, 0])
+    assert np.isnan(one_class["auroc"]) and np.isnan(one_class["auprc"])
+    assert one_class["sensitivity"] == 0.5 and np.isnan(one_class["specificity"])
+
+
+def test_input_errors_are_exact():
+    with pytest.raises(ValueError, match=r"^labels \(2,\) and probs \(3,\) differ in length$"):
+        classification_metrics([0, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match=r"^labels \(2,\) and pred \(1,\) differ in length$"):
+        binary_metrics([0, 1], [0.1, 0.9], [1])
+    with pytest.raises(ValueError, match="^no predictions to evaluate$"):
+        binary_metrics([], [], [])
+    with pytest.raises(
+        ValueError, match=r"^binary labels must be 0/1, got values \[0.0, 1.0, 2.0, 3.0, 4.0\]$"
+    ):
+        classification_metrics([6, 5, 4, 3, 2, 1, 0], np.full(7, 0.5))
+    with pytest.raises(ValueError, match="^probs contain NaN or Inf$"):
+        classification_metrics([0, 1], [0.1, np.inf])
+    with pytest.raises(ValueError, match="^probs contain NaN or Inf$"):
+        choose_threshold([0, 1], [0.1, np.nan], "youden")
+    with pytest.raises(
+        ValueError, match=r"^unknown threshold method 'otsu'; valid: youden, f1, fixed$"
+    ):
+        choose_threshold(Y, P, "otsu")
+
+
+def test_binary_inputs_accept_bool_and_column_labels():
+    got = classification_metrics(np.array([[True], [False], [True]]), [[0.7], [0.4], [0.3]])
+    assert got["n"] == 3 and got["n_positive"] == 1 + 1
+    assert got["auroc"] == pytest.approx(0.5) and got["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_multiclass_single_positive_class_and_a_class_never_seen():
+    """Class 1 has one positive (still in the macro AUROC/AP); class 3 is never true and
+    never predicted: left out of AUROC/AP, but its F1 of 0 counts in the macro F1 over all
+    C classes, without scikit-learn's zero-division warning."""
+    y = np.array([0, 1, 2, 2, 0, 0])
+    p = np.array(
+        [
+            [0.6, 0.2, 0.1, 0.1],
+            [0.3, 0.4, 0.2, 0.1],
+            [0.1, 0.3, 0.5, 0.1],
+            [0.5, 0.1, 0.3, 0.1],
+            [0.2, 0.5, 0.2, 0.1],
+            [0.7, 0.1, 0.1, 0.1],
+        ]
+    )
+    got, msg = _only_metric_warnings(multiclass_metrics, y, p)
+    assert msg == "class(es) [3] lack positives or negatives: left out of macro AUROC/AP"
+    aurocs = [_auroc((y == c).astype(int), p[:, c]) for c in range(3)]
+    assert aurocs == pytest.approx([7 / 9, 4 / 5, 1.0])
+    assert got["auroc"] == pytest.approx(np.mean(aurocs))
+    aps = [_ap((y == c).astype(int), p[:, c]) for c in range(3)]
+    assert got["auprc"] == pytest.approx(np.mean(aps))
+    # predictions 0 1 2 0 1 0: class 0 F1 = 2*2/(4+1+1), class 1 = 2/(2+1), class 2 = 2/(2+1)
+    assert got["accuracy"] == pytest.approx(4 / 6)
+    assert got["f1"] == pytest.approx((4 / 6 + 2 / 3 + 2 / 3 + 0.0) / 4)
+    assert got["n"] == 6

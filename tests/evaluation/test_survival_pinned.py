@@ -3,6 +3,7 @@ the time bins / discretisation by hand."""
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -101,3 +102,86 @@ def test_discretize_by_hand():
     assert discretize([7.0], [0.0, 2.0, 5.0]).tolist() == [1]  # clipped to the last bin
     with pytest.raises(ValueError, match="at least two edges"):
         discretize([1.0], [0.0])
+
+
+# --- issue 22, mutation survivors of 2026-12-02 ---------------------------------------------
+
+
+def test_concordance_ci_defaults_are_1000_resamples_seed_0_alpha_5_percent():
+    times = [2.0, 5.0, 1.0, 7.0, 4.0, 9.0, 3.0, 6.0]
+    events = [1, 0, 1, 1, 0, 1, 1, 0]
+    risks = [0.4, 0.1, 0.9, 0.3, 0.2, 0.5, 0.6, 0.0]
+    ci = concordance_ci(times, risks, events)
+    assert ci.n_valid == 1000 and ci.alpha == 0.05
+    assert ci == concordance_ci(times, risks, events, n=1000, alpha=0.05, seed=0)
+    assert ci != concordance_ci(times, risks, events, n=1000, alpha=0.05, seed=1)
+    half = concordance_ci(times, risks, events, alpha=0.5)  # the 25th and 75th percentiles
+    assert half.alpha == 0.5 and ci.low < half.low <= half.high < ci.high
+
+
+def test_concordance_ci_resamples_keep_the_number_of_events():
+    """One event, at the earliest time, among ten cases. Resampled within the event and the
+    censored groups, every resample keeps that event and so has comparable pairs (all 100
+    valid). Resampled as one group, about 0.9 ** 10 = 35 % of the resamples have no event."""
+    times = np.arange(1.0, 11.0)
+    events = np.array([1] + [0] * 9)
+    risks = np.array([0.5, 0.1, 0.9, 0.3, 0.2, 0.8, 0.4, 0.6, 0.0, 0.7])
+    ci = concordance_ci(times, risks, events, n=100, seed=0)
+    assert ci.n_valid == 100
+    assert ci.estimate == pytest.approx(_harrell(times, risks, events)) == pytest.approx(5 / 9)
+    from histomil.evaluation.stats import bootstrap_ci
+
+    one_group = bootstrap_ci(concordance_index, times, risks, events, n=100, seed=0)
+    assert 40 < one_group.n_valid < 90  # the failure this test guards against
+
+
+def _warning_points_at_the_caller(rec):
+    if os.environ.get("HISTOMIL_MUTATION") != "1":  # mutmut's trampolines add a stack frame
+        assert rec[0].filename == __file__
+
+
+def test_warnings_are_exact_and_point_at_the_caller():
+    with pytest.warns(MetricWarning, match="^C-index undefined: no comparable pairs$") as rec:
+        concordance_index([1, 2], [0.1, 0.2], [0, 0])
+    _warning_points_at_the_caller(rec)
+    with pytest.warns(
+        MetricWarning,
+        match=r"^duplicate time-bin edges \[ *0\. +1\. +1\. +inf\]: some bins are empty$",
+    ) as rec:
+        time_bins([1.0, 1.0, 1.0, 2.0], [1, 1, 1, 1], n_bins=3)
+    _warning_points_at_the_caller(rec)
+
+
+def test_time_bins_default_and_close_but_distinct_edges():
+    times = [0.2, 0.4, 0.6, 0.8, 1.0, 50.0]
+    events = [1, 1, 1, 1, 1, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # edges 0.2 apart are distinct: no warning
+        edges = time_bins(times, events)  # default: 4 bins, quartiles of 0.2 .. 1.0
+    np.testing.assert_allclose(edges, [0.0, 0.4, 0.6, 0.8, np.inf])
+
+
+def test_survival_errors_are_exact():
+    with pytest.raises(ValueError, match="^time bins need at least one uncensored time$"):
+        time_bins([1.0, 2.0], [0, 0])
+    with pytest.raises(ValueError, match="^n_bins must be >= 1, got 0$"):
+        time_bins([1.0, 2.0], [1, 0], n_bins=0)
+    with pytest.raises(ValueError, match=r"^times \(2,\) and events \(1,\) differ in length$"):
+        time_bins([1.0, 2.0], [1])
+    with pytest.raises(ValueError, match="^need at least two edges$"):
+        discretize([1.0], [0.0])
+    with pytest.raises(
+        ValueError, match=r"^times \(2,\), risks \(1,\), events \(2,\) differ in length$"
+    ):
+        concordance_index([1, 2], [0.1], [1, 1])
+    with pytest.raises(
+        ValueError, match=r"^events must be 0 \(censored\) or 1 \(event observed\)$"
+    ):
+        concordance_ci([1, 2], [0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError, match="^times or risks contain NaN or Inf$"):
+        concordance_index([1, 2], [0.1, np.inf], [1, 1])
+
+
+def test_discretize_with_two_edges_is_one_bin():
+    assert discretize([3.0, -1.0, 0.0, 1e12], [0.0, np.inf]).tolist() == [0, 0, 0, 0]
+    assert discretize([3.0], [0.0, 5.0]).tolist() == [0]
