@@ -85,3 +85,82 @@ def test_attention_target_clips_fractions_and_falls_back_without_tissue():
     # tissue that misses the lesion: zeros (no NaN)
     away = shapely.box(500, 0, 600, 100)
     assert attention_target(coords, 100, region, away).tolist() == [0.0, 0.0, 0.0]
+
+
+# --- issue 22: the label-file helpers used by training/data.py ------------------------------
+
+
+def _dilate_reference(labels, coords, radius, step):
+    """Chebyshev distance on the floor-divided grid, patch by patch."""
+    grid = [(x // step, y // step) for x, y in coords]  # Python's // floors, like the module
+    lesion = [g for g, lab in zip(grid, labels, strict=True) if lab == 1]
+    out = list(labels)
+    for i, ((gx, gy), lab) in enumerate(zip(grid, labels, strict=True)):
+        if lab == 0 and any(max(abs(gx - lx), abs(gy - ly)) <= radius for lx, ly in lesion):
+            out[i] = 1
+    return out
+
+
+def test_dilate_labels_against_a_chebyshev_brute_force():
+    import torch
+
+    from histomil.annotations.overlap import dilate_labels
+
+    rng = np.random.default_rng(4)
+    step = 100
+    # a 9 x 7 grid with an offset that is not a multiple of the step, negative coordinates
+    # included (floor, not truncation, decides the cell), and every label kind
+    xs, ys = np.meshgrid(np.arange(-4, 5) * step - 30, np.arange(-3, 4) * step + 17)
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    labels = rng.choice([0, 0, 0, 0, 0, 0, 0, -1], size=len(coords))
+    labels[[5, 40]] = 1
+    t_labels = torch.tensor(labels, dtype=torch.int8)
+    t_coords = torch.tensor(coords)
+    for radius in (1, 2, 3):
+        got = dilate_labels(t_labels, t_coords, radius, step)
+        want = _dilate_reference(labels.tolist(), coords.tolist(), radius, step)
+        assert got.tolist() == want, radius
+        assert got.dtype == torch.int8
+    assert t_labels.tolist() == labels.tolist()  # the input is not changed in place
+    one = dilate_labels(t_labels, t_coords, 1, step)
+    assert 2 < int((one == 1).sum()) < 18  # some, not all, of the two 3 x 3 squares
+    assert bool(((one == -1) == (t_labels == -1)).all())  # unknown stays unknown
+    # radius 0 (or below) and a slide without a lesion return the labels as they are
+    for radius in (0, -1):
+        assert dilate_labels(t_labels, t_coords, radius, step) is t_labels
+    no_lesion = torch.where(t_labels == 1, 0, t_labels).to(torch.int8)
+    assert dilate_labels(no_lesion, t_coords, 2, step) is no_lesion
+
+
+def test_dilate_labels_floor_divides_negative_coordinates():
+    import torch
+
+    from histomil.annotations.overlap import dilate_labels
+
+    # x = -1 lies in cell -1 (floor), not cell 0 (truncation): 2 cells from the lesion at x 150
+    labels = torch.tensor([1, 0, 0], dtype=torch.int8)
+    coords = torch.tensor([[150, 0], [-1, 0], [50, 0]])
+    assert dilate_labels(labels, coords, 1, 100).tolist() == [1, 0, 1]
+    assert dilate_labels(labels, coords, 2, 100).tolist() == [1, 1, 1]
+
+
+def test_attention_target_from_labels_by_hand():
+    import torch
+
+    from histomil.annotations.overlap import attention_target_from_labels
+
+    labels = torch.tensor([1, 0, 1, -1, 1], dtype=torch.int8)
+    overlap = torch.tensor([0.2, 0.9, float("nan"), 0.5, 0.6], dtype=torch.float64)
+    got = attention_target_from_labels(labels, overlap)
+    # lesion patches weighted by their overlap; NaN overlap counts 0; others 0
+    assert got.dtype == torch.float32
+    assert got.tolist() == pytest.approx([0.25, 0.0, 0.0, 0.0, 0.75])
+    # without overlaps, or with overlaps that sum to 0 on the lesion: uniform over the lesion
+    uniform = [1 / 3, 0.0, 1 / 3, 0.0, 1 / 3]
+    assert attention_target_from_labels(labels, None).tolist() == pytest.approx(uniform)
+    zero = torch.tensor([0.0, 0.9, float("nan"), 0.5, 0.0])
+    assert attention_target_from_labels(labels, zero).tolist() == pytest.approx(uniform)
+    assert attention_target_from_labels(labels.float(), None).dtype == torch.float32
+    # no lesion patch (or no labels): no target
+    assert attention_target_from_labels(torch.tensor([0, -1, 0]), None) is None
+    assert attention_target_from_labels(None, overlap) is None
