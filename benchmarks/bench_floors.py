@@ -11,8 +11,9 @@ consistency loss, EMA update) runs once under a ``TorchDispatchMode`` that recor
 ``mm``/``addmm``/``bmm``/``baddbmm``/``convolution``/``convolution_backward``/attention kernel
 with its shapes and strides (forward *and* backward, as autograd issues them); the recorded calls
 are then replayed back to back on random tensors of the same layout, each distinct call timed
-(best of ``--reps``) and multiplied by how often the step makes it. **Time** = median of
-``--reps`` real steps after a warm-up. ``ratio`` = time / floor: what the step spends outside
+(best of ``--reps``) and multiplied by how often the step makes it. **Time** = best of
+``--reps`` real steps after a warm-up, one step after each round of replays (interleaved, so
+that both see the same load). ``ratio`` = time / floor: what the step spends outside
 its matrix arithmetic (elementwise work, softmax, sorting, Python). FLOPs are counted by hand
 from the recorded shapes (``2 m k n`` per product; a convolution ``2 * outputs * C_in/groups *
 kernel``, so depthwise convolutions are counted as what they are: torch's flop counter counts
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -200,24 +200,34 @@ def _numel(shape) -> int:
     return out
 
 
-def replay(calls: Counter, reps: int) -> tuple[float, float]:
-    """(seconds, FLOPs) of the recorded calls replayed back to back (best of ``reps`` each)."""
+def replay(calls: Counter, reps: int, step=None) -> tuple[float, float, float]:
+    """(floor seconds, FLOPs, step seconds): the recorded calls replayed back to back, best of
+    ``reps`` per distinct call, and ``step`` (when given) timed once per round between the
+    rounds of replays, best of ``reps``. Interleaving makes the floor and the step see the same
+    machine: timed minutes apart on a shared VM, their ratio moved by +-30 %."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
-    total, total_flops = 0.0, 0.0
-    with torch.no_grad():
-        for (func, args, kwargs, shapes), count in calls.items():
-            a, kw = _make(args, gen), {k: _make(v, gen) for k, v in kwargs}
+    prepared = []
+    for (func, args, kwargs, shapes), count in calls.items():
+        a, kw = _make(args, gen), {k: _make(v, gen) for k, v in kwargs}
+        with torch.no_grad():
             func(*a, **kw)  # warm-up (workspace, packing)
-            best = float("inf")
-            for _ in range(max(reps, 1)):
+        prepared.append((func, a, kw, count, flops(func, args, shapes) * count))
+    best = [float("inf")] * len(prepared)
+    step_best = float("inf")
+    for _ in range(max(reps, 1)):
+        with torch.no_grad():
+            for i, (func, a, kw, _, _) in enumerate(prepared):
                 t0 = time.perf_counter()
                 func(*a, **kw)
-                best = min(best, time.perf_counter() - t0)
-            total += best * count
-            total_flops += flops(func, args, shapes) * count
-    return total, total_flops
+                best[i] = min(best[i], time.perf_counter() - t0)
+        if step is not None:
+            t0 = time.perf_counter()
+            step()
+            step_best = min(step_best, time.perf_counter() - t0)
+    total = sum(b * p[3] for b, p in zip(best, prepared, strict=True))
+    return total, sum(p[4] for p in prepared), step_best
 
 
 # -- machine description --------------------------------------------------------------------------
@@ -256,14 +266,9 @@ def time_point(config: str, n: int, reps: int, threads: int) -> dict:
     step, params = build_step(config, n)
     step()  # warm-up
     calls = record(step)
-    floor, fl = replay(calls, reps)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
+    floor, fl, best = replay(calls, reps, step)
     return {"config": config, "n": n, "threads": threads, "params": params, "floor": floor,
-            "flops": fl, "time": statistics.median(times)}  # fmt: skip
+            "flops": fl, "time": best}  # fmt: skip
 
 
 def memory_point(config: str, n: int) -> dict:
@@ -348,6 +353,54 @@ def memory_table(cfgs: list[str], sizes: list[int]) -> None:
               f"{_paper(r['config'], 1)} |")  # fmt: skip
 
 
+def build_predict(config: str, n: int, seed: int = 0):
+    """No-grad inference on an N-bag: the model in eval mode, or MHIM-v2's ``predict`` (the
+    student on the full bag with the recycle tokens, as evaluation runs it)."""
+    import torch
+
+    from histomil.bags.bag import Bag
+    from histomil.models import create_model
+
+    torch.manual_seed(seed)
+    x, coords, _ = make_bag_inputs(n)
+    student = config.split(":", 1)[-1]
+    model = create_model(student, D, 1).eval()
+    if not config.startswith("mhim_v2:"):
+        return lambda: model(x, coords=coords)
+    from histomil.objectives import TrainContext, create_objective
+
+    obj = create_objective("mhim_v2")
+    baseline = create_model(student, D, 1).state_dict()
+    obj.setup(model, TrainContext(task="classification", seed=seed, baseline_state=baseline))
+    obj.eval()
+    bag = Bag("b", x, 1, coords=coords)
+    return lambda: obj.predict(model, bag)
+
+
+def inference_table(cfgs: list[str], n: int, rounds: int, threads: int) -> None:
+    """Inference time per bag, the configurations interleaved in one process, best of
+    ``rounds``; speed relative to AB-MIL (the paper's Table 6 reports MHIM-v2(AB-MIL) at
+    0.57x AB-MIL's inference speed)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    fns = {c: build_predict(c, n) for c in cfgs}
+    best = dict.fromkeys(cfgs, float("inf"))
+    with torch.inference_mode():
+        for fn in fns.values():
+            fn()  # warm-up
+        for _ in range(rounds):
+            for c, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                best[c] = min(best[c], time.perf_counter() - t0)
+    print(f"\n{machine()}\nN = {n:,}, inference (no grad), best of {rounds} interleaved\n")
+    print("| config | s per bag | speed x AB-MIL |\n|---|---|---|")
+    for c in cfgs:
+        speed = f"{best['abmil'] / best[c]:.2f}" if "abmil" in best else "-"
+        print(f"| {c} | {best[c]:.4f} | {speed} |")
+
+
 def recycle_ab(n: int, student: str, rounds: int) -> None:
     """MHIM-v2 step with the recycle network's old ``nn.MultiheadAttention`` path vs the factored
     one, and the student's own ``bag`` step; interleaved in one process, best of ``rounds``."""
@@ -395,6 +448,7 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="peak memory table instead of time")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--recycle-ab", metavar="STUDENT", help="old vs factored recycle network")
+    ap.add_argument("--inference", action="store_true", help="inference speed table (no grad)")
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-point", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -412,7 +466,10 @@ def main() -> None:
     if args.list:
         print("\n".join(cfgs))
         return
-    if args.memory:
+    if args.inference:
+        for th in args.threads:
+            inference_table(cfgs, args.sizes[-1], args.reps, th)
+    elif args.memory:
         memory_table(cfgs, args.sizes)
     else:
         time_table(cfgs, args.sizes, args.threads, args.reps)

@@ -35,5 +35,8 @@ def test_replay_times_every_recorded_call() -> None:
     lin = torch.nn.Linear(8, 4)
     x = torch.randn(10, 8)
     calls = bench_floors.record(lambda: lin(x).sum().backward())
-    seconds, flops = bench_floors.replay(calls, reps=1)
-    assert seconds > 0 and flops == 2 * 10 * 8 * 4 * 2
+    seconds, flops, step = bench_floors.replay(calls, reps=1)
+    assert seconds > 0 and flops == 2 * 10 * 8 * 4 * 2 and step == float("inf")
+    ran = []
+    _, _, step = bench_floors.replay(calls, reps=3, step=lambda: ran.append(1))
+    assert ran == [1, 1, 1] and 0 < step < 1  # one timed step per round of replays

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from histomil.nn.dropout import Dropout
+
 
 def projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     """The first instance projection ``Linear(in_dim, hidden) + ReLU + Dropout`` (B, N, D) -> (B, N, H).
 
     MHIM-v2 initialises exactly this layer from a trained baseline.
     """
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), Dropout(dropout))
 
 
 def check_dropout(dropout: float) -> float:

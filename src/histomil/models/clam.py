@@ -91,28 +91,33 @@ class _CLAMBase(MILModel):
         return F.cross_entropy(logits, target)
 
     def _clustering_loss(self, h: Tensor, scores: Tensor, mask: Tensor | None, label: Tensor):
-        """Instance-level clustering loss averaged over bags; h (B, N, H), scores (B, N, R)."""
+        """Instance-level clustering loss averaged over bags; h (B, N, H), scores (B, N, R).
+
+        The 2k selected instances are gathered from ``h`` in one index per class (no copy of the
+        bag's real instances first): the backward pass then scatters 2k rows instead of
+        materialising a (N, H) gradient per selection."""
         losses = []
         for i in range(h.shape[0]):
-            keep = mask[i] if mask is not None else torch.ones_like(scores[i, :, 0], dtype=bool)
-            hi, si = h[i, keep], scores[i, keep]  # (n, H), (n, R)
-            k = min(self.k_sample, hi.shape[0] // 2)
+            rows = None if mask is None else mask[i].nonzero()[:, 0]  # real instances
+            si = scores[i] if rows is None else scores[i, rows]  # (n, R)
+            k = min(self.k_sample, si.shape[0] // 2)
             y = int(label[i].clamp(0, self.n_inst - 1)) if self.n_classes > 1 else int(label[i] > 0)
-            total = hi.new_zeros(())
+            total = h.new_zeros(())
             if k == 0:
-                losses.append(total + 0.0 * hi.sum())
+                real = h[i] if rows is None else h[i, rows]
+                losses.append(total + 0.0 * real.sum())
                 continue
             for c, clf in enumerate(self.instance_classifiers):
                 col = si[:, c if self.multi_branch else 0]
                 if c == y:
-                    top, bottom = col.topk(k).indices, (-col).topk(k).indices
-                    feats = torch.cat([hi[top], hi[bottom]])
+                    pick = torch.cat([col.topk(k).indices, (-col).topk(k).indices])
                     target = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(h.device)
                 elif self.subtyping:
-                    feats = hi[col.topk(k).indices]
+                    pick = col.topk(k).indices
                     target = torch.zeros(k, dtype=torch.long, device=h.device)
                 else:
                     continue
+                feats = h[i, pick if rows is None else rows[pick]]  # (k or 2k, H)
                 total = total + self._inst_loss(clf(feats), target)
             losses.append(total)
         return torch.stack(losses).mean()

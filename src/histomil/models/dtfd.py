@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from histomil.models._common import check_dropout
 from histomil.models.base import MILModel, MILOutput, masked_softmax
 from histomil.nn.attention import AttentionScorer, weighted_sum
+from histomil.nn.dropout import Dropout
 
 
 def pseudo_bag_index(n: int, groups: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -73,7 +74,7 @@ class DTFD(MILModel):
             raise ValueError(f"n_groups must be >= 1, got {n_groups}")
         self.n_groups, self.seed, self.bag_weight = int(n_groups), int(seed), 0.5
         self.fc = nn.Sequential(
-            nn.Linear(in_dim, hidden, bias=False), nn.ReLU(), nn.Dropout(check_dropout(dropout))
+            nn.Linear(in_dim, hidden, bias=False), nn.ReLU(), Dropout(check_dropout(dropout))
         )
         self.attention1 = AttentionScorer(hidden, attn_dim, 1, gated=True)
         self.classifier1 = nn.Linear(hidden, n_classes)

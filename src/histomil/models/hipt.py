@@ -34,7 +34,9 @@ from torch import Tensor, nn
 from histomil.models._common import check_dropout, projection
 from histomil.models.base import MILModel, MILOutput, masked_softmax
 from histomil.nn.attention import AttentionScorer
+from histomil.nn.dropout import Dropout
 from histomil.nn.regions import group_regions
+from histomil.nn.transformer import EncoderLayer
 
 _REGION_CHUNK = 128  # regions per local-transformer call (bounds inference memory)
 
@@ -63,19 +65,17 @@ class HIPT(MILModel):
         self.fc = projection(in_dim, hidden, dropout)
         self.pos = nn.Parameter(torch.zeros(region_size * region_size, hidden))
         nn.init.trunc_normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(
+        layer = EncoderLayer(
             hidden, heads, 4 * hidden, dropout=0.1, batch_first=True, norm_first=True
         )
         self.local = nn.TransformerEncoder(layer, local_layers, enable_nested_tensor=False)
         self.local_norm = nn.LayerNorm(hidden)
         self.local_attn = AttentionScorer(hidden, hidden, 1, gated=True)
-        self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
-        glayer = nn.TransformerEncoderLayer(
-            hidden, heads, hidden, dropout=dropout, batch_first=True
-        )
+        self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout))
+        glayer = EncoderLayer(hidden, heads, hidden, dropout=dropout, batch_first=True)
         self.glob = nn.TransformerEncoder(glayer, 2, enable_nested_tensor=False)
         self.global_attn = AttentionScorer(hidden, hidden, 1, gated=True, dropout=dropout)
-        self.rho = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.rho = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout))
         self.classifier = nn.Linear(hidden, n_classes)
 
     def _local(self, tokens: Tensor, valid: Tensor) -> Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from histomil.nn.dropout import Dropout
+
 
 class AttentionScorer(nn.Module):
     """Ilse et al. (2018) attention network: raw scores per instance and branch.
@@ -22,9 +24,9 @@ class AttentionScorer(nn.Module):
     ) -> None:
         super().__init__()
         self.gated = gated
-        self.v = nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Tanh(), nn.Dropout(dropout))
+        self.v = nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Tanh(), Dropout(dropout))
         self.u = (
-            nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Sigmoid(), nn.Dropout(dropout))
+            nn.Sequential(nn.Linear(in_dim, attn_dim), nn.Sigmoid(), Dropout(dropout))
             if gated
             else None
         )

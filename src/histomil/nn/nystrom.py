@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from histomil.nn.dropout import Dropout
+
 
 def iterative_pinv(a: Tensor, iters: int = 6) -> Tensor:
     """Moore-Penrose pseudo-inverse of (..., M, M) matrices by Newton-Schulz-type iteration."""
@@ -49,7 +51,7 @@ class NystromAttention(nn.Module):
         self.dim_head = dim // heads
         self.scale = self.dim_head**-0.5
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(dim, dim), Dropout(dropout))
         self.res_conv = nn.Conv2d(
             heads,
             heads,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from histomil.nn.dropout import Dropout
+
 
 class GlobalRecycle(nn.Module):
     """Cross-attention from ``n_queries`` EMA-updated global queries to masked instances."""
@@ -44,7 +46,7 @@ class GlobalRecycle(nn.Module):
         self.register_buffer("queries", torch.randn(n_queries, dim, generator=gen) * 0.02)
         self.norm = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.out_drop = nn.Dropout(dropout)  # on the output too, as the authors' MCA
+        self.out_drop = Dropout(dropout)  # on the output too, as the authors' MCA
         self._pending: Tensor | None = None
 
     @property

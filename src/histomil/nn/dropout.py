@@ -1,0 +1,64 @@
+"""Dropout whose random mask is cheap on the CPU.
+
+torch's CPU dropout draws its Bernoulli mask from the default generator one element at a time
+(mt19937): about 13 ns per element here, 52-60 ms for one 8,000 x 512 activation, which was the
+largest cost outside the matrix multiplies in every model of the zoo (``benchmarks/README.md``,
+"Floors"). NumPy's PCG64 draws 16-bit integers about 5x faster, so on CPU tensors the mask comes
+from a PCG64 stream seeded from torch's default generator (one draw per call): runs stay
+reproducible under ``torch.manual_seed`` and the mask is independent of NumPy's global state.
+Each element is kept with probability ``1 - round(p * 65536) / 65536`` (``p`` to within 8e-6;
+exact for multiples of 1/65536 such as 0.25 and 0.5) and scaled by ``1 / (1 - p)``, as
+:func:`torch.nn.functional.dropout`, whose CPU path likewise multiplies by a float mask of 0 and
+``1 / (1 - p)`` and keeps it for the backward pass. Other devices (CUDA: Philox, already fast) and in-place
+dropout use :func:`torch.nn.functional.dropout` unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+_LEVELS = 65536  # the mask compares uniform 16-bit integers with round(p * 65536)
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> Tensor:
+    """Bool tensor of ``shape``: True with probability ``1 - p`` (to 1/65536), drawn from a PCG64
+    stream seeded by one draw from torch's default generator."""
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    n = int(np.prod(shape, dtype=np.int64))
+    bits = np.random.Generator(np.random.PCG64(seed)).integers(0, _LEVELS, n, dtype=np.uint16)
+    keep = bits >= np.uint16(min(round(p * _LEVELS), _LEVELS - 1))
+    return torch.from_numpy(keep).view(tuple(shape))
+
+
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """:func:`torch.nn.functional.dropout` with the cheap CPU mask of this module."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return nn.functional.dropout(x, p, training)
+    # a float mask holding 0 or 1 / (1 - p), as torch's CPU dropout keeps for the backward pass
+    # (multiplying by a bool tensor is 3x slower: the dtype promotion is not vectorised)
+    return x * keep_mask(x.shape, p).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    """:class:`torch.nn.Dropout` (same constructor, no parameters) with the cheap CPU mask."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inplace:
+            return super().forward(x)
+        return dropout(x, self.p, self.training)
+
+
+def use_fast_dropout(module: nn.Module) -> nn.Module:
+    """Replace every plain :class:`torch.nn.Dropout` inside ``module`` (e.g. the ones a
+    :class:`torch.nn.TransformerEncoderLayer` creates) by :class:`Dropout`; returns ``module``.
+    Attention-weight dropout inside :class:`torch.nn.MultiheadAttention` is torch's own."""
+    for name, child in list(module.named_children()):
+        if type(child) is nn.Dropout:
+            setattr(module, name, Dropout(child.p, child.inplace))
+        else:
+            use_fast_dropout(child)
+    return module

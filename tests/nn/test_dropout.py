@@ -1,0 +1,98 @@
+"""histomil.nn.dropout (issue 17): torch's dropout with a cheaper CPU mask.
+
+The mask is a different random draw from torch's, so the checks are: the output and gradient
+equal torch's formula (x * mask / (1 - p)) for the mask that was drawn, the keep rate is 1 - p,
+seeds reproduce it, and every dropout in the zoo uses it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from histomil.models import create_model, names
+from histomil.nn.dropout import Dropout, dropout, keep_mask, use_fast_dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.9])
+def test_output_and_gradient_are_torch_formula_for_the_drawn_mask(p):
+    x = torch.randn(37, 11, 5, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(3)
+    out = dropout(x, p)
+    kept = out.detach() != 0
+    ref = torch.where(kept, x.detach() / (1 - p), torch.zeros(()))
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-12, atol=0)
+    g = torch.randn_like(x)
+    out.backward(g)
+    torch.testing.assert_close(x.grad, torch.where(kept, g / (1 - p), torch.zeros(())))
+
+
+def test_same_seed_same_mask_and_calls_differ():
+    x = torch.ones(64, 64)
+    torch.manual_seed(11)
+    a, b = dropout(x, 0.3), dropout(x, 0.3)
+    torch.manual_seed(11)
+    assert torch.equal(dropout(x, 0.3), a)
+    assert not torch.equal(a, b)  # a fresh draw per call
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.75])
+def test_keep_rate_is_one_minus_p(p):
+    torch.manual_seed(0)
+    n = 400_000
+    rate = keep_mask((n,), p).float().mean().item()
+    sd = math.sqrt(p * (1 - p) / n)
+    assert abs(rate - (1 - p)) < 6 * sd, (rate, p)
+
+
+def test_mask_rows_and_columns_are_not_correlated():
+    """A generator reused wrongly (e.g. one draw broadcast over a dimension) shows up here."""
+    torch.manual_seed(1)
+    m = keep_mask((512, 512), 0.5).float()
+    assert m.mean(0).std() < 0.05 and m.mean(1).std() < 0.05
+    assert not torch.equal(m[0], m[1]) and not torch.equal(m[:, 0], m[:, 1])
+
+
+def test_eval_p0_and_inplace_fall_back():
+    x = torch.randn(8, 4)
+    d = Dropout(0.5).eval()
+    assert d(x) is x
+    assert Dropout(0.0).train()(x) is x
+    torch.manual_seed(0)
+    inplace = Dropout(0.5, inplace=True).train()(x.clone())
+    torch.manual_seed(0)
+    assert torch.equal(inplace, nn.functional.dropout(x.clone(), 0.5, True))
+
+
+def test_dtype_follows_the_input():
+    x = torch.randn(100, 100, dtype=torch.bfloat16)
+    out = dropout(x, 0.25)
+    assert out.dtype == torch.bfloat16
+    kept = out != 0
+    scale = torch.ones((), dtype=torch.bfloat16).mul_(1 / 0.75)  # 1/(1-p) rounded to bf16
+    assert torch.equal(out[kept], x[kept] * scale)
+
+
+def test_use_fast_dropout_replaces_nested_plain_dropouts():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True)
+    use_fast_dropout(layer)
+    kinds = {type(m) for m in layer.modules() if isinstance(m, nn.Dropout)}
+    assert kinds == {Dropout}
+    assert layer.dropout1.p == 0.1
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_model_uses_the_fast_dropout(name):
+    model = create_model(name, 32, 1)
+    plain = [n for n, m in model.named_modules() if type(m) is nn.Dropout]
+    assert plain == [], plain
+
+
+def test_mhim_recycle_network_uses_it():
+    from histomil.objectives.mhim.recycle import GlobalRecycle
+
+    rec = GlobalRecycle(32, 4, 2, 0.9, 0.1, seed=0)
+    assert [type(m) for m in rec.modules() if isinstance(m, nn.Dropout)] == [Dropout]
