@@ -185,3 +185,17 @@ def test_survival_errors_are_exact():
 def test_discretize_with_two_edges_is_one_bin():
     assert discretize([3.0, -1.0, 0.0, 1e12], [0.0, np.inf]).tolist() == [0, 0, 0, 0]
     assert discretize([3.0], [0.0, 5.0]).tolist() == [0]
+
+
+def test_inputs_are_read_as_floats_bool_risks_and_missing_values():
+    """A high/low risk group as bools is a risk score like 1/0; a missing time or risk (None,
+    as read from a sparse table) is NaN and refused with the ValueError, not a TypeError."""
+    times, events = [1.0, 2.0, 3.0, 4.0, 5.0], [1, 1, 0, 1, 0]
+    high = np.array([True, False, True, False, False])
+    # event pairs: case 0 (high) vs 1..4: 1 + 1/2 + 1 + 1; case 1 (low) vs 2..4: 0 + 1/2 + 1/2;
+    # case 3 (low) vs 4: 1/2 -> 5 / 8
+    assert concordance_index(times, high, events) == pytest.approx(5 / 8)
+    assert _harrell(times, high.astype(float), events) == pytest.approx(5 / 8)
+    for t, r in (([1.0, None], [0.1, 0.2]), ([1.0, 2.0], [None, 0.2])):
+        with pytest.raises(ValueError, match="^times or risks contain NaN or Inf$"):
+            concordance_index(t, r, [1, 1])
