@@ -60,10 +60,14 @@ def configs() -> list[str]:
 
 
 def build_step(config: str, n: int, seed: int = 0):
-    """(step function, parameter count) of one training step of ``config`` on an N-bag."""
+    """(step function, parameter count) of one training step of ``config`` on an N-bag, in a
+    process set up as training sets it up (``keep_freed_memory``, as ``run_fold`` calls it)."""
     import torch
 
+    from histomil.hardware import keep_freed_memory
     from histomil.models import create_model
+
+    keep_freed_memory()
 
     torch.manual_seed(seed)
     x, coords, label = make_bag_inputs(n)
@@ -250,8 +254,11 @@ def machine() -> str:
     blas = [w.strip(" ,") for w in cfg.split() if w.startswith(("BLAS_INFO=", "LAPACK_INFO="))]
     mkldnn = "oneDNN (mkldnn) on" if torch.backends.mkldnn.is_available() else "no oneDNN"
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    from histomil.hardware import keep_freed_memory
+
+    alloc = "glibc keeps freed memory" if keep_freed_memory() else "allocator defaults"
     return (
-        f"CPU: {model}; flags: {' '.join(keep) or '-'}\n"
+        f"CPU: {model}; flags: {' '.join(keep) or '-'}; {alloc}\n"
         f"torch {torch.__version__}: intra-op threads {torch.get_num_threads()}, inter-op "
         f"{torch.get_num_interop_threads()}; {'; '.join(blas) or 'BLAS ?'}; {mkldnn}\n"
         f"uptime: {uptime}"
@@ -359,8 +366,10 @@ def build_predict(config: str, n: int, seed: int = 0):
     import torch
 
     from histomil.bags.bag import Bag
+    from histomil.hardware import keep_freed_memory
     from histomil.models import create_model
 
+    keep_freed_memory()
     torch.manual_seed(seed)
     x, coords, _ = make_bag_inputs(n)
     student = config.split(":", 1)[-1]

@@ -44,3 +44,35 @@ def warn_if_emulated_bf16(device) -> bool:  # noqa: ANN001
             stacklevel=3,
         )
     return native
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let glibc's allocator reuse freed tensor memory instead of returning it to the system.
+
+    A training step allocates and frees the same large activations every time (8,000 x 512
+    float32 = 16 MB; a gathered 8,000 x 1,024 input, 31 MB). glibc returns large freed blocks
+    to the kernel (mmap above its threshold; heap tops above the trim threshold), so each step
+    page-faults and zero-fills them again: +25 % on an MHIM-v2 step (``benchmarks/README.md``,
+    "Floors"). This fixes the mmap threshold at glibc's maximum (32 MiB) and the trim threshold
+    at 1 GiB for this process (``mallopt``; the same as the ``MALLOC_MMAP_THRESHOLD_`` /
+    ``MALLOC_TRIM_THRESHOLD_`` environment variables), as the caching allocators of GPU
+    frameworks do. Peak memory is unchanged; the process keeps up to 1 GiB of freed memory for
+    reuse. Returns whether it applied (glibc on Linux only); ``HISTOMIL_KEEP_FREED_MEMORY=0``
+    turns it off. Results do not depend on it.
+    """
+    import ctypes
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or os.environ.get("HISTOMIL_KEEP_FREED_MEMORY") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))

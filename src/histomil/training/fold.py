@@ -184,11 +184,13 @@ def run_fold(
     """
     import torch
 
+    from histomil.hardware import keep_freed_memory
     from histomil.models import create_model
     from histomil.objectives import TrainContext, create_objective
 
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
+    keep_freed_memory()  # no page faults on every step's large activations (speed only)
     fold_dir = Path(run_dir) / "folds" / str(split.fold)
     write_split(fold_dir, split)  # the exact slide ids, before anything is trained on them
     seed = config.train.seed + split.fold
