@@ -112,3 +112,49 @@ def test_nonlesion_attention_sum_ignores_lesion_and_unknown():
     w = [0.1, 0.2, 0.3, 0.4]
     assert nonlesion_attention_sum(w, [0, 1, -1, 0]) == pytest.approx(0.5)
     assert isinstance(nonlesion_attention_sum(w, [1, 1, 1, 1]), float)
+
+
+# --- issue 22, mutation survivors of 2026-12-02 ---------------------------------------------
+
+
+def test_a_large_slide_without_ties_matches_a_plain_sort():
+    """2,000 distinct attention values: no tie to average over, so the top k is the sorted
+    order. Large enough that numpy's partition does not sort the whole array by accident."""
+    rng = np.random.default_rng(7)
+    n = 2000
+    attention = rng.permutation(n).astype(float) / n + rng.random(n) * 1e-6
+    assert len(np.unique(attention)) == n
+    labels = (rng.random(n) < 0.025).astype(int)  # ~50 lesions: k = 1 at alpha 1
+    labels[rng.random(n) < 0.05] = -1
+    alphas = (1, 5, 10, 20, 33, 50, 75, 100)
+    got = localization_metrics(attention, labels, alphas)
+    known = labels != -1
+    a, les = attention[known], labels[known] == 1
+    ranked = les[np.argsort(-a)]
+    n_les = int(les.sum())
+    for alpha in alphas:
+        k = max(1, math.ceil(alpha / 100 * n_les - 1e-9))
+        k_all = max(1, math.ceil(alpha / 100 * a.size - 1e-9))
+        i_k = int(ranked[:k].sum())
+        assert got[alpha]["k"] == k and got[alpha]["k_all"] == k_all
+        assert got[alpha]["iou"] == pytest.approx(i_k / (k + n_les - i_k), abs=1e-12), alpha
+        assert got[alpha]["dice"] == pytest.approx(2 * i_k / (k + n_les), abs=1e-12), alpha
+        assert got[alpha]["pointing_lesion"] == float(i_k > 0)
+        assert got[alpha]["pointing"] == float(ranked[:k_all].any())
+    assert got[1]["k"] == 1
+    # the first lesion patch is not at the top, so the pointing game changes with alpha
+    first = int(np.argmax(ranked))
+    assert 0 < first < ranked.size - 1
+    assert got[100]["pointing"] == 1.0
+
+
+def test_mean_of_one_slide_is_that_slide():
+    one = localization_metrics([0.9, 0.1, 0.5, 0.3], [0, 1, 1, 0], alphas=(50, 100))
+    mean = mean_localization([one])
+    assert mean["n_slides"] == 1
+    for alpha in (50, 100):
+        assert mean[alpha] == {m: one[alpha][m] for m in mean[alpha]}
+    # lesions at ranks 2 and 4 of 4. alpha 50: k = 1 misses, k_all = 2 reaches rank 2
+    assert mean[50]["iou"] == 0.0 and mean[50]["pointing_lesion"] == 0.0
+    assert mean[50]["pointing"] == 1.0
+    assert mean[100]["iou"] == pytest.approx(1 / 3) and mean[100]["dice"] == 0.5

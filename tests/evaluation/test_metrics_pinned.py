@@ -337,3 +337,14 @@ def test_multiclass_single_positive_class_and_a_class_never_seen():
     assert got["accuracy"] == pytest.approx(4 / 6)
     assert got["f1"] == pytest.approx((4 / 6 + 2 / 3 + 2 / 3 + 0.0) / 4)
     assert got["n"] == 6
+
+
+def test_f1_of_all_wrong_decisions_is_zero_and_a_missing_probability_is_refused():
+    # one false positive and one false negative, no true positive: F1 = 0 / 2 = 0, not 0/0
+    wrong = binary_metrics([1, 0], [0.3, 0.6], [0, 1])
+    assert wrong["f1"] == 0.0 and wrong["accuracy"] == 0.0
+    assert wrong["sensitivity"] == 0.0 and wrong["specificity"] == 0.0
+    assert binary_metrics([1, 0, 0], [0.3, 0.6, 0.7], [0, 1, 1])["f1"] == 0.0  # fp = 2, fn = 1
+    # a missing probability (None, as read from a sparse table) is NaN: the ValueError
+    with pytest.raises(ValueError, match="^probs contain NaN or Inf$"):
+        classification_metrics([0, 1], [0.2, None])
