@@ -22,14 +22,17 @@ from torch import Tensor, nn
 _LEVELS = 65536  # the mask compares uniform 16-bit integers with round(p * 65536)
 
 
-def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> Tensor:
-    """Bool tensor of ``shape``: True with probability ``1 - p`` (to 1/65536), drawn from a PCG64
-    stream seeded by one draw from torch's default generator."""
+def _keep_bits(n: int, p: float) -> np.ndarray:
+    """Bool (n,): True with probability ``1 - p`` (to 1/65536), from a PCG64 stream seeded by one
+    draw from torch's default generator."""
     seed = int(torch.randint(0, 2**62, (1,)).item())
-    n = int(np.prod(shape, dtype=np.int64))
     bits = np.random.Generator(np.random.PCG64(seed)).integers(0, _LEVELS, n, dtype=np.uint16)
-    keep = bits >= np.uint16(min(round(p * _LEVELS), _LEVELS - 1))
-    return torch.from_numpy(keep).view(tuple(shape))
+    return bits >= np.uint16(min(round(p * _LEVELS), _LEVELS - 1))
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> Tensor:
+    """Bool tensor of ``shape``: the elements :func:`dropout` keeps."""
+    return torch.from_numpy(_keep_bits(int(np.prod(shape, dtype=np.int64)), p)).view(tuple(shape))
 
 
 def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
@@ -39,8 +42,12 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
     if x.device.type != "cpu" or p >= 1.0:
         return nn.functional.dropout(x, p, training)
     # a float mask holding 0 or 1 / (1 - p), as torch's CPU dropout keeps for the backward pass
-    # (multiplying by a bool tensor is 3x slower: the dtype promotion is not vectorised)
-    return x * keep_mask(x.shape, p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    # (multiplying by a bool tensor is 3x slower: the dtype promotion is not vectorised); built
+    # in one NumPy pass from the bool draw
+    keep = _keep_bits(x.numel(), p)
+    dt = np.float64 if x.dtype == torch.float64 else np.float32  # bf16/half: rounded from f32
+    scale = np.multiply(keep, dt(1.0 / (1.0 - p)), dtype=dt)
+    return x * torch.from_numpy(scale).view(x.shape).to(x.dtype)
 
 
 class Dropout(nn.Dropout):
