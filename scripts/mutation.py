@@ -91,7 +91,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "annotations/labelling.py": ["tests/annotations/test_labelling.py"],
     "slides/tiling.py": ["tests/slides/test_tiling.py", "tests/slides/test_tiling_pinned.py"],
-    "bags/io.py": ["tests/bags/test_io.py"],
+    "bags/io.py": ["tests/bags/test_io.py", "tests/bags/test_io_pinned.py"],
     # test_contract.py (100k-instance bags for every model) is too slow per mutant
     "models/base.py": [
         "tests/models/test_threshold.py",
