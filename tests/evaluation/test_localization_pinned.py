@@ -158,3 +158,11 @@ def test_mean_of_one_slide_is_that_slide():
     assert mean[50]["iou"] == 0.0 and mean[50]["pointing_lesion"] == 0.0
     assert mean[50]["pointing"] == 1.0
     assert mean[100]["iou"] == pytest.approx(1 / 3) and mean[100]["dice"] == 0.5
+
+
+def test_a_missing_attention_value_is_refused_with_the_value_error():
+    # None (a missing value) reads as NaN: the documented error, not numpy's TypeError
+    with pytest.raises(ValueError, match="^attention contains NaN or Inf$"):
+        localization_metrics([0.1, None, 0.3], [1, 0, 0])
+    with pytest.raises(ValueError, match="^attention contains NaN or Inf$"):
+        nonlesion_attention_sum([0.1, None], [0, 0])
