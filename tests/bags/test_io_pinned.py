@@ -428,3 +428,33 @@ def test_check_one_encoder_message_and_return(tmp_path):
     three = mixed | {"v1": bag("v1", "virchow")}
     with pytest.raises(BagError, match=r"conch \(1: t1\); uni \(4: .*\); virchow \(1: v1\);"):
         check_one_encoder(three)
+
+
+def test_load_pt_maps_to_the_cpu_without_unpickling_objects(tmp_path, monkeypatch):
+    """``weights_only=True`` is spelled out (older torch defaults to False, i.e. arbitrary
+    pickles run), and ``map_location="cpu"`` lets a GPU-saved tensor load on a CPU machine."""
+    calls = []
+    real = torch.load
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    torch.save(torch.ones(2, 3), tmp_path / "a.pt")
+    assert load_bag(tmp_path / "a.pt").features.shape == (2, 3)
+    assert calls == [{"map_location": "cpu", "weights_only": True}]
+
+
+def test_load_pt_errors_name_the_pt_file(tmp_path):
+    path = tmp_path / "nan.pt"
+    torch.save(torch.tensor([[0.0, float("nan")], [1.0, 2.0]]), path)
+    with pytest.raises(BagError, match=rf"^{re.escape(str(path))}: 1 of 2 feature rows"):
+        load_bag(path)
+
+
+def test_encoder_of_an_undecodable_name_is_replaced_not_an_error(tmp_path):
+    path = _h5(tmp_path / "s.h5", features=np.ones((2, 3), np.float32))
+    with h5py.File(path, "a") as h:
+        h.attrs["encoder"] = np.bytes_(b"uni\xff")  # not UTF-8
+    assert encoder_of(path) == "uni\ufffd"
