@@ -164,3 +164,15 @@ def test_attention_target_from_labels_by_hand():
     # no lesion patch (or no labels): no target
     assert attention_target_from_labels(torch.tensor([0, -1, 0]), None) is None
     assert attention_target_from_labels(None, overlap) is None
+
+
+def test_patch_labels_read_a_missing_overlap_as_unknown():
+    # None (a missing value) reads as NaN: unknown (-1), not numpy's TypeError on `None > x`
+    assert patch_labels([0.5, None, 0.01]).tolist() == [1, -1, 0]
+
+
+def test_attention_target_of_a_lesion_smaller_than_one_patch():
+    # total lesion overlap 0.012 + 0.018 (< 1 patch): still normalised to sum 1, not zeros
+    region = shapely.box(80, 10, 130, 16)  # 20 x 6 px in patch 0, 30 x 6 px in patch 1
+    got = attention_target(np.array([[0, 0], [100, 0], [200, 0]]), 100, region)
+    np.testing.assert_allclose(got, [20 * 6 / 300, 30 * 6 / 300, 0.0])
