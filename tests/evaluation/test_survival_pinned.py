@@ -199,3 +199,16 @@ def test_inputs_are_read_as_floats_bool_risks_and_missing_values():
     for t, r in (([1.0, None], [0.1, 0.2]), ([1.0, 2.0], [None, 0.2])):
         with pytest.raises(ValueError, match="^times or risks contain NaN or Inf$"):
             concordance_index(t, r, [1, 1])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_time_bins_and_discretize_refuse_non_finite_times(bad):
+    """A NaN time gave NaN edges (time_bins) or the last bin (discretize) without a word."""
+    times = [1.0, 2.0, bad, 4.0]
+    with pytest.raises(
+        ValueError, match=r"1 survival time\(s\) are NaN or infinite \(first at index 2\)"
+    ):
+        time_bins(times, [1, 1, 1, 1])
+    with pytest.raises(ValueError, match="first at index 2"):
+        discretize(times, [0.0, 2.0, np.inf])
+    assert discretize([1.0, 2.0, 3.0], [0.0, 2.0, np.inf]).tolist() == [0, 1, 1]

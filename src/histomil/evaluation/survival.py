@@ -62,13 +62,26 @@ def concordance_ci(
     )
 
 
+def _finite_times(times: ArrayLike) -> np.ndarray:
+    """Times as a flat float array; a NaN or infinite time is refused (it would silently give
+    NaN bin edges or land in the last bin)."""
+    t = np.asarray(times, dtype=float).ravel()
+    bad = ~np.isfinite(t)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} survival time(s) are NaN or infinite (first at index "
+            f"{int(np.flatnonzero(bad)[0])}); every case needs a finite time"
+        )
+    return t
+
+
 def time_bins(times: ArrayLike, events: ArrayLike, n_bins: int = 4) -> np.ndarray:
     """(n_bins + 1,) bin edges from quantiles of the uncensored ``times`` (first 0, last inf).
 
     Compute on TRAINING cases and reuse for validation/test. Raises when there is no event;
     warns when quantiles coincide (empty bins).
     """
-    t = np.asarray(times, dtype=float).ravel()
+    t = _finite_times(times)
     e = np.asarray(events).astype(bool).ravel()
     if t.shape != e.shape:
         raise ValueError(f"times {t.shape} and events {e.shape} differ in length")
@@ -87,7 +100,7 @@ def time_bins(times: ArrayLike, events: ArrayLike, n_bins: int = 4) -> np.ndarra
 
 def discretize(times: ArrayLike, edges: ArrayLike) -> np.ndarray:
     """(N,) int64 bin index of each time: ``edges[i] <= t < edges[i + 1]``, clipped to the bins."""
-    t = np.asarray(times, dtype=float).ravel()
+    t = _finite_times(times)
     ed = np.asarray(edges, dtype=float).ravel()
     if ed.size < 2:
         raise ValueError("need at least two edges")
