@@ -8,9 +8,9 @@ from a PCG64 stream seeded from torch's default generator (one draw per call): r
 reproducible under ``torch.manual_seed`` and the mask is independent of NumPy's global state.
 Each element is kept with probability ``1 - round(p * 65536) / 65536`` (``p`` to within 8e-6;
 exact for multiples of 1/65536 such as 0.25 and 0.5) and scaled by ``1 / (1 - p)``, as
-:func:`torch.nn.functional.dropout`, whose CPU path likewise multiplies by a float mask of 0 and
-``1 / (1 - p)`` and keeps it for the backward pass. Other devices (CUDA: Philox, already fast) and in-place
-dropout use :func:`torch.nn.functional.dropout` unchanged.
+:func:`torch.nn.functional.dropout`, whose CPU path likewise multiplies by a float mask of 0
+and ``1 / (1 - p)`` and keeps it for the backward pass. Other devices (CUDA: Philox, already
+fast) and in-place dropout use :func:`torch.nn.functional.dropout` unchanged.
 """
 
 from __future__ import annotations
