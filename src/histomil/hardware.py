@@ -57,8 +57,9 @@ def keep_freed_memory() -> bool:
     float32 = 16 MB; a gathered 8,000 x 1,024 input, 31 MB). glibc returns large freed blocks
     to the kernel (mmap above its threshold; heap tops above the trim threshold), so each step
     page-faults and zero-fills them again: 3,500-16,000 minor faults per AB-MIL / MHIM-v2 step,
-    7-10x fewer with this (the time gain is up to ~15 %; ``benchmarks/README.md``, "Floors"). This fixes the mmap threshold at glibc's maximum (32 MiB) and the trim threshold
-    at 1 GiB for this process (``mallopt``; the same as the ``MALLOC_MMAP_THRESHOLD_`` /
+    7-10x fewer with this (the time gain is up to ~15 %; ``benchmarks/README.md``, "Floors").
+    This fixes the mmap threshold at glibc's maximum (32 MiB) and the trim threshold at 1 GiB
+    for this process (``mallopt``; the same as the ``MALLOC_MMAP_THRESHOLD_`` /
     ``MALLOC_TRIM_THRESHOLD_`` environment variables), as the caching allocators of GPU
     frameworks do. Peak memory is unchanged; the process keeps up to 1 GiB of freed memory for
     reuse. Returns whether it applied (glibc on Linux only); ``HISTOMIL_KEEP_FREED_MEMORY=0``
