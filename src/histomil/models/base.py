@@ -65,10 +65,12 @@ class MILOutput:
 def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = 1) -> Tensor:
     """Softmax over ``dim`` ignoring masked-out entries. scores (B, N, R), mask (B, N).
 
-    Computed in float32 whatever the scores' dtype (bfloat16 under autocast): with thousands
-    of instances, bfloat16 weights (8-bit mantissa) would round most of them to few values.
+    Computed in at least float32 (bfloat16 scores under autocast are upcast: with thousands of
+    instances, bfloat16 weights (8-bit mantissa) would round most of them to few values);
+    float64 scores stay float64.
     """
-    scores = scores.float()
+    if scores.dtype != torch.float64:
+        scores = scores.float()
     if mask is None:
         return torch.softmax(scores, dim=dim)
     m = mask.unsqueeze(-1) if mask.dim() < scores.dim() else mask
@@ -186,10 +188,11 @@ class MILModel(nn.Module):
             )
         return head(embedding)
 
-    def class_aware_logits(self, h: Tensor) -> Tensor | None:
+    def class_aware_logits(self, h: Tensor, out: MILOutput | None = None) -> Tensor | None:
         """Per-instance class logits (B, N, C) in the model's own form of MHIM's Eq. 6 for
         projected features ``h`` (B, N, H), or None (default): the objective then derives them
-        from ``instance_logits`` or :meth:`classify` (see objectives/mhim/scoring.py)."""
+        from ``instance_logits`` or :meth:`classify` (see objectives/mhim/scoring.py). ``out``,
+        when given, is this model's ``aggregate(h, None)`` (a model may reuse it)."""
         return None
 
     # -- shared ---------------------------------------------------------------------------------

@@ -54,19 +54,28 @@ class DSMIL(MILModel):
         self.fcc = nn.Conv1d(n_classes, n_classes, kernel_size=hidden)
         self.q_scale = q_dim**-0.5
 
-    def class_aware_logits(self, h: Tensor) -> Tensor:
+    def class_aware_logits(self, h: Tensor, out: MILOutput | None = None) -> Tensor:
         """Per-instance class logits (B, N, C) for MHIM's class-aware instance probability.
 
         Eq. 6 (``S = C(A . Z)``) with DS-MIL's bag classifier: the bag logits are
         ``fcc(sum_i A_i * v(h_i))`` (``A_i`` the instance's pooling weight in each class branch),
         and ``fcc`` is linear, so ``fcc(A_i * v(h_i))`` is instance i's share of the bag logit
-        (the bias counted once per instance, as for AB-MIL's ``C(a_i z_i)``).
+        (the bias counted once per instance, as for AB-MIL's ``C(a_i z_i)``). ``out``: this
+        model's ``aggregate(h, None)`` when the caller already has it (its weights are reused).
+
+        ``fcc`` is a Conv1d whose kernel spans the whole hidden size, i.e. a linear map of the
+        (C, H) class vectors: share[o] = sum_c A_c * <W[o, c], v(h)> + bias[o]. It is computed
+        as one (N, H) x (H, O * C) product instead of a convolution over N copies of the
+        (C, H) vectors (tests/models/test_dsmil_class_aware.py keeps that form as reference).
         """
-        out = self.aggregate(h, None)
+        if out is None:
+            out = self.aggregate(h, None)
         weights = out.weights  # (B, N, C)
         b, n, c = weights.shape
-        per = weights[..., None] * self.v(h)[:, :, None, :]  # (B, N, C, H)
-        return self.fcc(per.reshape(b * n, c, -1)).reshape(b, n, c)
+        w = self.fcc.weight  # (O, C, H)
+        proj = self.v(h) @ w.reshape(-1, w.shape[-1]).t()  # (B, N, O * C)
+        per = (proj.reshape(b, n, w.shape[0], c) * weights[:, :, None, :]).sum(-1)  # (B, N, O)
+        return per + self.fcc.bias
 
     def aggregate(
         self,

@@ -71,7 +71,7 @@ class TransMIL(MILModel):
         x, logits = self.layer2.forward_with_query_logits(x, index=0)  # logits (B, heads, 1+s*s)
         return self.norm(x[:, 0]), logits[:, :, 1 : n + 1].mean(dim=1)
 
-    def class_aware_logits(self, h: Tensor) -> Tensor:
+    def class_aware_logits(self, h: Tensor, out: MILOutput | None = None) -> Tensor:
         """Per-instance class logits (B, N, C) for MHIM's class-aware instance probability.
 
         Eq. 6 (``S = C(A . Z)``) in the form of the MHIM authors' TransMIL code: instance i's
@@ -82,7 +82,8 @@ class TransMIL(MILModel):
         a separable toy bag the first-layer shares rank lesions first, the last layer's do not
         (tests/objectives/mhim/test_class_aware.py). The shares of the tokens repeated to fill
         the square grid are added to the instance they copy; the residual path and the
-        LayerNorm before the classifier are left out, as in the authors' code.
+        LayerNorm before the classifier are left out, as in the authors' code. ``out`` is not
+        needed (the first layer's attention is not part of the model's output).
         """
         b, n, _ = h.shape
         side = square_side(n)

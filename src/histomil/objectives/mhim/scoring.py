@@ -71,7 +71,7 @@ def instance_scores(
         if s is None:
             raise ValueError(f"{type(teacher).__name__} has no attention scores")
         return s[0, :n]
-    own = teacher.class_aware_logits(h)
+    own = teacher.class_aware_logits(h, out)
     if own is not None:  # the model's own form of Eq. 6 (TransMIL, DS-MIL)
         return class_probability(own[0, :n], target)
     if out.instance_logits is not None:
