@@ -1,8 +1,8 @@
 """histomil.nn.transformer.EncoderLayer (issue 17): torch's TransformerEncoderLayer with the
-attention written out so its dropout uses the cheap CPU mask.
+attention written out in training so its dropout uses the cheap CPU mask.
 
 Reference: ``nn.TransformerEncoderLayer`` with the same weights. With the dropout masks forced
-to "keep everything" (p = 0 is not enough: then the parent's code runs), the written-out
+to "keep everything", and with p = 0 (no dropout call at all), the written-out
 attention must give the parent's outputs and gradients, with and without key padding (bool and
 float masks), pre- and post-norm (in float64: in float32 a ReLU input within rounding of 0 can
 flip between the two and change a whole bag's gradients); with dropout on, the attention weights must be dropped with
@@ -89,7 +89,40 @@ def test_padded_keys_get_no_weight_and_dropout_rate_is_p(monkeypatch):
     torch.testing.assert_close(out[kept], w[kept] / 0.75)
 
 
-def test_eval_and_zero_dropout_run_the_parent_code(monkeypatch):
+@pytest.mark.parametrize("padding", [False, True])
+def test_zero_dropout_in_training_is_the_written_out_attention_without_a_mask(padding, monkeypatch):
+    torch.manual_seed(0)
+    ours = EncoderLayer(24, 3, 48, dropout=0.0, batch_first=True, norm_first=True)
+    ref = nn.TransformerEncoderLayer(24, 3, 48, dropout=0.0, batch_first=True, norm_first=True)
+    ref.load_state_dict(ours.state_dict())
+    ours, ref = ours.double().train(), ref.double().train()
+    monkeypatch.setattr(tr, "dropout", lambda *a, **k: pytest.fail("dropout drawn with p = 0"))
+    parent = []
+    real = nn.TransformerEncoderLayer._sa_block
+    monkeypatch.setattr(
+        nn.TransformerEncoderLayer,
+        "_sa_block",
+        lambda self, *a, **k: parent.append(type(self)) or real(self, *a, **k),
+    )
+    pad = None
+    if padding:
+        pad = torch.zeros(3, 9, dtype=torch.bool)
+        pad[0, 5:] = True
+    x = torch.randn(3, 9, 24, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    a = ours(xa, src_key_padding_mask=pad)
+    b = ref(xb, src_key_padding_mask=pad)
+    assert parent == [nn.TransformerEncoderLayer]  # only the reference ran torch's attention
+    torch.testing.assert_close(a, b)
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    for (name, pa), pb in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+def test_eval_runs_the_parent_code(monkeypatch):
     ours, ref = _pair(True, p=0.1)
     monkeypatch.setattr(tr, "dropout", lambda *a, **k: pytest.fail("manual path in eval"))
     x = torch.randn(2, 5, 24, dtype=torch.float64)

@@ -8,9 +8,10 @@ not have, so both pixel stages are replaced by:
 2. a local stage: patches are grouped by their coordinates into ``region_size`` x
    ``region_size`` regions of the patch grid (16 x 16 = a 4096 px region at 20x with 256 px
    patches, HIPT's region), a learned 2-D position embedding of the patch inside its region,
-   ``local_layers`` pre-norm transformer layers (``heads`` heads) within each region, and
-   gated attention pooling (instead of a class token, so instances get local scores) into one
-   token per region;
+   ``local_layers`` pre-norm transformer layers (``heads`` heads) within each region, without
+   dropout by default (``local_dropout``; HIPT's ViT-4K, ``vit4k_xs``, has none), and gated
+   attention pooling (instead of a class token, so instances get local scores) into one token
+   per region;
 3. HIPT's global stage (``HIPT_LGP_FC``): Linear + ReLU + Dropout, a 2-layer transformer
    (``heads`` heads, feed-forward 192) over the region tokens, gated attention pooling, Linear +
    ReLU + Dropout and the classifier.
@@ -55,6 +56,7 @@ class HIPT(MILModel):
         region_size: int = 16,
         local_layers: int = 2,
         dropout: float = 0.25,
+        local_dropout: float = 0.0,
         patch_pitch: float | None = None,
         attention_threshold: float = 0.0,
         threshold_at_eval: bool = True,
@@ -66,7 +68,12 @@ class HIPT(MILModel):
         self.pos = nn.Parameter(torch.zeros(region_size * region_size, hidden))
         nn.init.trunc_normal_(self.pos, std=0.02)
         layer = EncoderLayer(
-            hidden, heads, 4 * hidden, dropout=0.1, batch_first=True, norm_first=True
+            hidden,
+            heads,
+            4 * hidden,
+            dropout=check_dropout(local_dropout),
+            batch_first=True,
+            norm_first=True,
         )
         self.local = nn.TransformerEncoder(layer, local_layers, enable_nested_tensor=False)
         self.local_norm = nn.LayerNorm(hidden)
@@ -91,7 +98,10 @@ class HIPT(MILModel):
     def _bag(self, h: Tensor, coords: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One bag h (n, H), coords (n, 2) -> embedding (H,), scores (n,), weights (n,)."""
         lay = group_regions(coords, self.region_size, self.patch_pitch)
-        tokens = h[lay.index] + self.pos[lay.cell]  # (R, L, H)
+        # index_select gathers whole rows (3x faster on CPU than advanced indexing)
+        r, slots = lay.index.shape
+        tokens = h.index_select(0, lay.index.reshape(-1)).view(r, slots, -1)
+        tokens = tokens + self.pos.index_select(0, lay.cell.reshape(-1)).view(r, slots, -1)
         ctx = self._local(tokens, lay.valid)  # (R, L, H)
         local_s = self.local_attn(ctx)  # (R, L, 1)
         local_w = masked_softmax(local_s, lay.valid)  # (R, L, 1)
@@ -119,18 +129,22 @@ class HIPT(MILModel):
         if coords is None:
             raise ValueError("hipt needs patch coordinates (coords=...)")
         b, n, _ = h.shape
-        scores, weights, zs = h.new_zeros(b, n), h.new_zeros(b, n), []
+        zs, ss, ws = [], [], []
         for i in range(b):
-            keep = torch.arange(n, device=h.device) if mask is None else mask[i].nonzero()[:, 0]
-            if keep.numel() == 0:  # an all-padding bag: zero embedding, zero scores
-                zs.append(h.new_zeros(h.shape[-1]))
-                continue
-            zi, si, wi = self._bag(h[i, keep], coords[i, keep])
-            rows = torch.full_like(keep, i)
-            scores = scores.index_put((rows, keep), si)
-            weights = weights.index_put((rows, keep), wi)
+            if mask is None:  # every instance is real: no gather, no scatter
+                zi, si, wi = self._bag(h[i], coords[i])
+            else:
+                keep = mask[i].nonzero()[:, 0]
+                if keep.numel() == 0:  # an all-padding bag: zero embedding, zero scores
+                    zi, si, wi = h.new_zeros(h.shape[-1]), h.new_zeros(n), h.new_zeros(n)
+                else:
+                    zi, sk, wk = self._bag(h[i, keep], coords[i, keep])
+                    si = h.new_zeros(n).index_put((keep,), sk)
+                    wi = h.new_zeros(n).index_put((keep,), wk)
             zs.append(zi)
-        z = torch.stack(zs)  # (B, H)
+            ss.append(si)
+            ws.append(wi)
+        z, scores, weights = torch.stack(zs), torch.stack(ss), torch.stack(ws)  # (B, H), (B, N)
         return MILOutput(
             logits=self.classifier(z),
             embedding=z,

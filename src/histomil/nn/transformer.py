@@ -1,13 +1,16 @@
-"""A :class:`torch.nn.TransformerEncoderLayer` whose attention-weight dropout uses
-:mod:`histomil.nn.dropout`'s cheap CPU mask.
+"""A :class:`torch.nn.TransformerEncoderLayer` whose attention is written out in training on CPU.
 
 In training with dropout, torch's multi-head attention runs the math path and draws a Bernoulli
 mask over every (batch x heads x L x L) attention map with its slow CPU generator: in the
 HIPT-style model (256-token regions, 3 heads) that was 157 ms of a 2.4-s step at 8,000 instances.
 Here the same computation (in-projection, scaled scores, key-padding mask, softmax, dropout on
 the weights, weighted values, out-projection) is written out so that the dropout is
-:func:`histomil.nn.dropout.dropout`. Parameters and state-dict keys are the parent's; in eval mode,
-without dropout, or with an ``attn_mask``/causal mask the parent's code runs unchanged.
+:func:`histomil.nn.dropout.dropout`. Without dropout (p = 0, e.g. HIPT's local stage) training
+uses the same written-out attention: torch's fused CPU attention kernel (``scaled_dot_product_
+attention``) was not faster for a HIPT step at 8,000 instances (1.64 s against 1.36 s with one
+thread, 0.92 against 0.77 s with two; ``benchmarks/README.md``, "Floors"). Parameters and
+state-dict keys are the parent's; in eval mode or with an ``attn_mask``/causal mask the parent's
+code runs unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from histomil.nn.dropout import dropout, use_fast_dropout
 
 class EncoderLayer(nn.TransformerEncoderLayer):
     """:class:`torch.nn.TransformerEncoderLayer` (same arguments, ``batch_first=True`` only) with
-    the fast CPU dropout on the attention weights and after each block."""
+    written-out attention in training (the fast CPU dropout on its weights when p > 0) and the
+    fast CPU dropout after each block."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -39,9 +43,9 @@ class EncoderLayer(nn.TransformerEncoderLayer):
         is_causal: bool = False,
     ) -> Tensor:
         attn = self.self_attn
-        p = attn.dropout if self.training else 0.0
-        if p == 0.0 or attn_mask is not None or is_causal or x.device.type != "cpu":
+        if not self.training or attn_mask is not None or is_causal or x.device.type != "cpu":
             return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
+        p = attn.dropout
         b, n, d = x.shape
         h = attn.num_heads
         q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
@@ -53,6 +57,8 @@ class EncoderLayer(nn.TransformerEncoderLayer):
                 scores = scores.masked_fill(pad, float("-inf"))
             else:
                 scores = scores + pad.to(scores.dtype)
-        weights = dropout(torch.softmax(scores, dim=-1), p)
+        weights = torch.softmax(scores, dim=-1)
+        if p > 0:
+            weights = dropout(weights, p)
         out = (weights @ v).transpose(1, 2).reshape(b, n, d)
         return self.dropout1(attn.out_proj(out))
