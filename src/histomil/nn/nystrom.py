@@ -121,12 +121,25 @@ class PPEG(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, 1, k // 2, groups=dim) for k in (7, 5, 3))
 
     def forward(self, x: Tensor, side: int) -> Tensor:
-        """x (B, 1 + side*side, dim) with a leading class token -> same shape."""
+        """x (B, 1 + side*side, dim) with a leading class token -> same shape.
+
+        ``grid + conv7(grid) + conv5(grid) + conv3(grid)`` is computed as one depthwise 7 x 7
+        convolution whose kernel is the sum of the three (the 5 x 5 and 3 x 3 kernels zero-padded
+        to 7 x 7, centred, as their paddings align them) plus the identity at the centre, and
+        whose bias is the sum of the biases: the same linear map, and autograd gives each
+        kernel its share of the gradient. One depthwise convolution and its backward instead of
+        three, and no layout copies between them: about half of PPEG's time at 8,000 instances
+        (tests/nn/test_ppeg.py keeps the three-convolution form as the reference).
+        """
         b, _, c = x.shape
         cls, feat = x[:, :1], x[:, 1:]
-        grid = feat.transpose(1, 2).reshape(b, c, side, side)  # (B, dim, side, side)
-        grid = grid + sum(conv(grid) for conv in self.convs)
-        return torch.cat([cls, grid.flatten(2).transpose(1, 2)], dim=1)
+        grid = feat.transpose(1, 2).contiguous().view(b, c, side, side)  # (B, dim, side, side)
+        w7, w5, w3 = (conv.weight for conv in self.convs)  # (dim, 1, k, k)
+        kernel = w7 + F.pad(w5, (1, 1, 1, 1)) + F.pad(w3, (2, 2, 2, 2))
+        kernel = kernel + F.pad(kernel.new_ones(c, 1, 1, 1), (3, 3, 3, 3))  # + identity
+        bias = sum(conv.bias for conv in self.convs)
+        out = F.conv2d(grid, kernel, bias, padding=3, groups=c)
+        return torch.cat([cls, out.flatten(2).transpose(1, 2)], dim=1)
 
 
 def square_side(n: int) -> int:
