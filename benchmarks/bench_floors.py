@@ -386,6 +386,21 @@ def build_predict(config: str, n: int, seed: int = 0):
     return lambda: obj.predict(model, bag)
 
 
+def interleaved_best(fns: dict, rounds: int, warmup: int) -> dict[str, float]:
+    """Best-of-``rounds`` seconds per function, one call of each per round (so all see the same
+    machine state), after ``warmup`` untimed calls of each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def inference_table(cfgs: list[str], n: int, rounds: int, threads: int) -> None:
     """Inference time per bag, the configurations interleaved in one process, best of
     ``rounds``; speed relative to AB-MIL (the paper's Table 6 reports MHIM-v2(AB-MIL) at
@@ -394,15 +409,8 @@ def inference_table(cfgs: list[str], n: int, rounds: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     fns = {c: build_predict(c, n) for c in cfgs}
-    best = dict.fromkeys(cfgs, float("inf"))
     with torch.inference_mode():
-        for fn in fns.values():
-            fn()  # warm-up
-        for _ in range(rounds):
-            for c, fn in fns.items():
-                t0 = time.perf_counter()
-                fn()
-                best[c] = min(best[c], time.perf_counter() - t0)
+        best = interleaved_best(fns, rounds, warmup=1)
     print(f"\n{machine()}\nN = {n:,}, inference (no grad), best of {rounds} interleaved\n")
     print("| config | s per bag | speed x AB-MIL |\n|---|---|---|")
     for c in cfgs:
@@ -419,16 +427,7 @@ def paired_table(cfgs: list[str], n: int, rounds: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    steps = {c: build_step(c, n)[0] for c in cfgs}
-    best = dict.fromkeys(cfgs, float("inf"))
-    for fn in steps.values():
-        fn()  # warm-up
-        fn()
-    for _ in range(rounds):
-        for c, fn in steps.items():
-            t0 = time.perf_counter()
-            fn()
-            best[c] = min(best[c], time.perf_counter() - t0)
+    best = interleaved_best({c: build_step(c, n)[0] for c in cfgs}, rounds, warmup=2)
     print(f"\n{machine()}\nN = {n:,}, training step, best of {rounds} interleaved\n")
     print("| config | s per step | time x AB-MIL | time x its student |\n|---|---|---|---|")
     for c in cfgs:

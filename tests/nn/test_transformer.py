@@ -30,6 +30,15 @@ def _pair(norm_first: bool, p: float = 0.3):
     return ours.double().train(), ref.double().train()
 
 
+def _assert_same_gradients(ours, ref, xa, xb, a, b):
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    for (name, pa), pb in zip(ours.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("padding", [None, "bool", "float"])
 def test_written_out_attention_equals_torch_without_dropout(norm_first, padding, monkeypatch):
@@ -57,12 +66,7 @@ def test_written_out_attention_equals_torch_without_dropout(norm_first, padding,
     b = ref(xb, src_key_padding_mask=pad)
     assert calls == [0.3]  # the written-out path ran, with the layer's dropout
     torch.testing.assert_close(a, b)
-    g = torch.randn_like(a)
-    a.backward(g)
-    b.backward(g)
-    torch.testing.assert_close(xa.grad, xb.grad)
-    for (name, pa), pb in zip(ours.named_parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+    _assert_same_gradients(ours, ref, xa, xb, a, b)
 
 
 def test_padded_keys_get_no_weight_and_dropout_rate_is_p(monkeypatch):
@@ -114,12 +118,7 @@ def test_zero_dropout_in_training_is_the_written_out_attention_without_a_mask(pa
     b = ref(xb, src_key_padding_mask=pad)
     assert parent == [nn.TransformerEncoderLayer]  # only the reference ran torch's attention
     torch.testing.assert_close(a, b)
-    g = torch.randn_like(a)
-    a.backward(g)
-    b.backward(g)
-    torch.testing.assert_close(xa.grad, xb.grad)
-    for (name, pa), pb in zip(ours.named_parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+    _assert_same_gradients(ours, ref, xa, xb, a, b)
 
 
 def test_eval_runs_the_parent_code(monkeypatch):

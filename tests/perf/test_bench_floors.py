@@ -40,3 +40,11 @@ def test_replay_times_every_recorded_call() -> None:
     ran = []
     _, _, step = bench_floors.replay(calls, reps=3, step=lambda: ran.append(1))
     assert ran == [1, 1, 1] and 0 < step < 1  # one timed step per round of replays
+
+
+def test_interleaved_best_calls_each_function_once_per_round_after_the_warmup():
+    order: list[str] = []
+    fns = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    best = bench_floors.interleaved_best(fns, rounds=3, warmup=2)
+    assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert set(best) == {"a", "b"} and all(0 <= v < 1 for v in best.values())
