@@ -175,10 +175,16 @@ def _check_names(config: TrainConfig) -> bool:
     """Fail before any fold starts when the model/objective name or parameters are wrong, or
     when ``objective.baseline`` is given to an objective without a baseline. Returns whether
     the objective needs a per-fold baseline."""
-    from histomil.models import check_model_params
+    from histomil.models import check_model_params, create_model
     from histomil.objectives import create_objective
 
     check_model_params(config.model.name, config.model.params)
+    # a throwaway model on 16-d features checks the parameter *values* too (a dropout of 2, heads
+    # that do not divide the width) before anything is written; folds build the real one
+    try:
+        create_model(config.model.name, 16, 2, **config.model.params)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"model {config.model.name!r}: {err}") from None
     objective = create_objective(config.objective.name, **config.objective.params)
     if config.objective.baseline and not objective.needs_baseline:
         raise ValueError(
