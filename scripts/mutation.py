@@ -64,6 +64,9 @@ MODULES: dict[str, list[str]] = {
     "objectives/mhim/strategy.py": [
         "tests/objectives/mhim/test_strategy.py",
         "tests/objectives/mhim/test_mhim_pinned.py",
+        "tests/objectives/mhim/test_regime.py",
+        "tests/objectives/mhim/test_recycle_checkpoint.py",
+        "tests/objectives/mhim/test_strategy_pinned.py",
     ],
     "evaluation/metrics.py": [
         "tests/evaluation/test_metrics.py",
@@ -83,13 +86,27 @@ MODULES: dict[str, list[str]] = {
     ],
     "training/splits.py": ["tests/training/test_splits.py", "tests/training/test_splits_pinned.py"],
     # test_run.py trains whole runs (minutes per mutant): only the pinned fold test here
-    "training/fold.py": ["tests/training/test_fold_pinned.py"],
-    "training/trainer.py": ["tests/training/test_trainer.py"],
+    "training/fold.py": [
+        "tests/training/test_fold_pinned.py",
+        "tests/training/test_epoch_bar.py",
+        "tests/training/test_run_fold_pinned.py",
+    ],
+    # test_precision.py (a 30 s bfloat16 fit) is too slow per mutant
+    "training/trainer.py": [
+        "tests/training/test_trainer.py",
+        "tests/training/test_schedule_resume.py",
+        "tests/training/test_host_sync.py",
+        "tests/training/test_trainer_pinned.py",
+    ],
     "annotations/overlap.py": [
         "tests/annotations/test_overlap.py",
         "tests/annotations/test_overlap_pinned.py",
     ],
-    "annotations/labelling.py": ["tests/annotations/test_labelling.py"],
+    "annotations/labelling.py": [
+        "tests/annotations/test_labelling.py",
+        "tests/annotations/test_label_reruns.py",
+        "tests/annotations/test_labelling_pinned.py",
+    ],
     "slides/tiling.py": ["tests/slides/test_tiling.py", "tests/slides/test_tiling_pinned.py"],
     "bags/io.py": ["tests/bags/test_io.py", "tests/bags/test_io_pinned.py"],
     # test_contract.py (100k-instance bags for every model) is too slow per mutant

@@ -1,0 +1,213 @@
+"""Pinned trainer (issue 22): the epoch rows, the evaluation schedule, early stopping and the
+prediction helpers, against values stated by hand."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from histomil.bags.bag import Bag
+from histomil.models import create_model
+from histomil.objectives import TrainContext
+from histomil.objectives.slide import BagObjective
+from histomil.training import trainer as T
+from histomil.training.config import TrainSettings
+
+
+class _Terms(BagObjective):
+    """The bag objective plus two logged terms: the bag's index (tensor) and a constant."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps_per_epoch_seen: list[int] = []
+        self.after_steps = 0
+        self.epochs: list[tuple[int, int]] = []
+
+    def set_steps_per_epoch(self, n: int) -> None:
+        self.steps_per_epoch_seen.append(n)
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
+        self.epochs.append((epoch, max_epochs))
+
+    def after_optimizer_step(self, model) -> None:
+        self.after_steps += 1
+
+    def epoch_stats(self) -> dict[str, float]:
+        return {"stat": 7.0}
+
+    def forward(self, model, bag):
+        out = super().forward(model, bag)
+        out.terms["idx"] = torch.tensor(float(bag.slide_id[1:]))
+        out.terms["const"] = 2.0
+        return out
+
+
+def _bags(n: int, seed: int) -> list[Bag]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        x = torch.randn(10, 4, generator=g)
+        if i % 2:
+            x[:2, 0] += 3.0
+        out.append(Bag(f"b{i}", x, i % 2))
+    return out
+
+
+def _fit(settings: TrainSettings, n_train: int = 6, **kw):
+    T.seed_everything(0)
+    model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
+    obj = _Terms()
+    obj.setup(model, TrainContext())
+    rows: list[dict] = []
+    result = T.fit(
+        model, obj, _bags(n_train, 1), _bags(4, 2), settings, "classification", 0, rows.append,
+        **kw,
+    )  # fmt: skip
+    return model, obj, result, rows
+
+
+def test_rows_eval_schedule_and_early_stopping_by_hand():
+    """lr 1e-12 leaves the float32 weights as they are: every validation loss is the same, so
+    the first evaluated epoch stays the best and ``since_best`` grows by ``eval_every``."""
+    s = TrainSettings(lr=1e-12, max_epochs=9, warmup_epochs=1, patience=4, eval_every=2)
+    model, obj, result, rows = _fit(s, n_train=5)
+    # evaluations after epochs 1, 3, 5: since_best 0, 2, 4 -> stop after epoch 5
+    assert [r["epoch"] for r in rows] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert ["val_loss" in r for r in rows] == [False, True, False, True, False, True]
+    assert result.best_epoch == 1 and result.history == rows
+    assert result.best_val_loss == rows[1]["val_loss"] == rows[3]["val_loss"]
+    assert obj.epochs == [(e, 9) for e in range(6)]
+    assert obj.steps_per_epoch_seen == [5] and obj.after_steps == 5 * 6
+    for r in rows:
+        assert r["train_idx"] == pytest.approx((0 + 1 + 2 + 3 + 4) / 5)  # the mean over bags
+        assert r["train_const"] == 2.0 and r["stat"] == 7.0 and r["lr"] == 1e-12
+        assert "attn_fallback" not in r  # no attention threshold
+    assert set(rows[1]) == {
+        "epoch", "train_bag", "train_total", "train_idx", "train_const", "lr", "stat",
+        "val_loss", "val_auroc",
+    }  # fmt: skip
+
+
+def test_last_epoch_is_always_evaluated_and_patience_counts_evaluations():
+    s = TrainSettings(lr=1e-12, max_epochs=3, warmup_epochs=3, patience=1, eval_every=2)
+    _, _, result, rows = _fit(s, n_train=2)
+    assert ["val_loss" in r for r in rows] == [False, True, True]
+    assert result.best_epoch == 1
+    # without warm-up the first repeated loss stops the run (patience 1 = one evaluation)
+    s = TrainSettings(lr=1e-12, max_epochs=6, warmup_epochs=0, patience=1)
+    _, _, result, rows = _fit(s, n_train=2)
+    assert len(rows) == 2 and result.best_epoch == 0
+    # warm-up holds the run until epoch warmup_epochs - 1 has run
+    s = TrainSettings(lr=1e-12, max_epochs=6, warmup_epochs=4, patience=1)
+    _, _, result, rows = _fit(s, n_train=2)
+    assert len(rows) == 4
+
+
+def test_select_from_epoch_and_errors():
+    s = TrainSettings(lr=1e-12, max_epochs=4, warmup_epochs=4, patience=9, select_from_epoch=2)
+    _, _, result, rows = _fit(s, n_train=2)
+    assert result.best_epoch == 2 and len(rows) == 4
+    model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
+    obj = _Terms()
+    obj.setup(model, TrainContext())
+    with pytest.raises(ValueError) as err:
+        T.fit(model, obj, _bags(2, 1), [], TrainSettings(max_epochs=2), "classification", 0)
+    assert str(err.value) == "fit needs validation bags for model selection"
+    bad = TrainSettings(max_epochs=3)
+    object.__setattr__(bad, "select_from_epoch", 3)  # bypass the config's own check
+    with pytest.raises(ValueError) as err:
+        T.fit(model, obj, _bags(2, 1), _bags(2, 2), bad, "classification", 0)
+    assert str(err.value) == "select_from_epoch (3) must be < max_epochs (3)"
+
+
+def test_batch_accumulation_steps_and_checkpoints():
+    s = TrainSettings(lr=1e-12, max_epochs=2, warmup_epochs=2, patience=9, batch_accumulation=2)
+    states: list[dict] = []
+    _, obj, result, rows = _fit(s, n_train=5, on_checkpoint=states.append)
+    # 5 bags, 2 per step: steps after bags 2, 4 and the last (5): 3 per epoch
+    assert obj.steps_per_epoch_seen == [3] and obj.after_steps == 6
+    assert [st["epoch"] for st in states] == [0, 1]
+    assert states[-1]["history"] == rows and states[0]["history"] == rows[:1]
+    assert states[-1]["best"]["epoch"] == result.best_epoch == 0
+    assert states[-1]["since_best"] == 1
+
+
+def test_bag_probability_by_hand():
+    assert T.bag_probability(np.array([0.0]), "classification").tolist() == [0.5]
+    p = T.bag_probability(np.array([math.log(3.0)]), "classification")
+    assert p.tolist() == pytest.approx([0.75]) and p.shape == (1,)
+    p = T.bag_probability(np.array([0.0, math.log(3.0)]), "classification")
+    assert p.tolist() == pytest.approx([0.25, 0.75])
+    # survival: risk = -(S_1 + S_2), S_k = prod_{j<=k} sigmoid(-h_j); h = 0, 0: -(1/2 + 1/4)
+    assert T.bag_probability(np.array([0.0, 0.0]), "survival").tolist() == pytest.approx([-0.75])
+    assert T.bag_probability(np.array([0.0]), "survival").tolist() == pytest.approx([-0.5])
+
+
+def test_val_auroc_by_hand():
+    bags = [Bag(f"b{i}", torch.zeros(1, 2), lab) for i, lab in enumerate([0, 1, 1, 0])]
+    preds = [T.Prediction(b.slide_id, np.array([v]), 0.0) for b, v in zip(bags, [0.1, 0.9, -1.0, -2.0], strict=True)]  # fmt: skip
+    # positives 0.9, -1.0 vs negatives 0.1, -2.0: pairs won 1 + 1 + 0 + 1 = 3 of 4
+    assert T._val_auroc(preds, bags, "classification") == pytest.approx(0.75)
+    assert math.isnan(T._val_auroc(preds, bags, "survival"))
+    one = [Bag("a", torch.zeros(1, 2), 1), Bag("b", torch.zeros(1, 2), 1)]
+    assert math.isnan(T._val_auroc(preds[:2], one, "classification"))
+    three = [Bag(f"c{i}", torch.zeros(1, 2), i % 3) for i in range(6)]
+    perfect = [T.Prediction(b.slide_id, np.eye(3)[i % 3] * 5, 0.0) for i, b in enumerate(three)]
+    assert T._val_auroc(perfect, three, "classification") == 1.0
+
+
+def test_order_with_and_without_balanced_sampling():
+    bags = [Bag(f"b{i}", torch.zeros(1, 2), int(i == 0)) for i in range(4)]
+    s = TrainSettings()
+    g = torch.Generator().manual_seed(5)
+    assert (
+        T._order(bags, s, g)
+        == torch.randperm(4, generator=torch.Generator().manual_seed(5)).tolist()
+    )
+    bal = TrainSettings(balanced_sampling=True)
+    g = torch.Generator().manual_seed(5)
+    w = torch.tensor([1.0, 1 / 3, 1 / 3, 1 / 3], dtype=torch.double)
+    want = torch.multinomial(w, 4, replacement=True, generator=torch.Generator().manual_seed(5))
+    assert T._order(bags, bal, g) == want.tolist()
+    counts = np.bincount([i == 0 for _ in range(200) for i in T._order(bags, bal, g)], minlength=2)
+    assert 0.4 < counts[1] / counts.sum() < 0.6  # the lone positive drawn half the time
+
+
+def test_predict_attention_class_and_instance_probabilities():
+    T.seed_everything(0)
+    model = create_model("dsmil", in_dim=4, n_classes=3, hidden=8)
+    obj = BagObjective()
+    obj.setup(model, TrainContext(n_classes=3))
+    bag = _bags(1, 3)[0]
+    (pred,) = T.predict(model, obj, [bag], "classification", keep_attention=True)
+    with torch.no_grad():
+        out = model(bag.features)
+    cls = int(out.logits[0].argmax())
+    assert np.allclose(pred.logits, out.logits[0].double().numpy())
+    assert np.allclose(pred.instance_prob, torch.softmax(out.instance_logits[0], -1)[:, cls])
+    w = out.class_weights(cls)
+    assert np.allclose(pred.weights, w[0].numpy())
+    (plain,) = T.predict(model, obj, [bag], "classification")
+    assert plain.weights is None and plain.scores is None and plain.instance_prob is None
+    assert plain.loss == pytest.approx(pred.loss)
+
+
+def test_autocast_and_seed():
+    assert isinstance(T._autocast(torch.device("cpu"), "float32"), type(T.contextlib.nullcontext()))
+    with pytest.raises(ValueError) as err:
+        T._autocast(torch.device("cpu"), "float16")
+    assert str(err.value) == "precision must be float32 or bfloat16, got 'float16'"
+    T.seed_everything(3)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())  # noqa: NPY002
+    T.seed_everything(3)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a  # noqa: NPY002
+    random.seed(3)
+    assert a[0] == random.random()
+    np.random.seed(3)  # noqa: NPY002
+    assert a[1] == np.random.rand()  # noqa: NPY002
+    torch.manual_seed(3)
+    assert a[2] == torch.rand(1).item()
