@@ -117,6 +117,14 @@ def classification_metrics(labels: ArrayLike, probs: ArrayLike, threshold: float
     return out
 
 
+def prob_columns(columns) -> list[str]:
+    """The ``prob_<c>`` columns of a predictions table in class order (``prob_2`` before
+    ``prob_10``: a text sort would put ``prob_10`` after ``prob_1`` and hand every class from
+    the 11th on the wrong column)."""
+    cols = [c for c in columns if isinstance(c, str) and c.startswith("prob_") and c[5:].isdigit()]
+    return sorted(cols, key=lambda c: int(c[5:]))
+
+
 def multiclass_metrics(labels: ArrayLike, probs: ArrayLike) -> dict:
     """Macro one-vs-rest AUROC, macro average precision, accuracy and macro F1.
 

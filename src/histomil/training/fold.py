@@ -105,7 +105,9 @@ def fold_metrics(rows: pd.DataFrame, task: str, threshold: float | None) -> dict
         return {}
     if task == "survival":
         return M.c_index_with_ci(rows["time"].values, rows["risk"].values, rows["event"].values)
-    prob_cols = sorted(c for c in rows.columns if c.startswith("prob_") and rows[c].notna().all())
+    from histomil.evaluation.metrics import prob_columns
+
+    prob_cols = [c for c in prob_columns(rows.columns) if rows[c].notna().all()]
     if prob_cols:
         return M.multiclass_metrics(rows["label"].values, rows[prob_cols].values)
     return M.binary_metrics(rows["label"].values, rows["prob"].values, threshold)

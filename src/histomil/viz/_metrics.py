@@ -75,7 +75,9 @@ def _task_arrays(df: pd.DataFrame, task: str, yhat: pd.Series | None) -> tuple[n
     if task == "survival":
         return (df["event"].to_numpy(int), df["time"].to_numpy(float), df["risk"].to_numpy(float))
     if task == "multiclass":
-        cols = sorted((c for c in df.columns if c.startswith("prob_")), key=lambda c: c[5:])
+        from histomil.evaluation.metrics import prob_columns
+
+        cols = prob_columns(df.columns)
         return (df["label"].to_numpy(int), df[cols].to_numpy(float))
     return (
         df["label"].to_numpy(int),
