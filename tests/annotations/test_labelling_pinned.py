@@ -219,13 +219,20 @@ def test_bag_on_another_grid_is_labelled_on_its_own_coords(tmp_path):
     assert attrs["slide_label"] == 1 and attrs["label_padding_px"] == 0.0
 
 
-def test_bag_on_the_same_grid_gets_the_patch_values(tmp_path):
+def _bag_on_patch_grid(tmp_path):
+    """A patch file s.h5 and a bag of 36 ones-features on its coordinates; the bag's path."""
     coords = write_patch_file(tmp_path / "patches" / "s.h5", "s")
     bag = tmp_path / "bags" / "s.h5"
     bag.parent.mkdir(parents=True)
     with h5py.File(bag, "w") as f:
         f["features"] = np.ones((36, 3), dtype=np.float32)
         f["coords"] = coords
+    return bag
+
+
+def test_bag_on_the_same_grid_gets_the_patch_values(tmp_path):
+    bag = _bag_on_patch_grid(tmp_path)
+    with h5py.File(bag, "a") as f:
         f["tissue"] = np.linspace(0.0, 1.0, 36).astype(np.float32)  # ignored: same grid
     job = _job(tmp_path, bag=bag)
     label_slide(job, LabelConfig())
@@ -235,12 +242,8 @@ def test_bag_on_the_same_grid_gets_the_patch_values(tmp_path):
 
 
 def test_bag_with_another_patch_size_is_recomputed(tmp_path):
-    coords = write_patch_file(tmp_path / "patches" / "s.h5", "s")
-    bag = tmp_path / "bags" / "s.h5"
-    bag.parent.mkdir(parents=True)
-    with h5py.File(bag, "w") as f:
-        f["features"] = np.ones((36, 3), dtype=np.float32)
-        f["coords"] = coords
+    bag = _bag_on_patch_grid(tmp_path)
+    with h5py.File(bag, "a") as f:
         f.attrs["patch_size_level0"] = 50
     label_slide(_job(tmp_path, bag=bag), LabelConfig())
     data, _ = _read(tmp_path / "out" / "bags" / "s.h5")

@@ -265,15 +265,7 @@ def test_three_class_fold_rows_and_metrics(three_cohort, tmp_path, fakes):
 
 
 def test_survival_fold_rows(survival_cohort, tmp_path, fakes):
-    df = pd.read_csv(survival_cohort, dtype={"slide_id": str, "case_id": str})
-    cases = sorted(df["case_id"].unique())
-    slides = {c: sorted(df.loc[df.case_id == c, "slide_id"]) for c in cases}
-    split = FoldSplit(
-        0,
-        tuple(s for c in cases[:30] for s in slides[c]),
-        tuple(s for c in cases[30:45] for s in slides[c]),
-        tuple(s for c in cases[45:] for s in slides[c]),
-    )
+    split, df = _survival_split(survival_cohort)
     config = config_from_dict(
         {
             "data": {
