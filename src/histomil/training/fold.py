@@ -24,6 +24,7 @@ import pandas as pd
 from histomil._io import atomic_path, atomic_write_json, write_csv
 from histomil.bags.bag import Bag
 from histomil.bags.dataset import bag_file_attrs
+from histomil.evaluation.metrics import prob_columns
 from histomil.training import metrics as M
 from histomil.training.cohort import n_outputs, training_manifest, write_split
 from histomil.training.config import TrainConfig
@@ -105,8 +106,6 @@ def fold_metrics(rows: pd.DataFrame, task: str, threshold: float | None) -> dict
         return {}
     if task == "survival":
         return M.c_index_with_ci(rows["time"].values, rows["risk"].values, rows["event"].values)
-    from histomil.evaluation.metrics import prob_columns
-
     prob_cols = [c for c in prob_columns(rows.columns) if rows[c].notna().all()]
     if prob_cols:
         return M.multiclass_metrics(rows["label"].values, rows[prob_cols].values)
