@@ -76,12 +76,13 @@ def test_sweep_task_is_picklable_for_worker_processes(base_config):
     import pickle
 
     from histomil.executors import Task
-    from histomil.experiments.sweep import SweepOptions, load_base, resolve_point, train_point
+    from histomil.experiments.sweep import SweepOptions, load_base, resolve_point
+    from histomil.training.fold import run_fold
 
     base = load_base(base_config)
     config = resolve_point(base, Point("p", {"data": {"train_fraction": 0.5}}), SweepOptions())
-    task = pickle.loads(pickle.dumps(Task("p", train_point, {"config": config, "run_dir": "x"})))
-    assert task.fn is train_point and task.kwargs["config"].data.train_fraction == 0.5
+    task = pickle.loads(pickle.dumps(Task("p fold 0", run_fold, {"config": config})))
+    assert task.fn is run_fold and task.kwargs["config"].data.train_fraction == 0.5
 
 
 def test_low_data(base_config, tmp_path):

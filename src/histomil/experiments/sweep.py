@@ -1,10 +1,12 @@
 """A sweep: one base training config, named points (config overrides), the same splits and seeds.
 
 Every point is trained with :func:`histomil.training.train` into ``DIR/runs/<point>/`` and its
-resolved config is saved as ``DIR/configs/<point>.yaml``. Points run in parallel through
-:func:`histomil.executors.run_tasks` (one task per point; the folds of a point run inside its
-task). A point whose run is complete (every fold's ``result.json`` and ``metrics.json``) is
-skipped, so an interrupted sweep resumes; a partly finished point resumes at fold level.
+resolved config is saved as ``DIR/configs/<point>.yaml``. Every point's run is checked
+(:func:`histomil.training.run.check_run`) before any is written; then the unfinished folds of
+all points go to :func:`histomil.executors.run_tasks` as one batch (one task per fold), so every
+worker stays busy until the last fold, whatever the number of points. A point whose run is
+complete (every fold's ``result.json`` and ``metrics.json``) is skipped, so an interrupted
+sweep resumes; a partly finished point resumes at fold level.
 
 Identical points are shared across experiments through ``experiment.reuse`` (a list of other
 experiment folders, relative to the YAML): a point that is not done here is copied from a
@@ -35,7 +37,7 @@ from typing import Any
 import pandas as pd
 
 from histomil._io import atomic_write_text
-from histomil.executors import ExecutorConfig, Task, run_tasks
+from histomil.executors import ExecutorConfig, run_tasks
 from histomil.provenance import StaleOutputError
 from histomil.training.config import TrainConfig, config_from_dict, dump_config, matches_saved
 
@@ -187,14 +189,6 @@ def find_identical_run(config: TrainConfig, folders: list[Path], inputs=None) ->
     return None
 
 
-def train_point(config: TrainConfig, run_dir: str) -> str:
-    """Executor task: train every fold of one point (folds serially inside this task)."""
-    from histomil.training import train
-
-    train(config, run_dir, executor=ExecutorConfig(workers=1), resume=True)
-    return run_dir
-
-
 def run_sweep(
     base: BaseConfig, points: list[Point], out_dir: str | os.PathLike, options: SweepOptions
 ) -> dict[str, Path]:
@@ -208,26 +202,45 @@ def run_sweep(
     # anything is written or trained
     resolved = [(p, resolve_point(base, p, options)) for p in points]
     checked = [(p, c, _inputs_of(c)) for p, c in resolved]
-    tasks, runs = [], {}
+    from histomil.training.run import check_run, finish_run, start_run
+
+    plan, runs = [], {}
     for point, config, inputs in checked:
-        atomic_write_text(out / "configs" / f"{point.name}.yaml", dump_config(config))
         run_dir = out / "runs" / point.name
         runs[point.name] = run_dir
         if point_done(run_dir, config) and same_inputs(run_dir, config, inputs, strict=False):
+            plan.append((point, config, None, None))
             continue
-        folders = reuse_dirs(base)
-        source = None if run_dir.exists() else find_identical_run(config, folders, inputs)
+        source = None if run_dir.exists() else find_identical_run(config, reuse_dirs(base), inputs)
         if source is not None and source.resolve() != run_dir.resolve():
-            shutil.copytree(source, run_dir, symlinks=True)
-            atomic_write_text(run_dir / "reused_from.txt", f"{source}\n")
-            log.info("point %s: reused the identical finished run %s", point.name, source)
+            plan.append((point, config, source, None))
             continue
-        tasks.append(Task(point.name, train_point, {"config": config, "run_dir": str(run_dir)}))
+        try:  # the checks train() makes, for every point before any point is written
+            pending = check_run(config, run_dir, resume=True, inputs=inputs)
+        except (ValueError, OSError) as exc:
+            raise SweepError(f"point {point.name}: {exc} (nothing was trained)") from exc
+        plan.append((point, config, None, pending))
+    tasks, started, owner = [], [], {}
+    for point, config, source, pending in plan:
+        atomic_write_text(out / "configs" / f"{point.name}.yaml", dump_config(config))
+        if source is not None:
+            shutil.copytree(source, runs[point.name], symlinks=True)
+            atomic_write_text(runs[point.name] / "reused_from.txt", f"{source}\n")
+            log.info("point %s: reused the identical finished run %s", point.name, source)
+        elif pending is not None:
+            point_tasks, folds = start_run(pending, prefix=f"{point.name} ")
+            owner.update({t.key: point.name for t in point_tasks})
+            tasks += point_tasks
+            started.append((point.name, pending, folds))
     results = run_tasks(tasks, options.executor, description=f"sweep {out.name}")
     failed = [r for r in results if not r.ok]
+    broken = {owner[r.key] for r in failed}
+    for name, pending, folds in started:
+        if name not in broken:  # run-level outputs only from a point whose folds all finished
+            finish_run(pending, folds)
     if failed:
         msg = "; ".join(f"{r.key}: {(r.error or '').splitlines()[0]}" for r in failed)
-        raise SweepError(f"{len(failed)} point(s) failed ({msg}); rerun to resume")
+        raise SweepError(f"{len(failed)} fold(s) failed ({msg}); rerun to resume")
     return runs
 
 

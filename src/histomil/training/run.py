@@ -207,6 +207,89 @@ def summarize_folds(folds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+@dataclass
+class PendingRun:
+    """A run whose inputs passed every check (:func:`check_run`); nothing is written yet."""
+
+    config: TrainConfig
+    run_dir: Path
+    cohort: Cohort
+    wanted: dict[str, Any]
+    needs_baseline: bool
+
+
+def check_run(
+    config: TrainConfig | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    resume: bool = True,
+    inputs: tuple[Cohort, dict[str, Any]] | None = None,
+) -> PendingRun:
+    """Every check :func:`train` makes before it writes: names and values of the model and
+    objective parameters, the cohort (manifest, labels, bags, splits), the baseline's splits,
+    and an existing run in ``out_dir``. Raises on the first problem; writes nothing.
+
+    ``inputs``: the ``(cohort, provenance)`` of ``config`` when the caller has validated them
+    already (a sweep does, for every point)."""
+    if not isinstance(config, TrainConfig):
+        config = load_config(config)
+    needs_baseline = _check_names(config)
+    cohort = validate_cohort(config) if inputs is None else inputs[0]
+    leaks = _baseline_problems(config, cohort)
+    if leaks:
+        raise CohortError(
+            "the baseline would have seen this run's held-out slides (nothing was written): "
+            + " | ".join(leaks)
+        )
+    run_dir = Path(out_dir).resolve()
+    wanted = run_provenance(config, cohort) if inputs is None else inputs[1]
+    check_existing_run(run_dir, config, cohort, wanted, resume)
+    return PendingRun(config, run_dir, cohort, wanted, needs_baseline)
+
+
+def start_run(
+    run: PendingRun, folds: list[int] | None = None, prefix: str = ""
+) -> tuple[list[Task], list[int]]:
+    """Write the run's config, provenance and split files; return one task per unfinished fold
+    (``prefix`` goes before each task key) and the folds the run reports on."""
+    run_dir, config = run.run_dir, run.config
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("metrics.json", "predictions.csv"):  # rewritten by finish_run
+        (run_dir / stale).unlink(missing_ok=True)
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    provenance.write_json(run_dir / PROVENANCE, run.wanted)
+    splits = run.cohort.splits
+    write_split_files(splits, run_dir / "splits")  # CLAM's splits_<k>.csv of this run
+    if folds is not None:
+        splits = [s for s in splits if s.fold in set(folds)]
+    todo = [s for s in splits if read_fold_result(run_dir, s.fold) is None]
+    # with a baseline, the fold's baseline is resolved (or trained) inside the fold's task
+    fold_task = run_fold_with_baseline if run.needs_baseline else run_fold
+    tasks = [
+        Task(
+            f"{prefix}fold {s.fold}",
+            fold_task,
+            {"config": config, "split": s, "run_dir": str(run_dir)},
+        )
+        for s in todo
+    ]
+    return tasks, [s.fold for s in splits]
+
+
+def finish_run(run: PendingRun, folds: list[int]) -> RunResult:
+    """Aggregate the finished ``folds`` into ``predictions.csv`` and ``metrics.json``."""
+    run_dir = run.run_dir
+    summaries = [read_fold_result(run_dir, k) for k in folds]
+    done = [s for s in summaries if s is not None]
+    preds = [read_csv(run_dir / "folds" / str(s["fold"]) / "predictions.csv") for s in done]
+    predictions = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
+    write_csv(predictions, run_dir / "predictions.csv")
+    metrics = summarize_folds(done)
+    metrics["task"] = run.config.task
+    metrics["config"] = config_to_dict(run.config)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    return RunResult(run_dir, done, metrics, predictions)
+
+
 def train(
     config: TrainConfig | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -215,47 +298,11 @@ def train(
     folds: list[int] | None = None,
 ) -> RunResult:
     """Run every fold of ``config`` into ``out_dir`` and aggregate the outputs."""
-    if not isinstance(config, TrainConfig):
-        config = load_config(config)
-    needs_baseline = _check_names(config)
-    cohort = validate_cohort(config)
-    leaks = _baseline_problems(config, cohort)
-    if leaks:
-        raise CohortError(
-            "the baseline would have seen this run's held-out slides (nothing was written): "
-            + " | ".join(leaks)
-        )
-    run_dir = Path(out_dir).resolve()
-    wanted = run_provenance(config, cohort)
-    check_existing_run(run_dir, config, cohort, wanted, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("metrics.json", "predictions.csv"):  # rewritten below once folds are done
-        (run_dir / stale).unlink(missing_ok=True)
-    atomic_write_text(run_dir / "config.yaml", dump_config(config))
-    provenance.write_json(run_dir / PROVENANCE, wanted)
-    splits = cohort.splits
-    write_split_files(splits, run_dir / "splits")  # CLAM's splits_<k>.csv of this run
-    if folds is not None:
-        splits = [s for s in splits if s.fold in set(folds)]
-    todo = [s for s in splits if read_fold_result(run_dir, s.fold) is None]
-    # with a baseline, the fold's baseline is resolved (or trained) inside the fold's task
-    fold_task = run_fold_with_baseline if needs_baseline else run_fold
-    tasks = [
-        Task(f"fold {s.fold}", fold_task, {"config": config, "split": s, "run_dir": str(run_dir)})
-        for s in todo
-    ]
-    results = run_tasks(tasks, executor, description=f"train {config.objective.name}")
+    run = check_run(config, out_dir, resume)
+    tasks, reported = start_run(run, folds)
+    results = run_tasks(tasks, executor, description=f"train {run.config.objective.name}")
     failed = [r for r in results if not r.ok]
     if failed:  # no run-level outputs from a subset of folds
         msg = "; ".join(f"{r.key}: {r.error.splitlines()[0]}" for r in failed)
         raise BatchError(f"{len(failed)} fold(s) failed ({msg}); rerun to resume the others")
-    summaries = [read_fold_result(run_dir, s.fold) for s in splits]
-    done = [s for s in summaries if s is not None]
-    preds = [read_csv(run_dir / "folds" / str(s["fold"]) / "predictions.csv") for s in done]
-    predictions = pd.concat(preds, ignore_index=True) if preds else pd.DataFrame()
-    write_csv(predictions, run_dir / "predictions.csv")
-    metrics = summarize_folds(done)
-    metrics["task"] = config.task
-    metrics["config"] = config_to_dict(config)
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    return RunResult(run_dir, done, metrics, predictions)
+    return finish_run(run, reported)
