@@ -77,6 +77,27 @@ def record(
     return normalise({"step": step, "params": dict(params), "inputs": files})
 
 
+def effective_params(
+    factory: Any, given: Mapping[str, Any], skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``given`` plus every keyword of ``factory``'s signature it leaves out, at its default.
+
+    Recorded beside the given settings so that a default changed by a later histomil changes
+    the record (a run resumed across that change is refused instead of mixing folds made with
+    two settings). Required and ``*args``/``**kwargs`` parameters and ``skip`` are left out.
+    """
+    import inspect
+
+    out = dict(given)
+    for name, param in inspect.signature(factory).parameters.items():
+        if name in skip or name == "self" or name in out:
+            continue
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is param.empty:
+            continue
+        out[name] = param.default
+    return normalise(out)
+
+
 def normalise(obj: Any) -> Any:
     """JSON round trip, so tuples/paths/numpy scalars compare equal to what was read back."""
     from histomil._io import _json_default

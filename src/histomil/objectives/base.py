@@ -69,6 +69,16 @@ class Objective(nn.Module):
         objective's ``params`` (only read when :attr:`needs_baseline`): ``bag`` by default."""
         return {"name": "bag", "params": {}}
 
+    @classmethod
+    def resolved_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Every setting this objective trains with for the given ``params``: the given ones
+        plus the constructor's defaults (recorded in a run's provenance, so that a default
+        changed by a later histomil is detected on resume). Strategies with nested settings
+        groups override it to resolve the groups."""
+        from histomil.provenance import effective_params
+
+        return effective_params(cls, params or {})
+
     def forward(self, model: MILModel, bag: Bag) -> LossOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -240,12 +240,28 @@ def baseline_checkpoints(config: TrainConfig, splits: list[FoldSplit]) -> dict[i
     return {s.fold: path for s in splits}
 
 
+def resolved_settings(config: TrainConfig) -> dict[str, Any]:
+    """The model's and the objective's settings with their defaults filled in: the config
+    records only the given ones, so without this a changed default would go unnoticed when a
+    run is resumed (its old folds made with the old default, the new ones with the new)."""
+    from histomil import models
+    from histomil.objectives import registry
+
+    model = provenance.effective_params(
+        models.model_class(config.model.name), config.model.params, skip=("in_dim", "n_classes")
+    )
+    cls = registry.objective_class(config.objective.name)
+    objective = cls.resolved_params(config.objective.params)
+    return {"model": model, "objective": objective}
+
+
 def run_provenance(config: TrainConfig, cohort: Cohort) -> dict[str, Any]:
     """The provenance record of a training run (see the module docstring)."""
     record = provenance.record(
         "train",
         {
             "config": config_to_dict(config),
+            "resolved": resolved_settings(config),
             "splits": {str(s.fold): split_record(s)["sha256"] for s in cohort.splits},
         },
     )

@@ -143,6 +143,15 @@ def _check_inputs(run_dir, config, cohort, wanted, strict: bool, how: str) -> No
         old = dict(recorded)
         params = dict(old.get("params", {}))
         params["config"] = with_defaults(params.get("config") or {}, config)
+        if "resolved" not in params and not strict:
+            # recorded by a histomil before the resolved settings were: a default changed since
+            # cannot be detected (strict callers, which reuse whole runs, treat it as different)
+            params["resolved"] = wanted.get("params", {}).get("resolved")
+            log.warning(
+                "%s records only the given model/objective settings (older histomil): a "
+                "default changed since its finished folds were made cannot be detected",
+                run_dir,
+            )
         old["params"] = params
         provenance.decide(run_dir / PROVENANCE, old, wanted, how=how)
     by_fold = {s.fold: s for s in cohort.splits}

@@ -73,6 +73,26 @@ class MHIM(Objective):
             "params": {k: rank[k] for k in cls._RANK_KEYS if k in rank},
         }
 
+    @classmethod
+    def resolved_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """The settings groups with every field resolved (the class defaults over the dataclass
+        defaults, then ``params``), plus ``survival_alpha``."""
+        from dataclasses import asdict
+
+        from histomil.provenance import normalise
+
+        built = cls(**(params or {}))
+        groups = {
+            "masking": built.masking,
+            "teacher": built.teacher_cfg,
+            "recycle": built.recycle_cfg,
+            "consistency": built.consistency,
+            "rank": built.rank,
+        }
+        out: dict[str, Any] = {k: asdict(v) for k, v in groups.items()}
+        out["survival_alpha"] = built.bag.survival_alpha
+        return normalise(out)
+
     def __init__(
         self,
         masking: dict[str, Any] | MaskingConfig | None = None,
