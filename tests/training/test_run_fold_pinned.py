@@ -71,13 +71,17 @@ def fakes(monkeypatch):
     """``fit`` and ``predict`` replaced: the calls are recorded in order."""
     calls: list[tuple] = []
 
-    def fit(model, objective, train, val, settings, task, seed, record):
+    def fit(model, objective, train, val, settings, task, seed, record, *, resume, on_checkpoint):
+        assert resume is None and callable(on_checkpoint)  # a fresh fold: nothing to resume
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         calls.append(("fit", [b.slide_id for b in train], [b.slide_id for b in val], settings,
                       task, seed, state, objective, model))  # fmt: skip
         for row in HISTORY:
             record(dict(row))
-        return FitResult({"w": torch.tensor([1.5])}, 1, 0.25, objective_state={"o": 2})
+        history = [dict(row) for row in HISTORY]
+        return FitResult(
+            {"w": torch.tensor([1.5])}, 1, 0.25, history=history, objective_state={"o": 2}
+        )
 
     def predict(model, objective, bags, task, device="cpu", keep_attention=False):
         calls.append(("predict", [b.slide_id for b in bags], task, device, keep_attention,

@@ -27,7 +27,7 @@ from histomil.bags.dataset import bag_file_attrs
 from histomil.evaluation.metrics import prob_columns
 from histomil.training import metrics as M
 from histomil.training.cohort import n_outputs, training_manifest, write_split
-from histomil.training.config import TrainConfig
+from histomil.training.config import TrainConfig, config_to_dict
 from histomil.training.data import (
     load_cohort_bags,
     patient_bags,
@@ -39,6 +39,7 @@ from histomil.training.trainer import Prediction, bag_probability, fit, predict,
 
 log = logging.getLogger(__name__)
 DONE = "result.json"
+RESUME = "resume.pt"  # epoch-level state of an unfinished fold (removed when it finishes)
 
 
 @dataclass
@@ -210,16 +211,19 @@ def run_fold(
         context = replace(context, baseline_state=baseline_state)
         seed_everything(seed)
     objective.setup(model, context)
-    history: list[dict] = []
+    identity = resume_identity(config, split, run_dir, baseline_state)
+    state = read_resume_state(fold_dir / RESUME, identity)
     with _epoch_bar(split.fold, config.train.max_epochs) as show:
 
-        def record(row: dict) -> None:
-            history.append(row)
-            show(row)
+        def keep(state: dict) -> None:  # after every epoch: what an interrupted fold resumes
+            with atomic_path(fold_dir / RESUME) as tmp:
+                torch.save({"identity": identity, "state": state}, tmp)
 
         result = fit(
-            model, objective, data.train, data.val, config.train, config.task, seed, record
-        )
+            model, objective, data.train, data.val, config.train, config.task, seed, show,
+            resume=state, on_checkpoint=keep,
+        )  # fmt: skip
+    history = result.history
     # ---- the model is frozen from here on; threshold from validation predictions only ----
     val_preds = predict(
         model, objective, data.val, config.task, config.train.device, keep_attention=True
@@ -269,7 +273,66 @@ def run_fold(
         "test": fold_metrics(test_rows, config.task, threshold),
     }
     atomic_write_json(fold_dir / DONE, summary)
+    (fold_dir / RESUME).unlink(missing_ok=True)
     return summary
+
+
+def resume_identity(
+    config: TrainConfig, split: FoldSplit, run_dir: str | Path, baseline: dict | None
+) -> str:
+    """SHA-256 of everything an epoch-level resume state depends on: the run's recorded
+    provenance (resolved config with defaults, splits, manifest and bag file identities), this
+    fold's slide ids, the baseline's weights, and the histomil and torch versions. A state with
+    another identity is never resumed."""
+    import hashlib
+
+    import torch
+
+    from histomil import __version__
+    from histomil.training.cohort import resolved_settings, split_record
+
+    digest = hashlib.sha256()
+    recorded = Path(run_dir) / "provenance.json"
+    parts = {
+        "provenance": json.loads(recorded.read_text(encoding="utf-8"))
+        if recorded.is_file()
+        else None,
+        "config": config_to_dict(config),
+        "resolved": resolved_settings(config),
+        "fold": split.fold,
+        "split": split_record(split)["sha256"],
+        "histomil": __version__,
+        "torch": torch.__version__,
+    }
+    digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    for key in sorted(baseline or {}):  # the teacher's weights (MHIM)
+        value = baseline[key]
+        digest.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
+
+
+def read_resume_state(path: Path, identity: str) -> dict | None:
+    """The epoch-level state an interrupted run of this fold left (``resume.pt``), or None when
+    there is none, it was made with other settings or inputs, or it cannot be read (then the
+    fold starts from its first epoch, as an uninterrupted run would)."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - a torn or foreign file only costs a restart
+        log.warning("%s cannot be read (%s): the fold starts from epoch 0", path, err)
+        return None
+    if not isinstance(saved, dict) or saved.get("identity") != identity:
+        log.warning("%s was made with other settings or inputs: the fold starts from epoch 0", path)
+        return None
+    log.info("%s: resuming after epoch %d", path, saved["state"]["epoch"])
+    return saved["state"]
 
 
 def read_fold_result(run_dir: str | Path, fold: int) -> dict | None:

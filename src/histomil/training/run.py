@@ -5,8 +5,9 @@
 of a baseline taken from another run) and writes nothing when that fails. It then writes
 ``RUN/config.yaml`` (resolved) and ``RUN/provenance.json`` (config, splits, manifest and bag
 file identities), runs one executor task per unfinished fold (finished folds, marked by
-``folds/<k>/result.json``, are final and skipped on rerun; an interrupted fold restarts from
-scratch with the same seed, so a resumed run equals an uninterrupted one; a fold whose
+``folds/<k>/result.json``, are final and skipped on rerun; an interrupted fold continues after
+its last finished epoch (``folds/<k>/resume.pt``, :func:`histomil.training.fold.run_fold`), so a
+resumed run equals an uninterrupted one; a fold whose
 objective needs a baseline first resolves or trains it, :mod:`histomil.training.baseline`), then aggregates ``RUN/predictions.csv`` and
 ``RUN/metrics.json`` (per fold plus mean/sd over folds of every metric) once every fold has
 finished.

@@ -287,6 +287,33 @@ def fit(
     return best
 
 
+def generator_states(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state of every ``torch.Generator`` held as an attribute by ``module`` or a submodule
+    (``"<submodule path>:<attribute>"`` -> state): objectives and models draw masks, pairs and
+    pseudo-bags from their own generators, which a state dict does not hold."""
+    out = {}
+    for path, sub in module.named_modules():
+        for attr, value in vars(sub).items():
+            if isinstance(value, torch.Generator):
+                out[f"{path}:{attr}"] = value.get_state()
+    return out
+
+
+def set_generator_states(module: torch.nn.Module, states: dict[str, torch.Tensor]) -> None:
+    """Restore :func:`generator_states` (a generator not created yet, e.g. one made on the
+    first training step, is created)."""
+    subs = dict(module.named_modules())
+    for key, state in states.items():
+        path, attr = key.rsplit(":", 1)
+        if path not in subs:
+            raise ValueError(f"resume state has a generator for a missing submodule {path!r}")
+        gen = getattr(subs[path], attr, None)
+        if gen is None:
+            gen = torch.Generator()
+            setattr(subs[path], attr, gen)
+        gen.set_state(state)
+
+
 def training_state(
     epoch: int,
     model: MILModel,
@@ -299,13 +326,15 @@ def training_state(
     since_best: int,
 ) -> dict[str, Any]:
     """Everything :func:`fit` needs to continue after ``epoch`` (a deep copy; torch-saveable)."""
-    obj_gen = getattr(objective, "generator", None)
     return copy.deepcopy(
         {
             "epoch": epoch,
             "model": model.state_dict(),
             "objective": objective.state_dict(),
-            "objective_generator": obj_gen.get_state() if obj_gen is not None else None,
+            "generators": {
+                "model": generator_states(model),
+                "objective": generator_states(objective),
+            },
             "optimizer": opt.state_dict(),
             "scheduler": None if sched is None else sched.state_dict(),
             "generator": gen.get_state(),
@@ -339,9 +368,8 @@ def _restore(
         raise ValueError("resume state and train.scheduler disagree (one has a schedule)")
     model.load_state_dict(state["model"])
     objective.load_state_dict(state["objective"])
-    obj_gen = getattr(objective, "generator", None)
-    if obj_gen is not None and state.get("objective_generator") is not None:
-        obj_gen.set_state(state["objective_generator"])
+    set_generator_states(model, state["generators"]["model"])
+    set_generator_states(objective, state["generators"]["objective"])
     opt.load_state_dict(state["optimizer"])
     if sched is not None:
         sched.load_state_dict(state["scheduler"])
