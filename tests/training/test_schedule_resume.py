@@ -106,3 +106,50 @@ def test_fallback_events_counted_per_epoch():
     assert t2.history[0]["attn_fallback"] == 6.0
     assert t05.history[0]["attn_fallback"] < 6.0
     assert "attn_fallback" not in off.history[0]
+
+
+def test_generator_states_cover_model_and_objective_generators():
+    """The resumable state holds every torch.Generator of the model and the objective, also one
+    created lazily (DTFD's pseudo-bag generator appears at the first training step)."""
+    from histomil.objectives.slide import RankInduction
+    from histomil.training.trainer import generator_states, set_generator_states
+
+    model = create_model("dtfd", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
+    assert generator_states(model) == {}  # made on the first training step
+    model.train()
+    model(torch.randn(1, 12, 4))
+    states = generator_states(model)
+    assert list(states) == [":_train_generator"]
+    before = torch.randint(0, 10**6, (3,), generator=model._train_generator)
+    fresh = create_model("dtfd", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
+    set_generator_states(fresh, states)
+    again = torch.randint(0, 10**6, (3,), generator=fresh._train_generator)
+    assert torch.equal(before, again)
+    objective = RankInduction()
+    objective.setup(model, TrainContext(seed=5))
+    assert list(generator_states(objective)) == [":generator"]
+    with pytest.raises(ValueError, match="missing submodule 'head'"):
+        set_generator_states(objective, {"head:gen": states[":_train_generator"]})
+
+
+def test_dtfd_resume_equals_uninterrupted():
+    """DTFD draws its pseudo-bags from its own generator: without it in the resumable state a
+    resumed fit split the bags differently from an uninterrupted one."""
+    s = TrainSettings(max_epochs=4, warmup_epochs=4, patience=9, lr=1e-2)
+
+    def run(**kw):
+        seed_everything(0)
+        model = create_model("dtfd", in_dim=4, n_classes=1, hidden=8, attn_dim=4, n_groups=3)
+        obj = BagObjective()
+        obj.setup(model, TrainContext())
+        return model, fit(model, obj, _bags(6, 1), _bags(4, 9), s, "classification", 0, **kw)
+
+    full_model, full = run()
+    states: list[dict] = []
+    run(on_checkpoint=states.append)
+    resumed_model, resumed = run(resume=states[1])
+    assert resumed.history == full.history
+    for a, b in zip(
+        full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
