@@ -95,6 +95,9 @@ def test_momentum_at_by_hand():
     expected = 1.0 - 0.01 * (1.0 + math.cos(math.pi * 0.25)) / 2.0
     assert momentum_at(0.99, 2.5, 10, "cosine") == pytest.approx(expected, abs=1e-12)
     assert isinstance(momentum_at(1, 0, 10), float)
+    # a one-epoch schedule still ends at 1 (only a length of 0 means "no schedule")
+    assert momentum_at(0.99, 1, 1, "cosine") == pytest.approx(1.0)
+    assert momentum_at(0.99, 0, 1, "cosine") == pytest.approx(0.99)
     with pytest.raises(
         ValueError, match=r"^momentum_schedule must be constant or cosine, got 'linear'$"
     ):
@@ -127,6 +130,10 @@ def test_flat_parameters_and_relative_distance_by_hand():
     assert relative_distance(model, ref) == pytest.approx(10.0 / 5.0)
     zero = torch.zeros(3)
     assert relative_distance(model, zero) == pytest.approx(math.sqrt(9 + 100 + 16))
+    # a reference of norm below 1 is still divided by (relative, not absolute, distance)
+    small = torch.tensor([0.3, 0.0, 0.4])  # norm 0.5
+    expected = math.sqrt(2.7**2 + 10.0**2 + 3.6**2) / 0.5
+    assert relative_distance(model, small) == pytest.approx(expected)
     double = nn.Linear(2, 1).double()
     assert flat_parameters(double).dtype == torch.float32
 
