@@ -60,7 +60,10 @@ MODULES: dict[str, list[str]] = {
         "tests/objectives/mhim/test_teacher_recycle.py",
         "tests/objectives/mhim/test_teacher_recycle_pinned.py",
     ],
-    "objectives/mhim/config.py": ["tests/objectives/mhim/test_strategy.py"],
+    "objectives/mhim/config.py": [
+        "tests/objectives/mhim/test_strategy.py",
+        "tests/objectives/mhim/test_config_pinned.py",
+    ],
     "objectives/mhim/strategy.py": [
         "tests/objectives/mhim/test_strategy.py",
         "tests/objectives/mhim/test_mhim_pinned.py",

@@ -41,6 +41,20 @@ def test_default_caps_sample_1024_of_each_side():
     assert got.item() != pytest.approx(everything.item(), rel=1e-6)
 
 
+def test_default_cap_of_non_lesion_patches_is_1024():
+    """1025 non-lesion patches: the default cap drops exactly one (the signature's default is not
+    enough: a wrapper can keep the signature while the body uses another number)."""
+    scores = torch.cat([torch.tensor([1.0, 0.5]), torch.zeros(1024), torch.tensor([4.0])])
+    labels = torch.tensor([1, 1] + [0] * 1025)
+    got = rank_loss(scores, labels, generator=torch.Generator().manual_seed(3))
+    keep = torch.randperm(1025, generator=torch.Generator().manual_seed(3))[:1024]
+    neg = scores[2:][keep]
+    want = -torch.nn.functional.logsigmoid(scores[:2, None] - neg[None] - 1.0).mean()
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    everything = rank_loss(scores, labels, max_neg=None)
+    assert got.item() != pytest.approx(everything.item(), rel=1e-6)
+
+
 def test_a_side_at_its_cap_is_not_resampled():
     """Exactly ``max_pos`` lesion patches: all are used and the generator is left for the
     non-lesion sample (so the same seed gives the same non-lesion patches)."""
