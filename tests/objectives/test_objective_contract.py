@@ -33,7 +33,6 @@ MHIM = ("mhim_v1", "mhim_v2")
 # (objective, model) -> the start of the ValueError it must raise instead of training
 UNSUPPORTED = {
     ("mhim_v2", "hipt"): "the recycle network cannot give coordinates to HIPT",
-    ("mhim_v1", "hipt"): "hipt needs patch coordinates",  # masked bags lose them
     ("mhim_v2", "dtfd"): "DTFD has no bag classifier (MILModel.classify)",
     **{
         (objective, pooling): message % name

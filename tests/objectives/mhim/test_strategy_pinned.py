@@ -407,3 +407,189 @@ def test_predict_cuts_instance_logits_to_the_bag():
     assert torch.equal(pred.instance_logits, full.instance_logits[:, :10])
     assert pred.branch_of_class == full.branch_of_class
     assert pred.extras.keys() == {*full.extras, "recycle_weights"} or pred.weights is None
+
+
+def _spy_aggregate(model):
+    """Record the (mask, coords, label) that ``model.aggregate`` receives."""
+    seen = []
+    real = model.aggregate
+
+    def spy(h, mask=None, coords=None, label=None):
+        seen.append((h.shape[1], mask, coords, label))
+        return real(h, mask, coords, label)
+
+    model.aggregate = spy
+    return seen
+
+
+def test_forward_passes_the_label_and_no_coordinates_to_the_student():
+    """The student's aggregate gets the bag label for classification (CLAM's clustering loss and
+    DTFD's tier-1 loss need it), none for survival, and no coordinates when it needs none."""
+    obj = MHIM(masking={"beta_h": 0.1, "beta_l": 0.5}, recycle={"heads": 2})
+    model, _ = _setup(obj)
+    bag = _bag(11, n=20, label=1)
+    bag.coords = torch.arange(40).reshape(20, 2) * 256
+    seen = _spy_aggregate(model)
+    obj(model, bag)
+    (n, mask, coords, label), = seen
+    assert mask is None and coords is None and torch.equal(label, torch.tensor([1]))
+    survival = MHIM(masking={"beta_h": 0.1})
+    model, _ = _setup(survival, task="survival", nc=4)
+    seen = _spy_aggregate(model)
+    bag.event = 1
+    survival(model, bag)
+    assert seen[0][3] is None
+
+
+def test_forward_gives_a_coordinate_model_the_kept_instances_coordinates():
+    """Student and teacher of a model with regions (HIPT) get the coordinates: the student those
+    of the kept instances, the teacher all (it once got none and HIPT could not be mined)."""
+    obj = MHIM(masking={"beta_h": 0.1, "beta_l": 0.5}, recycle={"enabled": False})
+    torch.manual_seed(0)
+    model = create_model("hipt", in_dim=D, n_classes=1, hidden=12, heads=2, region_size=2)
+    base = create_model("hipt", in_dim=D, n_classes=1, hidden=12, heads=2, region_size=2)
+    obj.setup(model, TrainContext(baseline_state=base.state_dict()))
+    bag = _bag(12, n=16)
+    bag.coords = torch.stack([torch.arange(16) % 4, torch.arange(16) // 4], 1) * 256
+    state = obj.generator.get_state()
+    seen = _spy_aggregate(model)
+    obj(model, bag)
+    obj.generator.set_state(state)
+    mined, _, _ = obj.mine(bag)
+    (n, _, coords, _), = seen
+    assert n == mined.keep.numel() < 16
+    assert torch.equal(coords, bag.coords[mined.keep][None])
+    moved = Bag("b", bag.features, 1, patch_labels=bag.patch_labels, coords=bag.coords.flip(0))
+    assert not torch.equal(obj.mine(moved)[2], obj.mine(bag)[2])  # the teacher used them
+
+
+def test_recycle_tokens_with_one_and_with_no_recycled_instance():
+    """One masked instance is recycled into a token; with none masked no token is appended."""
+    obj = MHIM(masking={"beta_h": 0.0, "beta_l": 0.5}, recycle={"heads": 1})
+    model, _ = _setup(obj)
+    one = obj(model, _bag(13, n=2, lesions=(0,)))
+    assert one.terms["n_recycled"] == 1.0 and one.output.weights.shape[1] == 1 + 1
+    none = obj(model, _bag(14, n=1, lesions=(0,)))
+    assert none.terms["n_recycled"] == 0.0 and none.output.weights.shape[1] == 1
+    assert torch.isfinite(none.loss)
+
+
+def test_forward_on_a_batched_bag_equals_the_plain_bag():
+    obj = MHIM(masking={"beta_h": 0.1, "beta_l": 0.5}, recycle={"heads": 2})
+    model, _ = _setup(obj)
+    model.eval()
+    obj.eval()
+    bag = _bag(15, n=20)
+    state = obj.generator.get_state()
+    plain = obj(model, bag)
+    obj.generator.set_state(state)
+    batched = obj(model, Bag("b", bag.features[None], 1, patch_labels=bag.patch_labels))
+    assert torch.equal(plain.output.logits, batched.output.logits)
+
+
+def test_mining_scores_of_a_negative_bag_and_of_attention_scoring():
+    """A negative bag is scored by the probability of its own class (1 - p), and ``attention``
+    scoring uses the teacher's attention scores."""
+    from histomil.objectives.mhim.scoring import instance_scores
+
+    bag = _bag(16, n=20, label=0, lesions=())
+    for scoring in ("probability", "attention"):
+        obj = MHIM(masking={"beta_h": 0.1, "scoring": scoring})
+        _setup(obj)
+        _, _, scores = obj.mine(bag)
+        with torch.no_grad():
+            h = obj.teacher.project(bag.features[None])
+            out = obj.teacher.aggregate(h, None)
+            want = instance_scores(obj.teacher, out, h, 0, scoring).float()
+            other = instance_scores(obj.teacher, out, h, 1, scoring).float()
+        assert torch.equal(scores, want)
+        if scoring == "probability":
+            assert not torch.allclose(scores, other)
+
+
+def test_rank_term_uses_the_caps_and_the_strategy_generator():
+    """The MHIM rank term equals rank_loss on the student's scores of the kept instances with
+    the configured caps, drawn from the strategy's generator after the masks."""
+    from histomil.objectives.rank import rank_loss
+
+    obj = MHIM(
+        masking={"beta_h": 0.0, "beta_l": 0.2},
+        recycle={"enabled": False},
+        rank={"weight": 1.0, "max_pos": 2, "max_neg": 3, "margin": 0.5},
+    )
+    model, _ = _setup(obj)
+    model.eval()
+    obj.eval()
+    bag = _bag(17, n=30, lesions=tuple(range(10)))
+    state = obj.generator.get_state()
+    got = obj(model, bag).terms["rank"]
+    obj.generator.set_state(state)
+    mined, _, _ = obj.mine(bag)
+    with torch.no_grad():
+        out = model.aggregate(model.project(bag.features[None][:, mined.keep]), None)
+    want = rank_loss(
+        out.class_scores(1)[0], bag.patch_labels[mined.keep], 1.0, 0.5, 2, 3, obj.generator
+    )
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    uncapped = rank_loss(out.class_scores(1)[0], bag.patch_labels[mined.keep], 1.0, 0.5)
+    assert float(got) != pytest.approx(float(uncapped), rel=1e-6)
+
+
+def test_rank_term_of_a_multi_branch_student_uses_the_label_branch():
+    from histomil.objectives.rank import rank_loss
+
+    obj = MHIM(masking={"beta_h": 0.0, "beta_l": 0.2}, recycle={"enabled": False},
+               rank={"weight": 1.0, "max_pos": None, "max_neg": None})  # fmt: skip
+    torch.manual_seed(0)
+    model = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
+    base = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
+    obj.setup(model, TrainContext(n_classes=2, baseline_state=base.state_dict()))
+    model.eval()
+    obj.eval()
+    bag = _bag(18, n=20, label=1, lesions=(0, 1, 2, 3))
+    state = obj.generator.get_state()
+    got = obj(model, bag).terms["rank"]
+    obj.generator.set_state(state)
+    mined, _, _ = obj.mine(bag)
+    with torch.no_grad():
+        out = model.aggregate(model.project(bag.features[None][:, mined.keep]), None)
+    labels = bag.patch_labels[mined.keep]
+    want = rank_loss(out.class_scores(1)[0], labels, 1.0, 1.0, None, None)
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    assert float(got) != pytest.approx(float(rank_loss(out.class_scores(0)[0], labels)), rel=1e-6)
+
+
+def test_predict_keeps_the_student_branches_and_coordinates():
+    """With recycle tokens at inference a multi-branch student keeps its branch map; a model
+    without attention scores (mean pooling) predicts; without recycle a coordinate model gets
+    the bag's coordinates."""
+    obj = MHIM(recycle={"heads": 2})
+    torch.manual_seed(0)
+    model = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
+    base = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
+    obj.setup(model, TrainContext(n_classes=2, baseline_state=base.state_dict()))
+    model.eval()
+    obj.eval()
+    with torch.no_grad():
+        pred = obj.predict(model, _bag(19, n=10, label=1))
+    assert pred.branch_of_class == (0, 1)
+    mean = create_model("mean", in_dim=D, n_classes=1, hidden=8)
+    obj = MHIM(recycle={"heads": 2})
+    obj.setup(mean, TrainContext(baseline_state=create_model("mean", D, 1, hidden=8).state_dict()))
+    mean.eval()
+    with torch.no_grad():
+        pred = obj.predict(mean, _bag(20, n=10))
+    assert pred.scores is None and pred.weights is None and pred.logits.shape == (1, 1)
+    obj = MHIM(recycle={"enabled": False})
+    torch.manual_seed(0)
+    hipt = create_model("hipt", in_dim=D, n_classes=1, hidden=12, heads=2, region_size=2)
+    obj.setup(hipt, TrainContext(baseline_state=hipt.state_dict()))
+    hipt.eval()
+    bag = _bag(21, n=16)
+    bag.coords = torch.stack([torch.arange(16) % 4, torch.arange(16) // 4], 1) * 256
+    with torch.no_grad():
+        got = obj.predict(hipt, bag)
+        want = hipt(bag.features, coords=bag.coords)
+        moved = hipt(bag.features, coords=bag.coords.flip(0))
+    assert torch.equal(got.logits, want.logits)
+    assert not torch.equal(want.logits, moved.logits)  # coordinates matter to this model

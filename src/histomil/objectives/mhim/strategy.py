@@ -217,9 +217,12 @@ class MHIM(Objective):
         if self.teacher is None:
             raise RuntimeError(f"{self.name}: setup() was not called")
         x = bag.features.unsqueeze(0) if bag.features.dim() == 2 else bag.features
+        coords = None
+        if self.teacher.needs_coords and bag.coords is not None:  # HIPT's regions
+            coords = bag.coords.unsqueeze(0) if bag.coords.dim() == 2 else bag.coords
         with torch.no_grad():
             h_t = self.teacher.project(x)
-            out_t = self.teacher.aggregate(h_t, None)
+            out_t = self.teacher.aggregate(h_t, None, coords)
             scores = instance_scores(
                 self.teacher, out_t, h_t, self._target(bag), self.masking.scoring
             ).float()
