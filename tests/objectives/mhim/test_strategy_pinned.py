@@ -431,7 +431,7 @@ def test_forward_passes_the_label_and_no_coordinates_to_the_student():
     bag.coords = torch.arange(40).reshape(20, 2) * 256
     seen = _spy_aggregate(model)
     obj(model, bag)
-    (n, mask, coords, label), = seen
+    ((n, mask, coords, label),) = seen
     assert mask is None and coords is None and torch.equal(label, torch.tensor([1]))
     survival = MHIM(masking={"beta_h": 0.1})
     model, _ = _setup(survival, task="survival", nc=4)
@@ -456,7 +456,7 @@ def test_forward_gives_a_coordinate_model_the_kept_instances_coordinates():
     obj(model, bag)
     obj.generator.set_state(state)
     mined, _, _ = obj.mine(bag)
-    (n, _, coords, _), = seen
+    ((n, _, coords, _),) = seen
     assert n == mined.keep.numel() < 16
     assert torch.equal(coords, bag.coords[mined.keep][None])
     moved = Bag("b", bag.features, 1, patch_labels=bag.patch_labels, coords=bag.coords.flip(0))
