@@ -70,6 +70,7 @@ MODULES: dict[str, list[str]] = {
         "tests/objectives/mhim/test_regime.py",
         "tests/objectives/mhim/test_recycle_checkpoint.py",
         "tests/objectives/mhim/test_strategy_pinned.py",
+        "tests/training/test_resolved_defaults.py",
     ],
     "evaluation/metrics.py": [
         "tests/evaluation/test_metrics.py",

@@ -593,3 +593,57 @@ def test_predict_keeps_the_student_branches_and_coordinates():
         moved = hipt(bag.features, coords=bag.coords.flip(0))
     assert torch.equal(got.logits, want.logits)
     assert not torch.equal(want.logits, moved.logits)  # coordinates matter to this model
+
+
+def test_class_defaults_of_every_group_and_survival_alpha():
+    """A strategy subclass sets defaults per group (as MHIMv1 does for masking and recycle);
+    every group reads its own, and survival_alpha defaults to 0."""
+
+    class Custom(MHIM):
+        _defaults = {
+            "teacher": {"momentum": 0.5},
+            "consistency": {"alpha": 0.3},
+            "rank": {"weight": 0.2},
+            "recycle": {"heads": 2},
+            "masking": {"beta_l": 0.4},
+        }
+
+    c = Custom()
+    assert (c.teacher_cfg.momentum, c.consistency.alpha, c.rank.weight) == (0.5, 0.3, 0.2)
+    assert (c.recycle_cfg.heads, c.masking.beta_l) == (2, 0.4)
+    assert Custom(teacher={"momentum": 0.7}).teacher_cfg.momentum == 0.7
+    assert MHIM().bag.survival_alpha == 0.0
+    assert MHIM(survival_alpha=0.4).bag.survival_alpha == 0.4
+
+
+@pytest.mark.parametrize("large_scale", ["low", "none"])
+def test_mine_uses_the_configured_large_scale_masking(large_scale):
+    from histomil.objectives.mhim.masking import mask_instances
+
+    obj = MHIM(masking={"beta_h": 0.1, "beta_l": 0.5, "large_scale": large_scale})
+    _setup(obj)
+    bag = _bag(22, n=20)
+    state = obj.generator.get_state()
+    result, _, scores = obj.mine(bag)
+    g = torch.Generator()
+    g.set_state(state)
+    ref = mask_instances(scores, 0.1, 0.5, g, random_high=True, large_scale=large_scale)
+    assert torch.equal(result.keep, ref.keep) and torch.equal(result.recycled, ref.recycled)
+
+
+def test_mine_on_a_bag_of_lesions_only():
+    """Every patch annotated as lesion: ``target`` masks among them all alike (scores +inf),
+    not by the teacher's scores."""
+    from histomil.objectives.mhim.masking import mask_instances
+
+    obj = MHIM(masking={"beta_h": 0.2, "beta_l": 0.0, "random_high": False,
+                        "high_score_masking": "target"})  # fmt: skip
+    _setup(obj)
+    bag = _bag(23, n=20, lesions=tuple(range(20)))
+    state = obj.generator.get_state()
+    result, _, scores = obj.mine(bag)
+    g = torch.Generator()
+    g.set_state(state)
+    ref = mask_instances(torch.full((20,), float("inf")), 0.2, 0.0, g, random_high=False)
+    assert torch.equal(result.high, ref.high)
+    assert set(result.high.tolist()) != set(torch.topk(scores, 4).indices.tolist())
