@@ -94,6 +94,7 @@ MODULES: dict[str, list[str]] = {
         "tests/training/test_fold_pinned.py",
         "tests/training/test_epoch_bar.py",
         "tests/training/test_run_fold_pinned.py",
+        "tests/training/test_fold_resume.py",
     ],
     # test_precision.py (a 30 s bfloat16 fit) is too slow per mutant
     "training/trainer.py": [
