@@ -359,3 +359,48 @@ def test_label_dir_settings_table_and_errors(tmp_path):
     ).set_index("slide_id")
     assert table.loc["pos", "status"] == "error" and table.loc["neg", "status"] == "ok"
     assert (tmp_path / "OUT3" / lab.ERROR_LOG).read_text().count("pos") >= 1
+
+
+def test_bag_on_another_grid_uses_its_own_tissue_fractions(tmp_path):
+    """A bag that keeps another subset of patches is labelled on its own coordinates with its
+    own ``tissue`` fractions: target = overlap * tissue / sum."""
+    coords = write_patch_file(tmp_path / "tmp.h5", "x")
+    order = np.array([7, 0, 35, 2])
+    bag = tmp_path / "bags" / "s.h5"
+    bag.parent.mkdir(parents=True)
+    with h5py.File(bag, "w") as f:
+        f["features"] = np.ones((4, 3), dtype=np.float32)
+        f["coords"] = coords[order]
+        f["tissue"] = np.array([0.5, 1.0, 1.0, 0.25], dtype=np.float32)
+        f.attrs["patch_size_level0"] = 100
+    label_slide(_job(tmp_path, bag=bag), LabelConfig())
+    data, _ = _read(tmp_path / "out" / "bags" / "s.h5")
+    # overlap [1, 1, 0, 0.5] x tissue [0.5, 1, 1, 0.25] = [0.5, 1, 0, 0.125], sum 1.625
+    np.testing.assert_allclose(data["attn_target"], np.array([0.5, 1, 0, 0.125]) / 1.625, rtol=1e-6)
+
+
+def test_skipped_row_of_a_file_without_the_annotated_attribute(tmp_path):
+    """A labelled file written before ``annotated`` was recorded counts as not annotated."""
+    job = _job(tmp_path)
+    label_slide(job, LabelConfig())
+    with h5py.File(job.patch_target, "a") as f:
+        del f.attrs["annotated"]
+    row = lab._skipped_row(job)
+    assert row["status"] == "skipped" and row["annotated"] is False
+
+
+def test_in_place_labelling_warns_at_the_caller(tmp_path):
+    job = tmp_path / "JOB"
+    write_patch_file(job / "patches" / "neg.h5", "neg")
+    (job / "annotations").mkdir(parents=True)
+    pd.DataFrame({"slide_id": ["neg"], "label": [0]}).to_csv(job / "manifest.csv", index=False)
+    message = (
+        "label without an output folder writes into the patch files and bags it reads (bags "
+        "extracted from them then count as made from another patch file); pass out_dir "
+        "(--out DIR) to write labelled copies there"
+    )
+    with pytest.warns(DeprecationWarning) as record:
+        lab.label_patches_dir(job / "patches", job / "annotations", job / "manifest.csv")
+    (warning,) = [w for w in record if w.category is DeprecationWarning]
+    assert str(warning.message) == message
+    assert warning.filename == __file__  # stacklevel points at the caller, not at histomil
