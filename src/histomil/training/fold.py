@@ -331,7 +331,8 @@ def read_resume_state(path: Path, identity: str) -> dict | None:
     if not isinstance(saved, dict) or saved.get("identity") != identity:
         log.warning("%s was made with other settings or inputs: the fold starts from epoch 0", path)
         return None
-    log.info("%s: resuming after epoch %d", path, saved["state"]["epoch"])
+    # a warning so that the command line shows it (no logging is configured there)
+    log.warning("%s: resuming after epoch %d of an interrupted run", path, saved["state"]["epoch"])
     return saved["state"]
 
 
