@@ -12,6 +12,11 @@ the attention-threshold fallback count ``attn_fallback`` (training bags whose th
 were all suppressed) at the first and the selected epoch, when the runs threshold. Folds that did not
 finish are listed as missing, never filled in.
 
+``differences``: paired per-fold differences in test AUROC for ``A-B`` pairs of named runs
+(``--pairs full-baseline,full-warm_start``): the value per fold (folds both runs finished), how
+many folds A is better in, and the mean difference. Folds missing in either run are left out
+and named.
+
 ``localization``: per run, mean over folds of the per-fold averages over annotated positive test
 slides (patches ranked by raw attention scores) of IoU and Dice (lesion-relative top k) and of
 the pointing game as the rank-induction paper defines it (top alpha % of all patches) and the
@@ -111,6 +116,29 @@ def localization_table(named: list[tuple[str, Path]], alphas: list[float]) -> st
     return "\n".join(lines) + "\n"
 
 
+def differences_table(named: list[tuple[str, Path]], pairs: list[tuple[str, str]]) -> str:
+    runs = dict(named)
+    auroc = {name: {r["fold"]: r["auroc"] for r in fold_rows(run)} for name, run in named}
+    lines = [
+        "| comparison | folds | per fold (fold: difference) | folds better | mean difference |",
+        "|---|---|---|---|---|",
+    ]
+    for a, b in pairs:
+        if a not in runs or b not in runs:
+            raise SystemExit(f"pair {a}-{b}: name the runs as NAME=RUN_DIR")
+        folds = sorted(set(auroc[a]) & set(auroc[b]))
+        diff = [auroc[a][k] - auroc[b][k] for k in folds]
+        missing = sorted(set(auroc[a]) ^ set(auroc[b]))
+        per = ", ".join(f"{k}: {d:+.3f}" for k, d in zip(folds, diff, strict=True))
+        note = f" (fold(s) {', '.join(map(str, missing))} missing in one run)" if missing else ""
+        better = sum(d > 0 for d in diff)
+        mean = f"{sum(diff) / len(diff):+.3f}" if diff else "n/a"
+        lines.append(
+            f"| {a} - {b} | {len(folds)}{note} | {per} | {better} of {len(diff)} | {mean} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -119,9 +147,16 @@ def main() -> None:
     loc = sub.add_parser("localization")
     loc.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
     loc.add_argument("--alphas", default="1,5,10,20,50,75,100")
+    dif = sub.add_parser("differences")
+    dif.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
+    dif.add_argument("--pairs", required=True, help="A-B,C-D (run names)")
     args = parser.parse_args()
     if args.cmd == "folds":
         print(folds_table(args.runs))
+    elif args.cmd == "differences":
+        named = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in args.runs]
+        pairs = [tuple(p.split("-", 1)) for p in args.pairs.split(",")]
+        print(differences_table(named, pairs))
     else:
         named = [(s.split("=", 1)[0], Path(s.split("=", 1)[1])) for s in args.runs]
         print(localization_table(named, [float(a) for a in args.alphas.split(",")]))
