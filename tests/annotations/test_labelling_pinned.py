@@ -404,3 +404,17 @@ def test_in_place_labelling_warns_at_the_caller(tmp_path):
     (warning,) = [w for w in record if w.category is DeprecationWarning]
     assert str(warning.message) == message
     assert warning.filename == __file__  # stacklevel points at the caller, not at histomil
+
+
+def test_patch_tissue_fractions_weight_the_attention_target(tmp_path):
+    """Non-uniform tissue fractions in the patch file: target = overlap * tissue / sum (a
+    uniform fraction cancels in the normalisation and would not show that it is used)."""
+    job = _job(tmp_path)
+    tissue = np.where(np.arange(36) % 6 == 0, 1.0, 0.25).astype(np.float32)  # column 0 full
+    with h5py.File(job.patch_file, "a") as f:
+        del f["tissue"]
+        f["tissue"] = tissue
+    label_slide(job, LabelConfig())
+    data, _ = _read(tmp_path / "out" / "s.h5")
+    weight = OVERLAP * tissue
+    np.testing.assert_allclose(data["attn_target"], weight / weight.sum(), rtol=1e-6)
