@@ -409,6 +409,23 @@ def test_predict_cuts_instance_logits_to_the_bag():
     assert pred.extras.keys() == {*full.extras, "recycle_weights"} or pred.weights is None
 
 
+SMALL = {
+    "hipt": {"n_classes": 1, "hidden": 12, "heads": 2, "region_size": 2},
+    "clam_mb": {"n_classes": 2, "hidden": 8, "attn_dim": 4, "dropout": 0.0},
+}
+
+
+def _student(obj: MHIM, name: str):
+    """``obj`` set up on a small ``name`` student whose baseline is another initialisation."""
+    torch.manual_seed(0)
+    model = create_model(name, in_dim=D, **SMALL[name])
+    base = create_model(name, in_dim=D, **SMALL[name])
+    obj.setup(
+        model, TrainContext(n_classes=SMALL[name]["n_classes"], baseline_state=base.state_dict())
+    )
+    return model
+
+
 def _spy_aggregate(model):
     """Record the (mask, coords, label) that ``model.aggregate`` receives."""
     seen = []
@@ -445,10 +462,7 @@ def test_forward_gives_a_coordinate_model_the_kept_instances_coordinates():
     """Student and teacher of a model with regions (HIPT) get the coordinates: the student those
     of the kept instances, the teacher all (it once got none and HIPT could not be mined)."""
     obj = MHIM(masking={"beta_h": 0.1, "beta_l": 0.5}, recycle={"enabled": False})
-    torch.manual_seed(0)
-    model = create_model("hipt", in_dim=D, n_classes=1, hidden=12, heads=2, region_size=2)
-    base = create_model("hipt", in_dim=D, n_classes=1, hidden=12, heads=2, region_size=2)
-    obj.setup(model, TrainContext(baseline_state=base.state_dict()))
+    model = _student(obj, "hipt")
     bag = _bag(12, n=16)
     bag.coords = torch.stack([torch.arange(16) % 4, torch.arange(16) // 4], 1) * 256
     state = obj.generator.get_state()
@@ -540,10 +554,7 @@ def test_rank_term_of_a_multi_branch_student_uses_the_label_branch():
 
     obj = MHIM(masking={"beta_h": 0.0, "beta_l": 0.2}, recycle={"enabled": False},
                rank={"weight": 1.0, "max_pos": None, "max_neg": None})  # fmt: skip
-    torch.manual_seed(0)
-    model = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
-    base = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
-    obj.setup(model, TrainContext(n_classes=2, baseline_state=base.state_dict()))
+    model = _student(obj, "clam_mb")
     model.eval()
     obj.eval()
     bag = _bag(18, n=20, label=1, lesions=(0, 1, 2, 3))
@@ -564,10 +575,7 @@ def test_predict_keeps_the_student_branches_and_coordinates():
     without attention scores (mean pooling) predicts; without recycle a coordinate model gets
     the bag's coordinates."""
     obj = MHIM(recycle={"heads": 2})
-    torch.manual_seed(0)
-    model = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
-    base = create_model("clam_mb", in_dim=D, n_classes=2, hidden=8, attn_dim=4, dropout=0.0)
-    obj.setup(model, TrainContext(n_classes=2, baseline_state=base.state_dict()))
+    model = _student(obj, "clam_mb")
     model.eval()
     obj.eval()
     with torch.no_grad():
@@ -581,9 +589,7 @@ def test_predict_keeps_the_student_branches_and_coordinates():
         pred = obj.predict(mean, _bag(20, n=10))
     assert pred.scores is None and pred.weights is None and pred.logits.shape == (1, 1)
     obj = MHIM(recycle={"enabled": False})
-    torch.manual_seed(0)
-    hipt = create_model("hipt", in_dim=D, n_classes=1, hidden=12, heads=2, region_size=2)
-    obj.setup(hipt, TrainContext(baseline_state=hipt.state_dict()))
+    hipt = _student(obj, "hipt")
     hipt.eval()
     bag = _bag(21, n=16)
     bag.coords = torch.stack([torch.arange(16) % 4, torch.arange(16) // 4], 1) * 256
