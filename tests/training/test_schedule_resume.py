@@ -153,3 +153,35 @@ def test_dtfd_resume_equals_uninterrupted():
         full_model.state_dict().values(), resumed_model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
+
+
+def test_resume_keeps_the_best_epoch_it_restores():
+    """A best epoch recorded before the interruption that no later epoch beats is the one the
+    resumed fit returns: its weights, epoch and objective state."""
+    s = TrainSettings(max_epochs=4, warmup_epochs=4, patience=9, lr=1e-2)
+    states: list[dict] = []
+    _run(s, on_checkpoint=states.append)
+    mid = states[1]
+    mid["best"]["val_loss"] = -1.0  # unbeatable
+    model, resumed = _run(s, resume=mid)
+    assert resumed.best_epoch == mid["best"]["epoch"] and resumed.best_val_loss == -1.0
+    for key, value in mid["best"]["state"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+        assert torch.equal(resumed.state[key], value), key
+    assert resumed.objective_state.keys() == mid["best"]["objective"].keys()
+    bad = dict(mid, scheduler={"last_epoch": 3})
+    with pytest.raises(ValueError) as err:
+        _run(s, resume=bad)
+    assert str(err.value) == "resume state and train.scheduler disagree (one has a schedule)"
+
+
+def test_seed_everything_reduces_the_numpy_seed_modulo_2_32():
+    import numpy as np
+
+    from histomil.training.trainer import seed_everything as seed
+
+    for value, numpy_seed in ((100, 100), (2**32 + 5, 5)):
+        seed(value)
+        got = np.random.random(3)  # noqa: NPY002
+        np.random.seed(numpy_seed)  # noqa: NPY002
+        assert np.array_equal(got, np.random.random(3))  # noqa: NPY002
