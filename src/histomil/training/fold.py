@@ -215,9 +215,9 @@ def run_fold(
     state = read_resume_state(fold_dir / RESUME, identity)
     with _epoch_bar(split.fold, config.train.max_epochs) as show:
 
-        def keep(state: dict) -> None:  # after every epoch: what an interrupted fold resumes
+        def keep(snapshot: dict) -> None:  # after every epoch: what an interrupted fold resumes
             with atomic_path(fold_dir / RESUME) as tmp:
-                torch.save({"identity": identity, "state": state}, tmp)
+                torch.save({"identity": identity, "state": snapshot}, tmp)
 
         result = fit(
             model, objective, data.train, data.val, config.train, config.task, seed, show,

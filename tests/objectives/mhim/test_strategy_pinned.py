@@ -521,6 +521,18 @@ def test_mining_scores_of_a_negative_bag_and_of_attention_scoring():
             assert not torch.allclose(scores, other)
 
 
+def _step_then_kept_output(obj, model, bag):
+    """One training step's terms, then (with the generator replayed) the step's masks and the
+    student's output on the kept instances alone."""
+    state = obj.generator.get_state()
+    terms = obj(model, bag).terms
+    obj.generator.set_state(state)
+    mined, _, _ = obj.mine(bag)
+    with torch.no_grad():
+        out = model.aggregate(model.project(bag.features[None][:, mined.keep]), None)
+    return terms, mined, out
+
+
 def test_rank_term_uses_the_caps_and_the_strategy_generator():
     """The MHIM rank term equals rank_loss on the student's scores of the kept instances with
     the configured caps, drawn from the strategy's generator after the masks."""
@@ -535,12 +547,8 @@ def test_rank_term_uses_the_caps_and_the_strategy_generator():
     model.eval()
     obj.eval()
     bag = _bag(17, n=30, lesions=tuple(range(10)))
-    state = obj.generator.get_state()
-    got = obj(model, bag).terms["rank"]
-    obj.generator.set_state(state)
-    mined, _, _ = obj.mine(bag)
-    with torch.no_grad():
-        out = model.aggregate(model.project(bag.features[None][:, mined.keep]), None)
+    terms, mined, out = _step_then_kept_output(obj, model, bag)
+    got = terms["rank"]
     want = rank_loss(
         out.class_scores(1)[0], bag.patch_labels[mined.keep], 1.0, 0.5, 2, 3, obj.generator
     )
@@ -558,12 +566,8 @@ def test_rank_term_of_a_multi_branch_student_uses_the_label_branch():
     model.eval()
     obj.eval()
     bag = _bag(18, n=20, label=1, lesions=(0, 1, 2, 3))
-    state = obj.generator.get_state()
-    got = obj(model, bag).terms["rank"]
-    obj.generator.set_state(state)
-    mined, _, _ = obj.mine(bag)
-    with torch.no_grad():
-        out = model.aggregate(model.project(bag.features[None][:, mined.keep]), None)
+    terms, mined, out = _step_then_kept_output(obj, model, bag)
+    got = terms["rank"]
     labels = bag.patch_labels[mined.keep]
     want = rank_loss(out.class_scores(1)[0], labels, 1.0, 1.0, None, None)
     assert float(got) == pytest.approx(float(want), rel=1e-6)
