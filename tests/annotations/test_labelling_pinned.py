@@ -418,3 +418,68 @@ def test_patch_tissue_fractions_weight_the_attention_target(tmp_path):
     data, _ = _read(tmp_path / "out" / "s.h5")
     weight = OVERLAP * tissue
     np.testing.assert_allclose(data["attn_target"], weight / weight.sum(), rtol=1e-6)
+
+
+def test_tissue_polygons_decide_the_attention_target(tmp_path):
+    """With the slide's tissue polygons the target is the exact area of lesion ∩ tissue ∩ patch
+    (the patch file's uniform fractions of 0.5 would give the plain overlap): tissue is the
+    first column of patches only, so the two lesion patches there share the target."""
+    tissue = tmp_path / "tissue" / "s.geojson"
+    lesion_geojson(tissue, box=(0, 0, 100, 600))
+    job = _job(tmp_path, tissue_file=tissue)
+    label_slide(job, LabelConfig())
+    data, _ = _read(tmp_path / "out" / "s.h5")
+    expected = np.zeros(36)
+    expected[[0, 6]] = 0.5
+    np.testing.assert_allclose(data["attn_target"], expected, atol=1e-7)
+    np.testing.assert_allclose(data["overlap"], OVERLAP, atol=1e-7)  # labels ignore tissue
+
+
+def _batch(tmp_path: Path, broken: str) -> Path:
+    """JOB/patches with pos (annotated) and neg, plus ``a_<broken>`` sorted before both."""
+    job = tmp_path / "JOB"
+    for sid in ("pos", "neg"):
+        write_patch_file(job / "patches" / f"{sid}.h5", sid)
+    lesion_geojson(job / "annotations" / "pos.geojson")
+    ids, labels = ["pos", "neg"], [1, 0]
+    if broken == "corrupt":  # in the manifest, but its patch file is not HDF5
+        (job / "patches" / "a_corrupt.h5").write_bytes(b"not an hdf5 file")
+        ids, labels = [*ids, "a_corrupt"], [*labels, 0]
+    else:  # a patch file without a manifest row: a planning problem
+        write_patch_file(job / "patches" / "a_missing.h5", "a_missing")
+    pd.DataFrame({"slide_id": ids, "label": labels}).to_csv(job / "manifest.csv", index=False)
+    return job
+
+
+@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+def test_a_broken_first_slide_does_not_stop_the_batch(tmp_path, broken):
+    job = _batch(tmp_path, broken)
+    table = lab.label_patches_dir(
+        job / "patches", job / "annotations", job / "manifest.csv", out_dir=tmp_path / "OUT",
+        skip_errors=True,
+    ).set_index("slide_id")  # fmt: skip
+    assert table.loc["pos", ["status", "n_patches", "n_lesion"]].tolist() == ["ok", 36, 6]
+    assert table.loc["neg", ["status", "n_patches", "n_lesion"]].tolist() == ["ok", 36, 0]
+    bad = table.loc[f"a_{broken}"]
+    assert bad["status"] == "error"
+    assert pd.isna(bad["n_patches"]) and pd.isna(bad["n_lesion"])  # unknown, not 0 patches
+    written = pd.read_csv(tmp_path / "OUT" / "label.csv").set_index("slide_id")
+    assert pd.isna(written.loc[f"a_{broken}", "n_patches"])
+
+
+def test_every_stale_slide_is_named_before_anything_is_written(tmp_path):
+    job = _batch(tmp_path, "missing")
+    (job / "patches" / "a_missing.h5").unlink()
+    out = tmp_path / "OUT"
+    args = (job / "patches", job / "annotations", job / "manifest.csv")
+    lab.label_patches_dir(*args, out_dir=out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(lab.StaleOutputError) as err:
+        lab.label_patches_dir(*args, LabelConfig(min_overlap=0.9), out_dir=out)
+    lines = str(err.value).splitlines()
+    assert lines[0] == (
+        f"2 slide(s) already have labels in {out} made from other inputs or settings; "
+        "nothing was written:"
+    )
+    assert len(lines) == 3 and any("neg" in x for x in lines) and any("pos" in x for x in lines)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

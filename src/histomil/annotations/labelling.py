@@ -368,7 +368,10 @@ def _slide_size(attrs: dict) -> tuple[int, int] | None:
         return None
 
 
-def _row(slide_id, status, n_patches=0, n_lesion=0, slide_label=None, annotated=None, error=""):
+def _row(
+    slide_id, status, n_patches=None, n_lesion=None, slide_label=None, annotated=None, error=""
+):
+    """One ``label.csv`` row; counts not given (a failed slide) are unknown, not 0."""
     return {
         "slide_id": slide_id,
         "status": status,
