@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from histomil import executors
 from histomil.annotations import labelling as lab
 from histomil.annotations.label_reruns import plan_slide
 from histomil.annotations.labelling import LabelConfig, SlideJob, label_slide, write_labels
 from histomil.annotations.readers import AnnotationError
+from histomil.executors import ExecutorConfig
 from tests.annotations.test_labelling import lesion_geojson, write_patch_file
 
 # overlap of the patch at grid (ix, iy): x share [1, 1, 0.5, 0, 0, 0] times y share [1, 1, 0...]
@@ -452,18 +454,27 @@ def _batch(tmp_path: Path, broken: str) -> Path:
 
 
 @pytest.mark.parametrize("broken", ["missing", "corrupt"])
-def test_a_broken_first_slide_does_not_stop_the_batch(tmp_path, broken):
+def test_a_broken_first_slide_does_not_stop_the_batch(tmp_path, broken, monkeypatch):
     job = _batch(tmp_path, broken)
+    chosen, seen = ExecutorConfig(workers=1), []
+
+    def run_tasks(tasks, config=None, **kw):
+        seen.append(config)
+        return executors.run_tasks(tasks, config, **kw)
+
+    monkeypatch.setattr(lab, "run_tasks", run_tasks)
+    out = tmp_path / "runs" / "OUT"  # created with its parents
     table = lab.label_patches_dir(
-        job / "patches", job / "annotations", job / "manifest.csv", out_dir=tmp_path / "OUT",
-        skip_errors=True,
+        job / "patches", job / "annotations", job / "manifest.csv", out_dir=out,
+        skip_errors=True, executor=chosen,
     ).set_index("slide_id")  # fmt: skip
+    assert seen == [chosen]  # the caller's executor runs the slides
     assert table.loc["pos", ["status", "n_patches", "n_lesion"]].tolist() == ["ok", 36, 6]
     assert table.loc["neg", ["status", "n_patches", "n_lesion"]].tolist() == ["ok", 36, 0]
     bad = table.loc[f"a_{broken}"]
     assert bad["status"] == "error"
     assert pd.isna(bad["n_patches"]) and pd.isna(bad["n_lesion"])  # unknown, not 0 patches
-    written = pd.read_csv(tmp_path / "OUT" / "label.csv").set_index("slide_id")
+    written = pd.read_csv(out / "label.csv").set_index("slide_id")
     assert pd.isna(written.loc[f"a_{broken}", "n_patches"])
 
 
