@@ -4,6 +4,7 @@ box (0, 0)-(250, 200), every label, overlap and attention target is stated by ha
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
@@ -405,7 +406,12 @@ def test_in_place_labelling_warns_at_the_caller(tmp_path):
         lab.label_patches_dir(job / "patches", job / "annotations", job / "manifest.csv")
     (warning,) = [w for w in record if w.category is DeprecationWarning]
     assert str(warning.message) == message
-    assert warning.filename == __file__  # stacklevel points at the caller, not at histomil
+    # stacklevel points at the caller, not at histomil; under mutation testing mutmut's
+    # trampoline is the frame between the caller and the function
+    if os.environ.get("HISTOMIL_MUTATION") == "1":
+        assert Path(warning.filename).name == "trampoline.py"
+    else:
+        assert warning.filename == __file__
 
 
 def test_patch_tissue_fractions_weight_the_attention_target(tmp_path):
