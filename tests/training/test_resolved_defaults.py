@@ -5,6 +5,7 @@ changed by a later histomil is refused on resume instead of mixing folds made wi
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import logging
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from histomil.models import model_class, names
 from histomil.models.abmil import ABMIL
 from histomil.objectives import objective_class, objective_names
-from histomil.objectives.mhim.config import MaskingConfig
+from histomil.objectives.mhim.config import ConsistencyConfig, MaskingConfig, RankConfig
 from histomil.provenance import effective_params
 from histomil.training import train
 from histomil.training.cohort import resolved_settings
@@ -51,6 +52,16 @@ def test_mhim_groups_are_resolved_with_the_class_defaults():
     assert v2["teacher"]["momentum"] == 0.9999 and v2["recycle"]["enabled"] is True
     # MHIM-v1's own defaults, not the dataclass's
     assert v1["masking"]["scoring"] == "attention" and v1["recycle"]["enabled"] is False
+
+
+def test_mhim_resolved_params_name_every_group_and_survival_alpha():
+    got = objective_class("mhim_v2").resolved_params(
+        {"consistency": {"alpha": 0.3}, "rank": {"weight": 1.0}, "survival_alpha": 0.25}
+    )
+    assert set(got) == {"masking", "teacher", "recycle", "consistency", "rank", "survival_alpha"}
+    assert got["consistency"] == {**asdict(ConsistencyConfig()), "alpha": 0.3}
+    assert got["rank"] == {**asdict(RankConfig()), "weight": 1.0}
+    assert got["survival_alpha"] == 0.25
 
 
 def _config(tmp_path, **params):
