@@ -5,8 +5,8 @@ changed by a later histomil is refused on resume instead of mixing folds made wi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 import logging
+from dataclasses import asdict
 
 import pytest
 
