@@ -152,6 +152,8 @@ def test_val_auroc_by_hand():
     preds = [T.Prediction(b.slide_id, np.array([v]), 0.0) for b, v in zip(bags, [0.1, 0.9, -1.0, -2.0], strict=True)]  # fmt: skip
     # positives 0.9, -1.0 vs negatives 0.1, -2.0: pairs won 1 + 1 + 0 + 1 = 3 of 4
     assert T._val_auroc(preds, bags, "classification") == pytest.approx(0.75)
+    diverged = [*preds[:3], T.Prediction("b3", np.array([np.nan]), np.nan)]
+    assert math.isnan(T._val_auroc(diverged, bags, "classification"))
     assert math.isnan(T._val_auroc(preds, bags, "survival"))
     one = [Bag("a", torch.zeros(1, 2), 1), Bag("b", torch.zeros(1, 2), 1)]
     assert math.isnan(T._val_auroc(preds[:2], one, "classification"))
@@ -211,3 +213,61 @@ def test_autocast_and_seed():
     assert a[1] == np.random.rand()  # noqa: NPY002
     torch.manual_seed(3)
     assert a[2] == torch.rand(1).item()
+
+
+class _Diverging(_Terms):
+    """The bag objective whose loss turns NaN from epoch ``at`` on (as a diverged fit's)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def forward(self, model, bag):
+        out = super().forward(model, bag)
+        if self.epochs[-1][0] >= self.at:
+            out.loss = out.loss * float("nan")
+            out.terms["total"] = out.loss.detach()
+        return out
+
+
+def _fit_diverging(at: int, settings: TrainSettings):
+    T.seed_everything(0)
+    model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
+    obj = _Diverging(at)
+    obj.setup(model, TrainContext())
+    rows: list[dict] = []
+    result = T.fit(model, obj, _bags(4, 1), _bags(4, 2), settings, "classification", 0, rows.append)
+    return model, result, rows
+
+
+def test_a_fit_that_diverges_keeps_its_best_epoch_before_and_stops(caplog):
+    s = TrainSettings(lr=1e-3, max_epochs=8, warmup_epochs=8, patience=9)
+    with caplog.at_level("WARNING", logger="histomil.training.trainer"):
+        model, result, rows = _fit_diverging(2, s)
+    assert len(rows) == 3 and math.isnan(rows[2]["train_total"])  # stopped at the NaN epoch
+    assert result.best_epoch in (0, 1) and math.isfinite(result.best_val_loss)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the best state is restored
+    assert "epoch 2: training loss bag=nan, total=nan is not finite (training diverged)" in (
+        caplog.text
+    )
+
+
+def test_a_fit_without_a_finite_validation_loss_is_an_error():
+    s = TrainSettings(lr=1e-3, max_epochs=4, warmup_epochs=4, patience=9)
+    with pytest.raises(T.TrainingDivergedError) as err:
+        _fit_diverging(0, s)
+    assert str(err.value).startswith(
+        "no epoch from 0 on had a finite validation loss (last epoch 0: train loss nan, val loss "
+        "nan): training diverged"
+    )
+    from histomil.cli._app import is_user_error
+
+    assert is_user_error(err.value)  # the CLI prints it as one line and exits 1
+
+
+def test_patience_starts_counting_at_select_from_epoch():
+    """Patience 1 without warm-up cannot stop the run before an epoch was selectable."""
+    s = TrainSettings(lr=1e-12, max_epochs=8, warmup_epochs=0, patience=1, select_from_epoch=2)
+    _, _, result, rows = _fit(s, n_train=2)
+    # epoch 2 is the first candidate (best), epoch 3 repeats its loss: one evaluation, stop
+    assert len(rows) == 4 and result.best_epoch == 2

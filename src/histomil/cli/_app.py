@@ -139,6 +139,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 _FIXABLE = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 _FIXABLE_NAMES = {
     "BatchError", "WeightsError", "SlideError", "StaleOutputError", "SweepError", "ClusterError",
+    "TrainingDivergedError",
 }  # fmt: skip
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -43,6 +45,12 @@ from histomil.objectives.slide import slide_loss
 from histomil.objectives.survival import risk_score
 from histomil.training.config import TrainSettings
 from histomil.training.schedule import build_scheduler, steps_per_epoch
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """No epoch could be selected: every validation loss was NaN or infinite."""
 
 
 def seed_everything(seed: int) -> None:
@@ -179,6 +187,8 @@ def _val_auroc(preds: list[Prediction], bags: list[Bag], task: str) -> float:
     from sklearn.metrics import roc_auc_score
 
     probs = np.stack([bag_probability(p.logits, task) for p in preds])
+    if not np.isfinite(probs).all():  # a diverged model: fit reports it, no AUROC to give
+        return float("nan")
     if probs.shape[1] == 1:
         return float(roc_auc_score(labels, probs[:, 0]))
     return float(roc_auc_score(labels, probs, multi_class="ovr"))
@@ -279,8 +289,26 @@ def fit(
             on_checkpoint(
                 training_state(epoch, model, objective, opt, sched, gen, best, history, since_best)
             )
+        diverged = sorted(
+            k for k, v in row.items() if k.startswith("train_") and not math.isfinite(v)
+        )
+        if diverged:  # NaN weights cannot recover: later epochs would only repeat this one
+            log.warning(
+                "epoch %d: training loss %s is not finite (training diverged); stopping, the "
+                "selected epoch is the best one before it",
+                epoch, ", ".join(f"{k[6:]}={row[k]}" for k in diverged),
+            )  # fmt: skip
+            break
         if epoch + 1 >= settings.warmup_epochs and since_best >= settings.patience:
             break
+    if best.best_epoch < 0:
+        raise TrainingDivergedError(
+            f"no epoch from {settings.select_from_epoch} on had a finite validation loss "
+            f"(last epoch {history[-1]['epoch']:.0f}: train loss "
+            f"{history[-1].get('train_total', float('nan'))}, val loss "
+            f"{history[-1].get('val_loss', float('nan'))}): training diverged or the data give "
+            "NaN; nothing can be selected. Lower train.lr or check the inputs."
+        )
     model.load_state_dict(best.state)
     objective.load_state_dict(best.objective_state)
     best.history = history
