@@ -271,3 +271,74 @@ def test_patience_starts_counting_at_select_from_epoch():
     _, _, result, rows = _fit(s, n_train=2)
     # epoch 2 is the first candidate (best), epoch 3 repeats its loss: one evaluation, stop
     assert len(rows) == 4 and result.best_epoch == 2
+
+
+def test_adam_applies_weight_decay_and_lr_on_both_paths(monkeypatch):
+    """First Adam step on a parameter with zero gradient: only the L2 term (wd * p) moves it,
+    by lr * g / (|g| + eps) with g = wd * p, i.e. by lr against the sign of p."""
+
+    def step(p: torch.nn.Parameter, opt: torch.optim.Optimizer) -> torch.Tensor:
+        p.grad = torch.zeros_like(p)
+        opt.step()
+        return p.detach().clone()
+
+    want = torch.tensor([2.0 - 0.01, -3.0 + 0.01, 0.0])
+    p = torch.nn.Parameter(torch.tensor([2.0, -3.0, 0.0]))
+    opt = T._adam([p], lr=0.01, weight_decay=0.1)
+    assert opt.defaults["fused"] is True  # this torch fuses Adam on the CPU
+    torch.testing.assert_close(step(p, opt), want, rtol=0, atol=1e-6)
+    real = torch.optim.Adam
+
+    def unfused(params, **kw):  # an older torch: fused is not accepted
+        if kw.pop("fused", None):
+            raise TypeError("fused")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "Adam", unfused)
+    p = torch.nn.Parameter(torch.tensor([2.0, -3.0, 0.0]))
+    opt = T._adam([p], lr=0.01, weight_decay=0.1)
+    assert not opt.defaults.get("fused")
+    torch.testing.assert_close(step(p, opt), want, rtol=0, atol=1e-6)
+
+
+def test_a_generator_made_later_is_created_on_restore():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    state = torch.Generator().manual_seed(7).get_state()
+    T.set_generator_states(model, {"0:gen": state})
+    assert torch.equal(model[0].gen.get_state(), state)
+    with pytest.raises(ValueError, match="missing submodule '1'"):
+        T.set_generator_states(model, {"1:gen": state})
+
+
+class _Counting(_Terms):
+    """An objective with state: a buffer counting the epochs started."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("seen", torch.zeros(()))
+
+    def on_epoch_start(self, epoch: int, max_epochs: int) -> None:
+        super().on_epoch_start(epoch, max_epochs)
+        self.seen += 1
+
+
+def test_resumed_fit_returns_the_objective_state_of_its_best_epoch():
+    s = TrainSettings(lr=1e-2, max_epochs=4, warmup_epochs=4, patience=9)
+
+    def run(**kw):
+        T.seed_everything(0)
+        model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
+        obj = _Counting()
+        obj.setup(model, TrainContext())
+        res = T.fit(model, obj, _bags(4, 1), _bags(4, 2), s, "classification", 0, **kw)
+        return obj, res
+
+    states: list[dict] = []
+    run(on_checkpoint=states.append)
+    mid = states[1]
+    mid["best"]["val_loss"] = -1.0  # unbeatable: the best stays the one before the interruption
+    obj, res = run(resume=mid)
+    best_seen = mid["best"]["objective"]["seen"]
+    assert float(best_seen) == mid["best"]["epoch"] + 1
+    assert torch.equal(res.objective_state["seen"], best_seen)
+    assert torch.equal(obj.seen, best_seen)  # restored into the objective, not the last epoch's
