@@ -160,6 +160,31 @@ def test_mhim_ablation_shares_one_baseline(base_config, tmp_path):
     assert not (tmp_path / "runs" / "abmil__full" / "baseline").exists()  # no second baseline
     table = (tmp_path / "table.md").read_text()
     assert "Table 7" in table and "Table 10" not in table  # no table of baseline + full only
+    assert "Baseline:" not in table  # the plain bag objective needs no note
+
+
+def test_mhim_rank_ablation_table_names_its_rank_induction_baseline():
+    from histomil.experiments.methods import Method
+    from histomil.experiments.mhim import table
+    from histomil.experiments.tables import summary_frame
+
+    rows = pd.DataFrame(
+        {"student": "abmil", "variant": ["baseline", "full"] * 2, "fold": [0, 0, 1, 1],
+         "auroc": [0.9, 0.92, 0.8, 0.86], "auprc": [0.8, 0.85, 0.7, 0.75]}
+    )  # fmt: skip
+    summ = summary_frame(rows, ["student", "variant"], ["auroc", "auprc"])
+    md, _ = table(
+        rows,
+        summ,
+        [Method("abmil", {"name": "abmil"}, {"name": "bag"})],
+        ["full"],
+        "rank_induction",
+    )
+    assert md.endswith(
+        "Baseline: the student trained with `rank_induction` (the rank loss of every variant), "
+        "which is also every variant's teacher.\n"
+    )
+    assert "| AB-MIL | full | **0.890 (0.042)** | 0.800 (0.071) | +0.040 |" in md
 
 
 def test_bad_inputs_raise_clearly(base_config, tiny_cohort, tmp_path):
