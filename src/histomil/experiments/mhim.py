@@ -109,11 +109,9 @@ def chosen_variants(ctx: Context) -> list[str]:
     return chosen
 
 
-def baseline_points(students: list[Method], shared: dict[str, Any]) -> list[Point]:
-    """One ordinary run per student: the table's first row and every variant's teacher."""
-    from histomil.objectives import objective_class
-
-    base_objective = objective_class("mhim_v2").baseline_objective(shared)
+def baseline_points(students: list[Method], base_objective: dict[str, Any]) -> list[Point]:
+    """One ordinary run per student with ``base_objective`` (``MHIM.baseline_objective``): the
+    table's first row and every variant's teacher."""
     return [
         Point(
             f"{s.name}__baseline",
@@ -224,17 +222,17 @@ def run(ctx: Context) -> dict[str, Any]:
     students = ctx.methods(["abmil"])
     chosen = chosen_variants(ctx)
     shared = dict(ctx.section.mhim_params or {})
-    runs, rows = ctx.run(baseline_points(students, shared))
+    from histomil.objectives import objective_class
+
+    base_objective = objective_class("mhim_v2").baseline_objective(shared)
+    runs, rows = ctx.run(baseline_points(students, base_objective))
     points = variant_points(students, chosen, shared, runs)
     if points:
         _, more = ctx.run(points)
         rows = pd.concat([rows, more], ignore_index=True)
     rows = rows[rows.variant.isin(["baseline", *chosen])]
     summ = summary_frame(rows, ["student", "variant"], ["auroc", "auprc"])
-    from histomil.objectives import objective_class
-
-    base_name = objective_class("mhim_v2").baseline_objective(shared)["name"]
-    md, stats = table(rows, summ, students, chosen, base_name)
+    md, stats = table(rows, summ, students, chosen, base_objective["name"])
     figure(ctx.out / "mhim_ablation.png", summ, students, chosen)
     summary = {"experiment": "mhim-ablation", "variants": chosen, "rows": stats}
     write_outputs(ctx.out, rows, md, summary)
