@@ -57,10 +57,10 @@ def _bags(n: int, seed: int) -> list[Bag]:
     return out
 
 
-def _fit(settings: TrainSettings, n_train: int = 6, **kw):
+def _fit(settings: TrainSettings, n_train: int = 6, obj: _Terms | None = None, **kw):
     T.seed_everything(0)
     model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
-    obj = _Terms()
+    obj = obj or _Terms()
     obj.setup(model, TrainContext())
     rows: list[dict] = []
     result = T.fit(
@@ -231,12 +231,7 @@ class _Diverging(_Terms):
 
 
 def _fit_diverging(at: int, settings: TrainSettings):
-    T.seed_everything(0)
-    model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
-    obj = _Diverging(at)
-    obj.setup(model, TrainContext())
-    rows: list[dict] = []
-    result = T.fit(model, obj, _bags(4, 1), _bags(4, 2), settings, "classification", 0, rows.append)
+    model, _, result, rows = _fit(settings, n_train=4, obj=_Diverging(at))
     return model, result, rows
 
 
@@ -326,11 +321,7 @@ def test_resumed_fit_returns_the_objective_state_of_its_best_epoch():
     s = TrainSettings(lr=1e-2, max_epochs=4, warmup_epochs=4, patience=9)
 
     def run(**kw):
-        T.seed_everything(0)
-        model = create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4)
-        obj = _Counting()
-        obj.setup(model, TrainContext())
-        res = T.fit(model, obj, _bags(4, 1), _bags(4, 2), s, "classification", 0, **kw)
+        _, obj, res, _ = _fit(s, n_train=4, obj=_Counting(), **kw)
         return obj, res
 
     states: list[dict] = []
