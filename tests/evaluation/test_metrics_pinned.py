@@ -348,3 +348,59 @@ def test_f1_of_all_wrong_decisions_is_zero_and_a_missing_probability_is_refused(
     # a missing probability (None, as read from a sparse table) is NaN: the ValueError
     with pytest.raises(ValueError, match="^probs contain NaN or Inf$"):
         classification_metrics([0, 1], [0.2, None])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_hand_written_auroc_and_average_precision_equal_scikit_learn(seed):
+    """auroc() / average_precision() replace scikit-learn's in the bootstrap (speed): equal to
+    it on random bags with many tied scores, a single positive or negative, and n = 2."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from histomil.evaluation.metrics import auroc, average_precision
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    y = rng.integers(0, 2, n)
+    y[rng.choice(n, 2, replace=False)] = [0, 1]  # both classes
+    if seed % 4 == 1:
+        y[:] = 0
+        y[rng.integers(n)] = 1  # one positive
+    elif seed % 4 == 2:
+        y[:] = 1
+        y[rng.integers(n)] = 0  # one negative
+    # seed % 4 == 3: scores rounded to a few levels, so most of them tie
+    p = rng.random(n) if seed % 4 != 3 else np.round(rng.random(n) * 3) / 3
+    assert auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert average_precision(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+
+
+def test_hand_written_ranking_metrics_by_hand():
+    from histomil.evaluation.metrics import auroc, average_precision
+
+    y = np.array([1, 0, 1, 0, 0])
+    p = np.array([0.9, 0.9, 0.5, 0.3, 0.1])
+    # pairs (pos, neg): (0.9, 0.9) tie = 1/2, (0.9, 0.3), (0.9, 0.1), (0.5, 0.3), (0.5, 0.1) = 1,
+    # (0.5, 0.9) = 0  -> 4.5 / 6
+    assert auroc(y, p) == pytest.approx(4.5 / 6)
+    # thresholds 0.9 (tp 1 of 2 predicted: precision 1/2, recall 1/2), 0.5 (2 of 3, recall 1)
+    assert average_precision(y, p) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_multiclass_metrics_equal_scikit_learn(seed):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    n, c = int(rng.integers(3, 40)), int(rng.integers(2, 5))
+    y = rng.integers(0, c, n)
+    p = rng.dirichlet(np.ones(c), n)
+    if seed % 2:
+        p = np.round(p * 4) / 4  # ties, also in the argmax
+    got = multiclass_metrics(y, p)
+    pred = p.argmax(1)
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert got["f1"] == pytest.approx(
+        f1_score(y, pred, average="macro", labels=range(c), zero_division=0.0)
+    )
+    with pytest.raises(ValueError, match="NaN"):
+        multiclass_metrics([0, 1], [[np.nan, 0.5], [0.5, 0.5]])

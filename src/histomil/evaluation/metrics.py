@@ -65,6 +65,37 @@ def choose_threshold(labels: ArrayLike, probs: ArrayLike, method: str | float = 
     return float(thr[int(np.argmax(f1))])
 
 
+# AUROC and average precision of one binary ranking, written here because the bootstrap calls
+# them thousands of times per report: scikit-learn 1.9 validates its inputs on every call
+# (~2-3 ms for roc_auc_score + average_precision_score, 0.1 ms of arithmetic), which made one
+# demo report take 40 s. Both equal scikit-learn's values (tests compare them on random inputs
+# with ties); neither validates: callers pass _binary_inputs' output with both classes present.
+def auroc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve of scores ``p`` for 0/1 labels ``y`` (both classes present):
+    the share of (positive, negative) pairs the scores order correctly, ties counting one half
+    (the Mann-Whitney U over ``n_pos * n_neg``), which is the trapezoidal area scikit-learn
+    computes."""
+    pos = p[y == 1]
+    neg = np.sort(p[y == 0])
+    below = np.searchsorted(neg, pos, side="left")  # negatives scored lower than each positive
+    not_above = np.searchsorted(neg, pos, side="right")  # ... lower or equal
+    return float((below.sum() + not_above.sum()) / (2 * pos.size * neg.size))
+
+
+def average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision (scikit-learn's step-wise area under the precision-recall curve) of
+    scores ``p`` for 0/1 labels ``y`` with at least one positive: the sum over distinct score
+    thresholds, from the highest, of precision times the recall gained there."""
+    order = np.argsort(-p, kind="stable")
+    ranked = p[order]
+    # the last position of each run of equal scores: one threshold per distinct score
+    last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
+    tps = np.cumsum(y[order])[last]
+    precision = tps / (last + 1)
+    recall_gain = np.diff(tps, prepend=0) / tps[-1]
+    return float(np.sum(recall_gain * precision))
+
+
 def binary_metrics(labels: ArrayLike, probs: ArrayLike, pred: ArrayLike) -> dict[str, float]:
     """AUROC, AUPRC (average precision), accuracy, F1, sensitivity, specificity (binary).
 
@@ -72,8 +103,6 @@ def binary_metrics(labels: ArrayLike, probs: ArrayLike, pred: ArrayLike) -> dict
     (per-fold thresholds may differ, so decisions come in rather than one threshold). NaN where
     undefined, without a warning (callers such as the bootstrap call it thousands of times).
     """
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     y, p = _binary_inputs(labels, probs)
     yhat = np.asarray(pred).astype(int).ravel()
     if yhat.shape != y.shape:
@@ -88,8 +117,8 @@ def binary_metrics(labels: ArrayLike, probs: ArrayLike, pred: ArrayLike) -> dict
     both = bool(tp + fn) and bool(tn + fp)
     nan = float("nan")
     return {
-        "auroc": float(roc_auc_score(y, p)) if both else nan,
-        "auprc": float(average_precision_score(y, p)) if both else nan,
+        "auroc": auroc(y, p) if both else nan,
+        "auprc": average_precision(y, p) if both else nan,
         "accuracy": (tp + tn) / y.size,
         "f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else nan,
         "sensitivity": tp / (tp + fn) if (tp + fn) else nan,
@@ -131,12 +160,12 @@ def multiclass_metrics(labels: ArrayLike, probs: ArrayLike) -> dict:
     ``labels`` (N,) int in [0, C), ``probs`` (N, C). Classes without both positives and
     negatives are left out of the macro AUROC/AP (with a :class:`MetricWarning`).
     """
-    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
-
     y = np.asarray(labels).astype(int).ravel()
     p = np.asarray(probs, dtype=float)
     if p.ndim != 2 or p.shape[0] != y.size:
         raise ValueError(f"probs must be (N, C) with N = {y.size}, got {p.shape}")
+    if not np.isfinite(p).all():
+        raise ValueError("probs contain NaN or Inf")
     n_classes = p.shape[1]
     if y.size and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"labels must lie in [0, {n_classes}), got {y.min()}..{y.max()}")
@@ -144,8 +173,8 @@ def multiclass_metrics(labels: ArrayLike, probs: ArrayLike) -> dict:
     for c in range(n_classes):
         yc = (y == c).astype(int)
         if 0 < yc.sum() < yc.size:
-            aurocs.append(roc_auc_score(yc, p[:, c]))
-            aps.append(average_precision_score(yc, p[:, c]))
+            aurocs.append(auroc(yc, p[:, c]))
+            aps.append(average_precision(yc, p[:, c]))
         else:
             skipped.append(c)
     if skipped:
@@ -155,10 +184,17 @@ def multiclass_metrics(labels: ArrayLike, probs: ArrayLike) -> dict:
             stacklevel=2,
         )
     pred = p.argmax(1)
+    # macro F1 over every class (scikit-learn's f1_score(average="macro", zero_division=0)),
+    # counted here for the same reason as auroc(): the bootstrap calls this thousands of times
+    f1s = []
+    for c in range(n_classes):
+        tp = float(((pred == c) & (y == c)).sum())
+        wrong = float(((pred == c) != (y == c)).sum())  # fp + fn
+        f1s.append(2 * tp / (2 * tp + wrong) if (2 * tp + wrong) else 0.0)
     return {
         "auroc": float(np.mean(aurocs)) if aurocs else np.nan,
         "auprc": float(np.mean(aps)) if aps else np.nan,
-        "accuracy": float(accuracy_score(y, pred)),
-        "f1": float(f1_score(y, pred, average="macro", labels=range(n_classes), zero_division=0.0)),
+        "accuracy": float(np.mean(pred == y)) if y.size else np.nan,
+        "f1": float(np.mean(f1s)),
         "n": int(y.size),
     }
