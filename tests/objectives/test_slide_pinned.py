@@ -38,8 +38,11 @@ class Fixed(nn.Module):
             self.bag_weight = bag_weight
         self.labels: list = []
 
+        self.coords: list = []
+
     def forward(self, features, coords=None, label=None):
         self.labels.append(label)
+        self.coords.append(coords)
         return self.output
 
 
@@ -250,3 +253,79 @@ def test_registry_names_and_parameter_errors():
         create_objective("nope")
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) for objective 'bag': sigma"):
         create_objective("bag", sigma=1.0)
+
+
+def test_defaults_before_setup_and_what_setup_keeps():
+    """A fresh objective is binary classification with one logit; setup keeps the task and the
+    class count (target_class: branch 1 for one logit, the slide's class otherwise)."""
+    obj = BagObjective()
+    assert (obj.task, obj.n_classes, obj.survival_alpha) == ("classification", 1, 0.0)
+    assert obj.target_class(_bag(label=0)) == 1  # one logit: always the positive branch
+    _setup(obj, n_classes=2)
+    assert (obj.task, obj.n_classes) == ("classification", 2)
+    assert [obj.target_class(_bag(label=y)) for y in (0, 1)] == [0, 1]
+    _setup(obj, n_classes=3, task="survival")
+    assert (obj.task, obj.n_classes) == ("survival", 3)
+    with pytest.raises(ValueError) as err:
+        _setup(BagObjective(), task="regression")
+    assert str(err.value) == "unknown task 'regression'; valid: classification, survival"
+
+
+def test_slide_loss_default_survival_alpha_is_zero():
+    logits = torch.tensor([[0.2, 1.0, -0.3]])
+    bag = _bag(label=1, event=0, time=3.0)
+    assert float(slide_loss(logits, bag, "survival")) == pytest.approx(
+        float(slide_loss(logits, bag, "survival", survival_alpha=0.0))
+    )
+    assert float(slide_loss(logits, bag, "survival")) != pytest.approx(
+        float(slide_loss(logits, bag, "survival", survival_alpha=1.0))
+    )
+
+
+def test_the_model_gets_the_bag_coordinates():
+    coords = torch.arange(10).reshape(5, 2)
+    model = Fixed(_output([0.7]))
+    _setup(BagObjective())(model, _bag(coords=coords))
+    assert model.coords[-1] is coords  # TransMIL/HIPT place instances by them
+
+
+def test_rank_induction_defaults_and_flags():
+    obj = RankInduction()
+    assert obj.weight == 1.0 and obj.survival_alpha == 0.0
+    assert obj.rank_params == {
+        "sigma": 1.0,
+        "margin": 1.0,
+        "max_pos": 1024,
+        "max_neg": 1024,
+        "drop_margin": False,
+        "include_equal_pairs": False,
+    }
+    flags = RankInduction(drop_margin=True, include_equal_pairs=True).rank_params
+    assert flags["drop_margin"] is True and flags["include_equal_pairs"] is True
+
+
+def _subsampled_rank(obj, seed_between: int) -> float:
+    torch.manual_seed(seed_between)  # the global RNG must not matter
+    out = obj(Fixed(_output([0.7])), _bag(label=1))
+    return float(out.terms["rank"])
+
+
+def test_rank_induction_subsamples_with_its_own_seeded_generator():
+    """max_pos / max_neg below the counts: the pairs are drawn with the objective's generator,
+    seeded from the fold seed at setup (seed 0 before setup), never from the global RNG."""
+    from histomil.objectives.rank import rank_loss
+
+    def want(seed: int) -> list[float]:
+        gen = torch.Generator().manual_seed(seed)
+        return [
+            float(rank_loss(torch.tensor(SCORES), LABELS, generator=gen, max_pos=1, max_neg=1))
+            for _ in range(6)
+        ]
+
+    fresh = RankInduction(max_pos=1, max_neg=1)
+    assert [_subsampled_rank(fresh, k) for k in range(6)] == pytest.approx(want(0))
+    seeded = RankInduction(max_pos=1, max_neg=1)
+    seeded.setup(None, TrainContext(task="classification", n_classes=1, seed=7))
+    got = [_subsampled_rank(seeded, k) for k in range(6)]
+    assert got == pytest.approx(want(7))
+    assert want(7) != pytest.approx(want(0))  # the seeds draw different pairs here
