@@ -128,3 +128,37 @@ def test_interrupted_mhim_fold_resumes_with_its_teacher_and_generator(tmp_path, 
     pd.testing.assert_frame_equal(got[1], whole[1])
     for key, value in whole[2].items():
         assert torch.equal(got[2][key], value), key
+
+
+def test_resume_identity_changes_with_every_input_it_names(tmp_path):
+    """The identity a resume state must match: the run's provenance file, the config, the fold
+    and its slide ids, and the baseline's weights (each change alone gives another identity)."""
+    from histomil.training.split_files import FoldSplit
+
+    config = _config(tmp_path)
+    split = FoldSplit(0, ("a", "b"), ("c",), ("d",))
+    run = tmp_path / "r"
+    run.mkdir()
+    base = {"w": torch.ones(2), "n": 3}
+
+    def ident(cfg=config, sp=split, baseline=base):
+        return fold_mod.resume_identity(cfg, sp, run, baseline)
+
+    first = ident()
+    assert ident() == first and len(first) == 64  # stable, a SHA-256
+    (run / "provenance.json").write_text('{"manifest": "m1"}', encoding="utf-8")
+    with_prov = ident()
+    assert with_prov != first
+    (run / "provenance.json").write_text('{"manifest": "m2"}', encoding="utf-8")
+    assert ident() != with_prov  # what the provenance records decides, not only that it exists
+    now = ident()
+    others = [
+        ident(cfg=_config(tmp_path, lr=1e-3)),
+        ident(sp=FoldSplit(1, ("a", "b"), ("c",), ("d",))),
+        ident(sp=FoldSplit(0, ("a", "e"), ("c",), ("d",))),
+        ident(baseline={"w": torch.tensor([1.0, 2.0]), "n": 3}),
+        ident(baseline={"w": torch.ones(2), "n": 4}),
+        ident(baseline={"v": torch.ones(2), "n": 3}),
+        ident(baseline=None),
+    ]
+    assert len({now, *others}) == len(others) + 1
