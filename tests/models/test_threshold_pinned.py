@@ -83,3 +83,14 @@ def test_empty_bag_error_names_the_problem():
 
     with pytest.raises(ValueError, match=r"^empty bag: features have 0 instances$"):
         batchify(torch.zeros(0, 4))
+
+
+def test_threshold_attention_uses_the_given_eps():
+    """a_k = max(a~_k - T/K, 0) / (sum + eps) with the caller's eps (here large enough to see)."""
+    from histomil.models.base import threshold_attention
+
+    scores = torch.log(torch.tensor([0.5, 0.3, 0.2]))[None, :, None]  # softmax = themselves
+    kept = [0.5 - 0.3 / 3, 0.3 - 0.1, 0.2 - 0.1]  # T = 0.3, K = 3
+    got = threshold_attention(scores, None, 0.3, eps=0.5)[0, :, 0]
+    want = [v / (sum(kept) + 0.5) for v in kept]
+    assert got.tolist() == pytest.approx(want, abs=1e-6)
