@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -219,6 +220,21 @@ def _mutmut() -> list[str]:
     return [str(exe)]
 
 
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s, to the process group of ``proc`` (mutmut and its
+    workers); nothing when it already ended."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_module(
     module: str,
     work: Path,
@@ -247,19 +263,23 @@ def run_module(
         dest = prepare(module, work, isolation)
     start = time.monotonic()
     log = (dest / "mutmut-run.log").open("w")
+    # mutmut in its own process group, ended as a whole on timeout or when this script is
+    # stopped: killing only mutmut's main process left its workers running, and an orphaned
+    # run kept writing the module's results file beside the next run in the same folder
+    proc = subprocess.Popen(
+        [*_mutmut(), "run", "--max-children", str(children), *only],
+        cwd=dest,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [*_mutmut(), "run", "--max-children", str(children), *only],
-            cwd=dest,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-        )
-        code = proc.returncode
+        code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         code = "timeout"
     finally:
+        _end_group(proc)
         log.close()
     counts = dict.fromkeys(STATUS, 0)
     survivors: list[str] = []
@@ -319,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modules if m not in MODULES]
     if unknown or not modules:
         ap.error(f"unknown or no module(s) {unknown}; see --list")
+    # a SIGTERM (kill, a job queue's stop) ends the run like Ctrl-C, so that the mutmut group
+    # of the module in progress is ended by run_module's cleanup
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = []
     if args.out and args.out.is_file():
         results = json.loads(args.out.read_text())
