@@ -162,3 +162,29 @@ def test_resume_identity_changes_with_every_input_it_names(tmp_path):
         ident(baseline=None),
     ]
     assert len({now, *others}) == len(others) + 1
+
+
+def test_read_resume_state_returns_only_a_matching_state_and_says_why(tmp_path, caplog):
+    path = tmp_path / "resume.pt"
+    caplog.set_level("WARNING", logger=fold_mod.log.name)
+    assert fold_mod.read_resume_state(path, "id") is None and not caplog.records  # no file
+    path.write_bytes(b"torn")
+    assert fold_mod.read_resume_state(path, "id") is None
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - whatever torch says about a torn file
+        why = err
+    assert caplog.records[-1].getMessage() == (
+        f"{path} cannot be read ({why}): the fold starts from epoch 0"
+    )
+    other = f"{path} was made with other settings or inputs: the fold starts from epoch 0"
+    for saved in ({"identity": "other", "state": {"epoch": 3}}, ["not", "a", "dict"]):
+        torch.save(saved, path)
+        assert fold_mod.read_resume_state(path, "id") is None
+        assert caplog.records[-1].getMessage() == other
+    torch.save({"identity": "id", "state": {"epoch": 3, "w": torch.ones(2)}}, path)
+    state = fold_mod.read_resume_state(path, "id")
+    assert state["epoch"] == 3 and torch.equal(state["w"], torch.ones(2))
+    assert (
+        caplog.records[-1].getMessage() == f"{path}: resuming after epoch 3 of an interrupted run"
+    )
