@@ -333,3 +333,143 @@ def test_resumed_fit_returns_the_objective_state_of_its_best_epoch():
     assert float(best_seen) == mid["best"]["epoch"] + 1
     assert torch.equal(res.objective_state["seen"], best_seen)
     assert torch.equal(obj.seen, best_seen)  # restored into the objective, not the last epoch's
+
+
+def _model_without_dropout():
+    return create_model("abmil", in_dim=4, n_classes=1, hidden=8, attn_dim=4, dropout=0.0)
+
+
+def test_each_optimizer_step_sees_the_mean_gradient_of_its_bags(monkeypatch):
+    """batch_accumulation B: bags 1..B of the epoch's order, then B+1..2B, ..., then the rest,
+    each loss divided by B (lr 1e-12: the weights stay put, so every bag's gradient can be
+    computed alone beforehand)."""
+    T.seed_everything(0)
+    model = _model_without_dropout()
+    obj = BagObjective()
+    obj.setup(model, TrainContext())
+    train, val = _bags(5, 1), _bags(4, 2)
+    params = list(model.parameters())
+    alone = []
+    for bag in train:
+        model.zero_grad()
+        obj(model, bag).loss.backward()
+        alone.append([p.grad.clone() for p in params])
+    model.zero_grad(set_to_none=True)
+    s = TrainSettings(lr=1e-12, max_epochs=1, warmup_epochs=1, patience=9, batch_accumulation=2)
+    order = T._order(train, s, torch.Generator().manual_seed(0))
+    seen: list[list[torch.Tensor]] = []
+    real = T._adam
+
+    def recording_adam(ps, lr, weight_decay):
+        opt = real(ps, lr, weight_decay)
+        step = opt.step
+
+        def recorded(*a, **kw):
+            seen.append([p.grad.clone() for p in params])
+            return step(*a, **kw)
+
+        opt.step = recorded
+        return opt
+
+    monkeypatch.setattr(T, "_adam", recording_adam)
+    T.fit(model, obj, train, val, s, "classification", 0)
+    groups = [order[0:2], order[2:4], order[4:5]]
+    assert len(seen) == len(groups)
+    for got, group in zip(seen, groups, strict=True):
+        for k, g in enumerate(got):
+            want = sum(alone[i][k] for i in group) / 2
+            assert torch.allclose(g, want, atol=1e-6, rtol=1e-5)
+
+
+def test_evaluation_every_third_epoch_and_the_recorded_val_auroc():
+    from sklearn.metrics import roc_auc_score
+
+    s = TrainSettings(lr=1e-12, max_epochs=7, warmup_epochs=7, patience=99, eval_every=3)
+    model, obj, _, rows = _fit(s, n_train=2)
+    assert [r["epoch"] for r in rows if "val_loss" in r] == [2.0, 5.0, 6.0]  # and the last
+    val = _bags(4, 2)
+    preds = T.predict(model, obj, val, "classification")
+    probs = [T.bag_probability(p.logits, "classification")[0] for p in preds]
+    want = roc_auc_score([int(b.label) for b in val], probs)
+    for r in rows:
+        if "val_loss" in r:  # lr 1e-12: the same weights at every evaluation
+            assert r["val_auroc"] == pytest.approx(want)
+            assert r["val_loss"] == pytest.approx(np.mean([p.loss for p in preds]), rel=1e-6)
+
+
+def test_survival_fit_validates_with_the_survival_loss():
+    from histomil.objectives.slide import slide_loss
+
+    T.seed_everything(0)
+    model = create_model("abmil", in_dim=4, n_classes=3, hidden=8, attn_dim=4, dropout=0.0)
+    obj = BagObjective()
+    obj.setup(model, TrainContext(task="survival", n_classes=3))
+
+    def bags(n, seed):
+        g = torch.Generator().manual_seed(seed)
+        return [
+            Bag(f"s{i}", torch.randn(6, 4, generator=g), i % 3, event=i % 2, time=1.0 + i)
+            for i in range(n)
+        ]
+
+    val = bags(4, 2)
+    s = TrainSettings(lr=1e-12, max_epochs=1, warmup_epochs=1, patience=9)
+    rows: list[dict] = []
+    T.fit(model, obj, bags(3, 1), val, s, "survival", 0, rows.append)
+    model.eval()
+    with torch.no_grad():
+        want = np.mean([float(slide_loss(model(b.features).logits, b, "survival")) for b in val])
+    assert rows[0]["val_loss"] == pytest.approx(want, rel=1e-6)
+
+
+def test_attn_fallback_is_zero_when_the_model_counted_nothing():
+    """A thresholded model whose pooling never counted a fallback (events None) logs 0."""
+    s = TrainSettings(lr=1e-12, max_epochs=1, warmup_epochs=1, patience=9)
+    T.seed_everything(0)
+    model = create_model("mean", in_dim=4, n_classes=1)  # pools without attention weights
+    model.attention_threshold = 0.5
+    obj = _Terms()
+    obj.setup(model, TrainContext())
+    rows: list[dict] = []
+    T.fit(model, obj, _bags(2, 1), _bags(4, 2), s, "classification", 0, rows.append)
+    assert rows[0]["attn_fallback"] == 0.0
+
+
+class _PositiveOnly(BagObjective):
+    """The bag loss plus a parameter's own term on positive bags only; records the parameter
+    and the bag's label after every optimizer step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extra = torch.nn.Parameter(torch.ones(3))
+        self.after: list[tuple[int, torch.Tensor]] = []
+        self._label = -1
+
+    def forward(self, model, bag):
+        out = super().forward(model, bag)
+        self._label = int(bag.label)
+        if self._label == 1:
+            loss = out.loss + (self.extra**2).sum()
+            return type(out)(loss, out.terms, out.output)
+        return out
+
+    def after_optimizer_step(self, model) -> None:
+        self.after.append((self._label, self.extra.detach().clone()))
+
+
+def test_a_parameter_without_a_gradient_in_a_step_does_not_move():
+    """Gradients are cleared to None, so Adam skips a parameter a step did not use (zeroed
+    gradients would move it on its momentum)."""
+    T.seed_everything(0)
+    model = _model_without_dropout()
+    obj = _PositiveOnly()
+    obj.setup(model, TrainContext())
+    s = TrainSettings(lr=0.1, max_epochs=2, warmup_epochs=2, patience=9)
+    T.fit(model, obj, _bags(6, 1), _bags(4, 2), s, "classification", 0)
+    labels = [lab for lab, _ in obj.after]
+    assert 0 in labels[1:] and 1 in labels  # negative steps after positive ones
+    for (_, before), (label, now) in zip(obj.after, obj.after[1:], strict=False):
+        if label == 0:
+            assert torch.equal(now, before)
+        else:
+            assert not torch.equal(now, before)
