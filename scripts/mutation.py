@@ -48,6 +48,12 @@ MODULES: dict[str, list[str]] = {
         "tests/objectives/test_slide_objectives.py",
         "tests/objectives/test_slide_pinned.py",
     ],
+    "objectives/base.py": [
+        "tests/objectives/test_slide_objectives.py",
+        "tests/objectives/test_slide_pinned.py",
+        "tests/objectives/test_objective_contract.py",
+        "tests/training/test_resolved_defaults.py",
+    ],
     "objectives/mhim/scoring.py": ["tests/objectives/mhim/test_mhim_pinned.py"],
     "objectives/mhim/masking.py": [
         "tests/objectives/mhim/test_masking.py",
