@@ -473,3 +473,35 @@ def test_a_parameter_without_a_gradient_in_a_step_does_not_move():
             assert torch.equal(now, before)
         else:
             assert not torch.equal(now, before)
+
+
+def test_bfloat16_autocast_context_and_its_warning(monkeypatch):
+    from histomil import hardware
+
+    monkeypatch.setattr(hardware, "_WARNED", set())
+    monkeypatch.setattr(hardware, "native_bf16", lambda device: False)
+    with pytest.warns(hardware.EmulatedPrecisionWarning, match="not native on this cpu"):
+        ctx = T._autocast(torch.device("cpu"), "bfloat16")
+    with ctx:
+        assert torch.is_autocast_enabled("cpu")
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == (
+            torch.bfloat16
+        )
+    assert not torch.is_autocast_enabled("cpu")
+
+
+def test_a_bag_moved_for_training_has_float32_features_and_keeps_its_fields():
+    half = torch.tensor([[0.5, 1.25], [2.0, -3.0], [0.0, 1.0]], dtype=torch.float16)
+    bag = Bag(
+        "b", half, 1,
+        coords=torch.tensor([[0, 0], [0, 1], [1, 0]]),
+        patch_labels=torch.tensor([1, 0, -1], dtype=torch.int8),
+        attn_target=torch.tensor([1.0, 0.0, 0.0]),
+    )  # fmt: skip
+    moved = T._to(bag, torch.device("cpu"))
+    assert moved.features.dtype == torch.float32
+    assert torch.equal(moved.features, half.float())
+    assert (moved.slide_id, moved.label) == ("b", 1)
+    for k in ("coords", "patch_labels", "attn_target"):
+        assert torch.equal(getattr(moved, k), getattr(bag, k))
