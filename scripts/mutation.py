@@ -241,6 +241,28 @@ def _end_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def _run_mutmut(dest: Path, env: dict, children: int, names: list[str], timeout: float):
+    """One ``mutmut run`` of ``names`` (all mutants when empty) in ``dest``; its exit code, or
+    "timeout". mutmut runs in its own process group, ended as a whole on timeout or when this
+    script is stopped: killing only mutmut's main process left its workers running, and an
+    orphaned run kept writing the module's results file beside the next run in that folder."""
+    with (dest / "mutmut-run.log").open("a") as log:
+        proc = subprocess.Popen(
+            [*_mutmut(), "run", "--max-children", str(children), *names],
+            cwd=dest,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return "timeout"
+        finally:
+            _end_group(proc)
+
+
 def run_module(
     module: str,
     work: Path,
@@ -255,38 +277,38 @@ def run_module(
     mutants' names."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
-    if rerun:  # the survivors and unchecked mutants of the earlier run, against today's tests
-        dest = refresh(module, work)
-        again = ("survived", "no tests", "not checked")
-        only = [
+    globs = list(only)
+    again = ("survived", "no tests", "not checked")
+
+    def pending() -> list[str]:  # the survivors and unchecked mutants matching the globs
+        return [
             n
             for n, st in _results(dest, env).items()
-            if st in again and (not only or any(fnmatch.fnmatch(n, g) for g in only))
+            if st in again and (not globs or any(fnmatch.fnmatch(n, g) for g in globs))
         ]
-        if not only:
+
+    names = list(only)  # mutmut's own selection: names or globs, all mutants when empty
+    if rerun:  # the survivors and unchecked mutants of the earlier run, against today's tests
+        dest = refresh(module, work)
+        names = pending()
+        if not names:
             raise SystemExit(f"{module}: no survivors or unchecked mutants in {dest}")
     else:
         dest = prepare(module, work, isolation)
     start = time.monotonic()
-    log = (dest / "mutmut-run.log").open("w")
-    # mutmut in its own process group, ended as a whole on timeout or when this script is
-    # stopped: killing only mutmut's main process left its workers running, and an orphaned
-    # run kept writing the module's results file beside the next run in the same folder
-    proc = subprocess.Popen(
-        [*_mutmut(), "run", "--max-children", str(children), *only],
-        cwd=dest,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        code = "timeout"
-    finally:
-        _end_group(proc)
-        log.close()
+    code: int | str = 0
+    tried: list[str] = []
+    # A rerun's names come from the earlier results; mutmut makes new mutants for the functions
+    # that changed since, which only show up (unchecked) after this run: a second pass runs them.
+    for attempt in range(2 if rerun else 1):
+        left = timeout - (time.monotonic() - start)
+        if left <= 0 or (attempt and not names):
+            break
+        code = _run_mutmut(dest, env, children, names, left)
+        tried += names
+        if code != 0:
+            break
+        names = [n for n in pending() if n not in set(tried)]
     counts = dict.fromkeys(STATUS, 0)
     survivors: list[str] = []
     for name, status in _results(dest, env).items():
@@ -303,7 +325,7 @@ def run_module(
         "counts": counts,
         "score": score,
         "tested": tested,
-        "only": only,
+        "only": tried,
         "survivors": survivors,
         "work": str(dest),
     }

@@ -61,3 +61,32 @@ def test_end_group_stops_the_run_and_its_workers(mutation, tmp_path):
     else:
         pytest.fail("the worker survived _end_group")
     mutation._end_group(proc)  # a group that already ended: nothing to do
+
+
+def test_a_rerun_also_runs_the_mutants_made_for_changed_functions(mutation, tmp_path, monkeypatch):
+    """--rerun takes its names from the earlier results; the mutants mutmut makes for functions
+    changed since appear (unchecked) only after that run and get a second pass."""
+    status = {"m.x_f__mutmut_1": "survived", "m.x_f__mutmut_2": "killed"}
+    runs: list[list[str]] = []
+
+    def fake_run(dest, env, children, names, timeout):
+        runs.append(list(names))
+        for n in names:
+            status[n] = "killed"
+        if len(runs) == 1:  # mutmut regenerated the changed function's mutants
+            status["m.x_f__mutmut_3"] = "not checked"
+            status["m.x_g__mutmut_1"] = "not checked"
+        return 0
+
+    monkeypatch.setattr(mutation, "refresh", lambda module, work: tmp_path)
+    monkeypatch.setattr(mutation, "_results", lambda dest, env: dict(status))
+    monkeypatch.setattr(mutation, "_run_mutmut", fake_run)
+    got = mutation.run_module("objectives/rank.py", tmp_path, 1, 60, "forkserver", [], True)
+    assert runs == [["m.x_f__mutmut_1"], ["m.x_f__mutmut_3", "m.x_g__mutmut_1"]]
+    assert got["counts"]["killed"] == 4 and got["counts"]["not checked"] == 0
+    # with globs, only the matching new mutants
+    runs.clear()
+    status.update({"m.x_f__mutmut_1": "survived", "m.x_f__mutmut_3": "survived"})
+    status.pop("m.x_g__mutmut_1")
+    mutation.run_module("objectives/rank.py", tmp_path, 1, 60, "forkserver", ["*x_f_*"], True)
+    assert runs == [["m.x_f__mutmut_1", "m.x_f__mutmut_3"]]
