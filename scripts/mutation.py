@@ -149,7 +149,9 @@ STATUS = (
 )
 
 
-def _pyproject(src: str, module: str, tests: list[str], isolation: str) -> str:
+def _pyproject(
+    src: str, module: str, tests: list[str], isolation: str, per_mutant: float = 60.0
+) -> str:
     """The repository's pyproject.toml with a [tool.mutmut] section for one module."""
     text = re.sub(r"(?ms)^\[tool\.mutmut\].*?(?=^\[|\Z)", "", src)
     quoted = ", ".join(json.dumps(t) for t in tests)
@@ -164,12 +166,14 @@ def _pyproject(src: str, module: str, tests: list[str], isolation: str) -> str:
         + "use_git_change_detection = false\n"
         # on a shared, loaded machine a niced test run takes many times its unloaded time; a
         # tight timeout would count slow (surviving) mutants as killed
-        + "timeout_constant = 60.0\n"
+        + f"timeout_constant = {float(per_mutant)}\n"
         + "timeout_multiplier = 15.0\n"
     )
 
 
-def prepare(module: str, work: Path, isolation: str = "forkserver") -> Path:
+def prepare(
+    module: str, work: Path, isolation: str = "forkserver", per_mutant: float = 60.0
+) -> Path:
     """A scratch copy of src/, tests/ and pyproject.toml configured for ``module``."""
     tests = [t for t in MODULES[module] if (ROOT / t).is_file()]
     if not tests:
@@ -182,11 +186,11 @@ def prepare(module: str, work: Path, isolation: str = "forkserver") -> Path:
     for folder in ("src", "tests"):
         shutil.copytree(ROOT / folder, dest / folder, ignore=ignore)
     text = (ROOT / "pyproject.toml").read_text()
-    (dest / "pyproject.toml").write_text(_pyproject(text, module, tests, isolation))
+    (dest / "pyproject.toml").write_text(_pyproject(text, module, tests, isolation, per_mutant))
     return dest
 
 
-def refresh(module: str, work: Path) -> Path:
+def refresh(module: str, work: Path, per_mutant: float = 60.0) -> Path:
     """The module's existing scratch copy with today's src/, tests/ and test map (mutmut keeps
     the results of unchanged functions and regenerates the mutants of changed files)."""
     dest = work / module.replace("/", "__").removesuffix(".py")
@@ -201,7 +205,9 @@ def refresh(module: str, work: Path) -> Path:
     old = (dest / "pyproject.toml").read_text()
     isolation = re.search(r'process_isolation = "(\w+)"', old)
     (dest / "pyproject.toml").write_text(
-        _pyproject(text, module, tests, isolation.group(1) if isolation else "forkserver")
+        _pyproject(
+            text, module, tests, isolation.group(1) if isolation else "forkserver", per_mutant
+        )
     )
     return dest
 
@@ -271,6 +277,7 @@ def run_module(
     isolation: str,
     only: list[str],
     rerun: bool = False,
+    per_mutant: float = 60.0,
 ) -> dict:
     """Mutate one module (only the mutants matching the ``only`` globs, when given; with
     ``rerun`` only the earlier run's survivors); returns counts per status and the surviving
@@ -289,12 +296,12 @@ def run_module(
 
     names = list(only)  # mutmut's own selection: names or globs, all mutants when empty
     if rerun:  # the survivors and unchecked mutants of the earlier run, against today's tests
-        dest = refresh(module, work)
+        dest = refresh(module, work, per_mutant)
         names = pending()
         if not names:
             raise SystemExit(f"{module}: no survivors or unchecked mutants in {dest}")
     else:
-        dest = prepare(module, work, isolation)
+        dest = prepare(module, work, isolation, per_mutant)
     start = time.monotonic()
     code: int | str = 0
     tried: list[str] = []
@@ -340,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--children", type=int, default=1, help="parallel mutant workers")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per module")
     ap.add_argument(
+        "--mutant-timeout",
+        type=float,
+        default=60.0,
+        help="mutmut's timeout_constant: seconds a mutant may take beyond 15x its tests' time "
+        "before it counts as a timeout (killed); lower it for modules whose mutants loop, "
+        "e.g. overlap.py's grid cutting",
+    )
+    ap.add_argument(
         "--isolation",
         choices=("fork", "forkserver"),
         default="forkserver",
@@ -375,7 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         results = json.loads(args.out.read_text())
     for module in modules:
         r = run_module(
-            module, args.work, args.children, args.timeout, args.isolation, args.only, args.rerun
+            module,
+            args.work,
+            args.children,
+            args.timeout,
+            args.isolation,
+            args.only,
+            args.rerun,
+            args.mutant_timeout,
         )
         c = r["counts"]
         print(

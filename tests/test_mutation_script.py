@@ -78,7 +78,7 @@ def test_a_rerun_also_runs_the_mutants_made_for_changed_functions(mutation, tmp_
             status["m.x_g__mutmut_1"] = "not checked"
         return 0
 
-    monkeypatch.setattr(mutation, "refresh", lambda module, work: tmp_path)
+    monkeypatch.setattr(mutation, "refresh", lambda module, work, *a: tmp_path)
     monkeypatch.setattr(mutation, "_results", lambda dest, env: dict(status))
     monkeypatch.setattr(mutation, "_run_mutmut", fake_run)
     got = mutation.run_module("objectives/rank.py", tmp_path, 1, 60, "forkserver", [], True)
@@ -90,3 +90,12 @@ def test_a_rerun_also_runs_the_mutants_made_for_changed_functions(mutation, tmp_
     status.pop("m.x_g__mutmut_1")
     mutation.run_module("objectives/rank.py", tmp_path, 1, 60, "forkserver", ["*x_f_*"], True)
     assert runs == [["m.x_f__mutmut_1", "m.x_f__mutmut_3"]]
+
+
+def test_pyproject_section_for_one_module(mutation):
+    src = "[project]\nname = 'x'\n\n[tool.mutmut]\nold = 1\n\n[tool.other]\nkeep = 2\n"
+    text = mutation._pyproject(src, "objectives/rank.py", ["tests/a.py"], "forkserver", 15)
+    assert "old = 1" not in text and "keep = 2" in text and "name = 'x'" in text
+    assert 'only_mutate = ["src/histomil/objectives/rank.py"]' in text
+    assert 'pytest_add_cli_args_test_selection = ["tests/a.py"]' in text
+    assert "timeout_constant = 15.0" in text and 'process_isolation = "forkserver"' in text
