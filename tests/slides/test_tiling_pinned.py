@@ -109,3 +109,32 @@ def test_read_patch_resized_from_a_level_gt_0(pyramid):
         )
     )
     np.testing.assert_array_equal(patch, ref)
+
+
+def test_magnification_convention_and_its_error():
+    from histomil.slides.tiling import mpp_from_magnification
+
+    assert [mpp_from_magnification(m) for m in (40, 20, 10, 1, 0.5)] == [0.25, 0.5, 1.0, 10.0, 20.0]
+    for bad in (0, -20):
+        with pytest.raises(ValueError) as err:
+            mpp_from_magnification(bad)
+        assert str(err.value) == f"magnification must be positive, got {bad}"
+
+
+def test_tile_spec_attributes_written_to_patch_files():
+    spec = TileSpec(patch_size=224, target_mpp=0.5, level0_mpp=1.0, read_level=0, read_size=112,
+                    patch_size_level0=112)  # fmt: skip
+    assert spec.as_attrs() == {
+        "patch_size": 224, "target_mpp": 0.5, "level0_mpp": 1.0, "read_level": 0,
+        "read_size": 112, "patch_size_level0": 112, "target_magnification": 20.0,
+        "read_scale": 2.0, "upsampled": True,
+    }  # fmt: skip
+    fine = TileSpec(224, 0.5, 0.25, 1, 448, 448).as_attrs()
+    assert (fine["read_scale"], fine["upsampled"]) == (0.5, False)
+
+
+def test_tissue_fractions_of_no_patches():
+    from histomil.slides.tiling import tissue_fractions
+
+    got = tissue_fractions(np.ones((4, 4), bool), np.zeros((0, 2), np.int64), 16, (64, 64))
+    assert got.shape == (0,) and got.dtype == np.float32
