@@ -138,3 +138,26 @@ def test_tissue_fractions_of_no_patches():
 
     got = tissue_fractions(np.ones((4, 4), bool), np.zeros((0, 2), np.int64), 16, (64, 64))
     assert got.shape == (0,) and got.dtype == np.float32
+
+
+def test_tissue_fractions_on_a_wide_slide_by_hand():
+    """A slide twice as wide as high (80 x 40 level-0 px, mask 8 x 4: one mask pixel = 10 x 10
+    level-0 px): each axis scales by its own ratio."""
+    from histomil.slides.tiling import tissue_fractions
+
+    mask = np.zeros((4, 8), bool)
+    mask[0, 7] = True  # top right
+    mask[3, 0] = mask[3, 1] = True  # bottom left, two pixels
+    coords = np.array([[70, 0], [0, 30], [5, 25], [65, 5], [30, 10]])
+    got = tissue_fractions(mask, coords, 10, (80, 40))
+    # [70, 0]: exactly the top-right pixel; [0, 30]: the bottom-left one; [5, 25]: its lower half
+    # covers half of two tissue pixels -> 2 * 25 / 100; [65, 5]: a quarter of the top-right pixel
+    assert got.tolist() == pytest.approx([1.0, 1.0, 0.5, 0.25, 0.0])
+
+
+def test_integral_image_counts_fit_their_type():
+    from histomil.slides.tiling import _count_dtype
+
+    assert _count_dtype(2**31 - 1) is np.int32  # the largest count int32 holds
+    assert _count_dtype(2**31) is np.int64
+    assert _count_dtype(0) is np.int32

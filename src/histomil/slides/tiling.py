@@ -121,7 +121,7 @@ def tissue_fractions(
         return np.zeros(0, dtype=np.float32)
     mh, mw = mask.shape
     sx, sy = mw / dimensions[0], mh / dimensions[1]  # mask px per level-0 px
-    integral = np.zeros((mh + 1, mw + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
+    integral = np.zeros((mh + 1, mw + 1), dtype=_count_dtype(mask.size))
     np.cumsum(mask, axis=0, dtype=integral.dtype, out=integral[1:, 1:])
     np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
     x0 = coords[:, 0] * sx
@@ -136,6 +136,12 @@ def tissue_fractions(
         + _bilinear(integral, x0, y0)
     )
     return np.clip(s / area, 0.0, 1.0).astype(np.float32)
+
+
+def _count_dtype(n: int) -> type[np.signedinteger]:
+    """The integer type that holds counts up to ``n`` (int32, half the memory of int64, for
+    masks below 2**31 pixels)."""
+    return np.int64 if n >= 2**31 else np.int32
 
 
 def _bilinear(table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
