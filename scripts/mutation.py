@@ -82,6 +82,7 @@ MODULES: dict[str, list[str]] = {
     "evaluation/metrics.py": [
         "tests/evaluation/test_metrics.py",
         "tests/evaluation/test_metrics_pinned.py",
+        "tests/training/test_prob_columns_order.py",
     ],
     "evaluation/stats.py": [
         "tests/evaluation/test_stats.py",
