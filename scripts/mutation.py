@@ -9,6 +9,12 @@ runs seconds of tests instead of the whole suite, and the working tree is never 
     nice python scripts/mutation.py objectives/rank.py evaluation/stats.py --out mut.json
     nice python scripts/mutation.py --all --out mut.json   # hours on 2 cores
     nice python scripts/mutation.py training/splits.py --rerun  # survivors + unchecked, again
+    nice python scripts/mutation.py annotations/overlap.py --mutant-timeout 10  # looping mutants
+
+``--rerun`` copies today's src/ and tests/ into the module's scratch copy and runs its survivors
+and unchecked mutants, then, in a second pass, the mutants mutmut made for functions changed
+since (they appear only after the first pass). Stopping the script (Ctrl-C, SIGTERM, --timeout)
+ends mutmut and all its workers.
 
 The summary (killed / survived / timeout / no tests per module, and the surviving mutants' names)
 is printed and, with ``--out``, written as JSON; ``mutmut show <name>`` inside the module's
