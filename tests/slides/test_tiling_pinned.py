@@ -153,6 +153,7 @@ def test_tissue_fractions_on_a_wide_slide_by_hand():
     # [70, 0]: exactly the top-right pixel; [0, 30]: the bottom-left one; [5, 25]: its lower half
     # covers half of two tissue pixels -> 2 * 25 / 100; [65, 5]: a quarter of the top-right pixel
     assert got.tolist() == pytest.approx([1.0, 1.0, 0.5, 0.25, 0.0])
+    assert got.dtype == np.float32  # (N,) float32, as patch files store it
 
 
 def test_integral_image_counts_fit_their_type():
