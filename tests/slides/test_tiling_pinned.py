@@ -154,6 +154,9 @@ def test_tissue_fractions_on_a_wide_slide_by_hand():
     # covers half of two tissue pixels -> 2 * 25 / 100; [65, 5]: a quarter of the top-right pixel
     assert got.tolist() == pytest.approx([1.0, 1.0, 0.5, 0.25, 0.0])
     assert got.dtype == np.float32  # (N,) float32, as patch files store it
+    # patches hanging over the slide's edge: outside is not tissue, the area stays the patch's
+    over = tissue_fractions(mask, np.array([[75, 0], [-5, 30], [0, 35], [70, -5]]), 10, (80, 40))
+    assert over.tolist() == pytest.approx([0.5, 0.5, 0.5, 0.5])
 
 
 def test_integral_image_counts_fit_their_type():
