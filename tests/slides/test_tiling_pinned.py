@@ -165,3 +165,14 @@ def test_integral_image_counts_fit_their_type():
     assert _count_dtype(2**31 - 1) is np.int32  # the largest count int32 holds
     assert _count_dtype(2**31) is np.int64
     assert _count_dtype(0) is np.int32
+
+
+def test_grid_coords_keeps_only_full_patches_one_row_or_column_included():
+    # 19 px wide: one column (a second would end at 20); 29 px high: two rows (a third ends at 30)
+    assert grid_coords((19, 29), 10).tolist() == [[0, 0], [0, 10]]
+    assert grid_coords((29, 19), 10).tolist() == [[0, 0], [10, 0]]
+    assert grid_coords((20, 10), 10).tolist() == [[0, 0], [10, 0]]  # edges exactly reached
+    for dims in ((5, 5), (5, 50), (50, 5)):
+        empty = grid_coords(dims, 10)
+        assert empty.shape == (0, 2) and empty.dtype == np.int64
+    assert grid_coords((19, 29), 10).dtype == np.int64
