@@ -176,3 +176,35 @@ def test_grid_coords_keeps_only_full_patches_one_row_or_column_included():
         empty = grid_coords(dims, 10)
         assert empty.shape == (0, 2) and empty.dtype == np.int64
     assert grid_coords((19, 29), 10).dtype == np.int64
+
+
+class _Scan:
+    """What TileSpec.for_slide reads from a slide."""
+
+    def __init__(self, mpp: float, downsamples: tuple[float, ...], path: str | None = None):
+        self.mpp, self.level_downsamples = mpp, downsamples
+        if path is not None:
+            self.path = path
+
+    def require_mpp(self) -> float:
+        return self.mpp
+
+
+def test_upsampling_warning_names_the_slide_and_the_resolutions():
+    from histomil.slides.tiling import UpsamplingWarning
+
+    with pytest.warns(UpsamplingWarning) as got:
+        spec = TileSpec.for_slide(_Scan(2.0, (1.0,), "/scans/a b.svs"), 224, 0.5)
+    assert str(got[0].message) == (
+        "slide a b.svs: the target 0.5 um/px (20x) is finer than level 0 (2 um/px, 5x); patches "
+        "are upsampled x4.00 from level 0 (no extra detail); ask for a resolution the scan has"
+    )
+    assert spec.upsampled and spec.read_scale == 4.0
+    with pytest.warns(UpsamplingWarning, match=r"^slide \?: the target 0.25 um/px \(40x\)"):
+        TileSpec.for_slide(_Scan(0.5, (1.0, 4.0)), 224, 0.25)  # a slide object without a path
+
+
+def test_one_pixel_patches_read_one_pixel():
+    """patch_size 1 at the scan's own resolution: one level-0 pixel, read as it is."""
+    spec = TileSpec.for_slide(_Scan(0.5, (1.0, 2.0)), patch_size=1, target_mpp=0.5)
+    assert (spec.read_level, spec.read_size, spec.patch_size_level0) == (0, 1, 1)
