@@ -176,3 +176,21 @@ def test_attention_target_of_a_lesion_smaller_than_one_patch():
     region = shapely.box(80, 10, 130, 16)  # 20 x 6 px in patch 0, 30 x 6 px in patch 1
     got = attention_target(np.array([[0, 0], [100, 0], [200, 0]]), 100, region)
     np.testing.assert_allclose(got, [20 * 6 / 300, 30 * 6 / 300, 0.0])
+
+
+def test_overlap_far_from_the_slide_origin_against_exact_areas():
+    """Patches deep inside a large slide (the piece grid starts at the patches, not at 0): a
+    wavy lesion across a 6 x 4 block of 256-px patches at (80,000, 120,000), against shapely's
+    area of each patch's intersection."""
+    x0, y0, size = 80_000, 120_000, 256
+    xs, ys = np.meshgrid(np.arange(6) * size + x0, np.arange(4) * size + y0)
+    coords = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    t = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    lesion = shapely.Polygon(
+        np.stack([x0 + 700 + 500 * np.cos(t), y0 + 500 + 380 * np.sin(t) + 40 * np.sin(5 * t)], 1)
+    )
+    got = region_overlap(coords, size, lesion)
+    boxes = patch_boxes(coords, size)
+    want = shapely.area(shapely.intersection(boxes, lesion)) / size**2
+    assert got == pytest.approx(want, abs=1e-9)
+    assert 0 < (got > 0).sum() < len(got) and (got == 1.0).any()  # inside, boundary and outside
