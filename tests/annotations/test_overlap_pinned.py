@@ -194,3 +194,12 @@ def test_overlap_far_from_the_slide_origin_against_exact_areas():
     want = shapely.area(shapely.intersection(boxes, lesion)) / size**2
     assert got == pytest.approx(want, abs=1e-9)
     assert 0 < (got > 0).sum() < len(got) and (got == 1.0).any()  # inside, boundary and outside
+
+
+def test_one_patch_one_candidate_and_one_pixel_patches():
+    inside = shapely.box(10, 10, 90, 90)
+    assert region_overlap(np.array([[0, 0]]), 100, inside).tolist() == [pytest.approx(0.64)]
+    # several patches, the region touches only the second: exactly one candidate
+    got = region_overlap(np.array([[0, 0], [200, 0], [400, 0]]), 100, shapely.box(210, 10, 290, 90))
+    assert got.tolist() == [0.0, pytest.approx(0.64), 0.0]
+    assert region_overlap(np.array([[3, 4]]), 1, shapely.box(0, 0, 10, 10)).tolist() == [1.0]
