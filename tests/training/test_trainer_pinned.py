@@ -242,9 +242,10 @@ def test_a_fit_that_diverges_keeps_its_best_epoch_before_and_stops(caplog):
     assert len(rows) == 3 and math.isnan(rows[2]["train_total"])  # stopped at the NaN epoch
     assert result.best_epoch in (0, 1) and math.isfinite(result.best_val_loss)
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the best state is restored
-    assert "epoch 2: training loss bag=nan, total=nan is not finite (training diverged)" in (
-        caplog.text
-    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "epoch 2: training loss bag=nan, total=nan is not finite (training diverged); stopping, "
+        "the selected epoch is the best one before it"
+    ]
 
 
 def test_a_fit_without_a_finite_validation_loss_is_an_error():
@@ -505,3 +506,26 @@ def test_a_bag_moved_for_training_has_float32_features_and_keeps_its_fields():
     assert (moved.slide_id, moved.label) == ("b", 1)
     for k in ("coords", "patch_labels", "attn_target"):
         assert torch.equal(getattr(moved, k), getattr(bag, k))
+
+
+class _NaNValidation(_Terms):
+    """Trains normally; its validation predictions are NaN (so no epoch can be selected)."""
+
+    def predict(self, model, bag):
+        from dataclasses import replace
+
+        out = super().predict(model, bag)
+        return replace(out, logits=out.logits * float("nan"))
+
+
+def test_the_divergence_error_states_the_last_training_loss():
+    s = TrainSettings(lr=1e-12, max_epochs=2, warmup_epochs=2, patience=9)
+    with pytest.raises(T.TrainingDivergedError) as err:
+        _fit(s, n_train=2, obj=_NaNValidation())
+    rows_total = float(str(err.value).split("train loss ")[1].split(",")[0])
+    assert math.isfinite(rows_total)
+    assert str(err.value) == (
+        f"no epoch from 0 on had a finite validation loss (last epoch 1: train loss {rows_total}, "
+        "val loss nan): training diverged or the data give NaN; nothing can be selected. Lower "
+        "train.lr or check the inputs."
+    )
