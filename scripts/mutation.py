@@ -322,7 +322,8 @@ def run_module(
         tried += names
         if code != 0:
             break
-        names = [n for n in pending() if n not in set(tried)]
+        done = set(tried)
+        names = [n for n in pending() if n not in done]
     counts = dict.fromkeys(STATUS, 0)
     survivors: list[str] = []
     for name, status in _results(dest, env).items():
