@@ -49,6 +49,15 @@ def test_projection_names_restore_the_training_mode():
         assert model.training is training
 
 
+@pytest.mark.parametrize("name", ["abmil", "transmil", "dsmil"])
+def test_projection_names_probe_runs_on_the_models_device(name):
+    # no GPU here: the meta device stands in for CUDA, and mixing it with a CPU probe raises,
+    # so a probe built without the parameters' device fails this test
+    model = create_model(name, in_dim=16, n_classes=2)
+    on_cpu = projection_parameter_names(model)
+    assert on_cpu and projection_parameter_names(model.to("meta")) == on_cpu
+
+
 def test_init_student_none_and_all_and_errors():
     student, base = _abmil(0), _abmil(1)
     before = {k: v.clone() for k, v in student.state_dict().items()}
