@@ -254,6 +254,19 @@ def _end_group(proc: subprocess.Popen) -> None:
             continue
 
 
+def _env() -> dict[str, str]:
+    """The mutmut run's environment: no PYTHONPATH (the scratch copy's src/ must win), one BLAS
+    thread per worker, ``HISTOMIL_MUTATION=1``, and ``HISTOMIL_SHARED_DATA`` pointing at this
+    repository's real data: the scratch copy has no ``../shared`` beside it, so without it every
+    test on the real slide or the CAMELYON16 polygons would be skipped and its mutants survive."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
+    shared = Path(env.get("HISTOMIL_SHARED_DATA", ROOT.parent / "shared" / "data")).resolve()
+    if shared.is_dir():
+        env["HISTOMIL_SHARED_DATA"] = str(shared)
+    return env
+
+
 def _run_mutmut(dest: Path, env: dict, children: int, names: list[str], timeout: float):
     """One ``mutmut run`` of ``names`` (all mutants when empty) in ``dest``; its exit code, or
     "timeout". mutmut runs in its own process group, ended as a whole on timeout or when this
@@ -289,8 +302,7 @@ def run_module(
     """Mutate one module (only the mutants matching the ``only`` globs, when given; with
     ``rerun`` only the earlier run's survivors); returns counts per status and the surviving
     mutants' names."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HISTOMIL_MUTATION="1")
+    env = _env()
     globs = list(only)
     again = ("survived", "no tests", "not checked")
 

@@ -99,3 +99,18 @@ def test_pyproject_section_for_one_module(mutation):
     assert 'only_mutate = ["src/histomil/objectives/rank.py"]' in text
     assert 'pytest_add_cli_args_test_selection = ["tests/a.py"]' in text
     assert "timeout_constant = 15.0" in text and 'process_isolation = "forkserver"' in text
+
+
+def test_mutmut_runs_with_the_real_data_of_the_repository(mutation, monkeypatch, tmp_path):
+    """The scratch copy has no ../shared beside it: the real-data tests would skip there."""
+    monkeypatch.delenv("HISTOMIL_SHARED_DATA", raising=False)
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    env = mutation._env()
+    assert "PYTHONPATH" not in env and env["HISTOMIL_MUTATION"] == "1"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    default = (ROOT.parent / "shared" / "data").resolve()
+    assert env.get("HISTOMIL_SHARED_DATA") == (str(default) if default.is_dir() else None)
+    monkeypatch.setenv("HISTOMIL_SHARED_DATA", str(tmp_path))
+    assert mutation._env()["HISTOMIL_SHARED_DATA"] == str(tmp_path.resolve())
+    monkeypatch.setenv("HISTOMIL_SHARED_DATA", str(tmp_path / "absent"))
+    assert mutation._env()["HISTOMIL_SHARED_DATA"] == str(tmp_path / "absent")  # left as set

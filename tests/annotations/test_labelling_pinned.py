@@ -119,14 +119,14 @@ def test_negative_and_unannotated_slides(tmp_path):
     data, attrs = _read(tmp_path / "n" / "out" / "s.h5")
     assert data["patch_labels"].tolist() == [0] * 36 and data["patch_labels"].dtype == np.int8
     assert data["overlap"].tolist() == [0.0] * 36 and data["overlap"].dtype == np.float32
-    assert data["attn_target"].tolist() == [0.0] * 36
+    assert data["attn_target"].tolist() == [0.0] * 36 and data["attn_target"].dtype == np.float32
     assert attrs["slide_label"] == 0 and bool(attrs["annotated"]) is False
     assert attrs["annotation_path"] == ""
     unk = _job(tmp_path / "u", label=1, annotated=False)
     row = label_slide(unk, LabelConfig())
     assert row["status"] == "ok" and row["annotated"] is False and row["n_lesion"] == 0
     data, _ = _read(tmp_path / "u" / "out" / "s.h5")
-    assert data["patch_labels"].tolist() == [-1] * 36
+    assert data["patch_labels"].tolist() == [-1] * 36 and data["patch_labels"].dtype == np.int8
     assert np.isnan(data["overlap"]).all() and data["overlap"].dtype == np.float32
     assert data["attn_target"].tolist() == [0.0] * 36
     assert data["attn_target"].dtype == np.float32
@@ -294,7 +294,7 @@ def test_write_labels_checks_lengths_and_replaces(tmp_path):
     assert len(_read(other)[0]["attn_target"]) == 35
 
 
-def test_slide_size_from_attributes(tmp_path):
+def test_slide_size_from_attributes(tmp_path, caplog):
     assert lab._slide_size({"level0_width": 10, "level0_height": 20}) == (10, 20)
     assert lab._slide_size({"slide_width": 11.0, "slide_height": 21}) == (11, 21)
     assert lab._slide_size({"level0_width": 10, "slide_width": 5, "slide_height": 6}) == (5, 6)
@@ -304,9 +304,24 @@ def test_slide_size_from_attributes(tmp_path):
     assert lab._slide_size({}) is None
     assert lab._slide_size({"slide_path": ""}) is None
     assert lab._slide_size({"slide_path": str(tmp_path / "missing.svs")}) is None
+    # no size attribute: the slide itself (a 96 x 64 tiled TIFF) is opened for it
+    import tifffile
+
+    tif = tmp_path / "small.tif"
+    tifffile.imwrite(tif, np.zeros((64, 96, 3), np.uint8), photometric="rgb", tile=(32, 32))
+    assert lab._slide_size({"slide_path": str(tif)}) == (96, 64)
+    assert lab._slide_size({"slide_path": tif}) == (96, 64)  # a Path attribute works too
     broken = tmp_path / "broken.svs"
     broken.write_bytes(b"not a slide")
-    assert lab._slide_size({"slide_path": str(broken)}) is None
+    with caplog.at_level("INFO", logger=lab.log.name):
+        # a missing file is not tried (no log line); an unreadable one is, and says why
+        assert lab._slide_size({"slide_path": str(tmp_path / "missing.svs")}) is None
+        assert lab._slide_size({"slide_path": str(broken)}) is None
+    (record,) = [r for r in caplog.records if r.name == lab.log.name]
+    message = record.getMessage()
+    assert message.startswith(f"cannot open {broken} for its size (")
+    assert message.endswith("); bounds check skipped")
+    assert f"(slide {broken}: no backend could open it (" in message  # the reader's error
 
 
 def test_label_dir_settings_table_and_errors(tmp_path):
@@ -465,7 +480,7 @@ def test_a_broken_first_slide_does_not_stop_the_batch(tmp_path, broken, monkeypa
     chosen, seen = ExecutorConfig(workers=1), []
 
     def run_tasks(tasks, config=None, **kw):
-        seen.append(config)
+        seen.append((config, kw.get("description")))
         return executors.run_tasks(tasks, config, **kw)
 
     monkeypatch.setattr(lab, "run_tasks", run_tasks)
@@ -474,7 +489,7 @@ def test_a_broken_first_slide_does_not_stop_the_batch(tmp_path, broken, monkeypa
         job / "patches", job / "annotations", job / "manifest.csv", out_dir=out,
         skip_errors=True, executor=chosen,
     ).set_index("slide_id")  # fmt: skip
-    assert seen == [chosen]  # the caller's executor runs the slides
+    assert seen == [(chosen, "label")]  # the caller's executor runs the slides, bar "label"
     assert table.loc["pos", ["status", "n_patches", "n_lesion"]].tolist() == ["ok", 36, 6]
     assert table.loc["neg", ["status", "n_patches", "n_lesion"]].tolist() == ["ok", 36, 0]
     bad = table.loc[f"a_{broken}"]
@@ -500,3 +515,25 @@ def test_every_stale_slide_is_named_before_anything_is_written(tmp_path):
     )
     assert len(lines) == 3 and any("neg" in x for x in lines) and any("pos" in x for x in lines)
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_an_annotation_that_covers_no_patch_is_reported(tmp_path, caplog):
+    """A positive slide's lesion polygon away from every patch (e.g. drawn on another slide or
+    level) labels nothing: the run warns with the slide and the file, and only then."""
+    job = _job(tmp_path)
+    with caplog.at_level("WARNING", logger=lab.log.name):
+        assert label_slide(job, LabelConfig())["n_lesion"] == 6
+    assert not [r for r in caplog.records if r.name == lab.log.name]
+    away = _job(tmp_path / "away")
+    lesion_geojson(away.annotation_path, (2_000, 2_000, 2_100, 2_100))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger=lab.log.name):
+        row = label_slide(away, LabelConfig())
+    assert row["status"] == "ok" and row["n_lesion"] == 0
+    (record,) = [r for r in caplog.records if r.name == lab.log.name]
+    assert record.levelname == "WARNING"
+    assert record.getMessage() == (
+        f"slide s: annotation {away.annotation_path} covers no patch; attention target is all 0"
+    )
+    data, _ = _read(tmp_path / "away" / "out" / "s.h5")
+    assert data["attn_target"].tolist() == [0.0] * 36 and data["patch_labels"].tolist() == [0] * 36
