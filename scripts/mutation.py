@@ -53,12 +53,14 @@ MODULES: dict[str, list[str]] = {
     "objectives/registry.py": [
         "tests/objectives/test_slide_objectives.py",
         "tests/objectives/test_slide_pinned.py",
+        "tests/objectives/test_registry_base_pinned.py",
     ],
     "objectives/base.py": [
         "tests/objectives/test_slide_objectives.py",
         "tests/objectives/test_slide_pinned.py",
         "tests/objectives/test_objective_contract.py",
         "tests/training/test_resolved_defaults.py",
+        "tests/objectives/test_registry_base_pinned.py",
     ],
     "objectives/mhim/scoring.py": ["tests/objectives/mhim/test_mhim_pinned.py"],
     "objectives/mhim/masking.py": [
