@@ -537,3 +537,40 @@ def test_an_annotation_that_covers_no_patch_is_reported(tmp_path, caplog):
     )
     data, _ = _read(tmp_path / "away" / "out" / "s.h5")
     assert data["attn_target"].tolist() == [0.0] * 36 and data["patch_labels"].tolist() == [0] * 36
+
+
+def test_label_slide_without_a_plan_decides_without_overwriting(tmp_path):
+    """Called without a plan (the API), a slide labelled with other settings is refused, not
+    relabelled: the existing output stays as it was."""
+    job = _job(tmp_path)
+    label_slide(job, LabelConfig())
+    before = job.patch_target.read_bytes()
+    assert label_slide(job, LabelConfig())["status"] == "skipped"  # same settings
+    with pytest.raises(lab.StaleOutputError, match="was made with other inputs or settings"):
+        label_slide(job, LabelConfig(min_overlap=0.5))
+    assert job.patch_target.read_bytes() == before
+
+
+def test_padding_in_micrometres_needs_the_slides_mpp(tmp_path):
+    job = _job(tmp_path)
+    with h5py.File(job.patch_file, "a") as f:
+        del f.attrs["level0_mpp"]
+    with pytest.raises(ValueError) as err:
+        label_slide(job, LabelConfig(padding_um=10.0))
+    assert str(err.value) == (
+        f"slide s: --padding-um needs the level-0 mpp, missing in {job.patch_file}; use "
+        "--padding-px or rerun preprocess with a known mpp"
+    )
+    assert not job.patch_target.exists()
+
+
+def test_annotation_outside_the_slide_size_in_the_patch_file_is_refused(tmp_path):
+    """The patch file's level-0 size bounds the annotation (no slide needed to check it)."""
+    job = _job(tmp_path)
+    lesion_geojson(job.annotation_path, (2_000, 2_000, 2_100, 2_100))
+    with h5py.File(job.patch_file, "a") as f:
+        f.attrs["level0_width"], f.attrs["level0_height"] = 1_000, 900
+    with pytest.raises(lab.AnnotationError) as err:
+        label_slide(job, LabelConfig())
+    assert "coordinates outside the slide" in str(err.value) and "1000 x 900" in str(err.value)
+    assert not job.patch_target.exists()
