@@ -121,8 +121,19 @@ def test_interrupted_mhim_fold_resumes_with_its_teacher_and_generator(tmp_path, 
     with pytest.raises(BatchError, match="killed"):
         train(config, tmp_path / "run")
     starts = _spy(monkeypatch)
+    seen = []  # the baseline weights the resumed state is matched against
+
+    def identity(cfg, split, run_dir, baseline):
+        seen.append(baseline)
+        return real_identity(cfg, split, run_dir, baseline)
+
+    real_identity = fold_mod.resume_identity
+    monkeypatch.setattr(fold_mod, "resume_identity", identity)
     train(config, tmp_path / "run")
     assert starts == [2]  # the baseline (finished) is loaded, the student resumes after epoch 2
+    # the student's state is tied to its teacher's baseline: another baseline is not resumed
+    (baseline,) = [b for b in seen if b is not None]
+    assert len(seen) == 1 and set(baseline) >= {"fc.0.weight", "classifier.weight"}
     got = _outputs(tmp_path / "run")
     pd.testing.assert_frame_equal(got[0], whole[0])
     pd.testing.assert_frame_equal(got[1], whole[1])
