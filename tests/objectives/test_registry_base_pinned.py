@@ -58,6 +58,12 @@ def test_parameters_are_passed_and_unknown_ones_named():
     assert str(err.value) == (
         "unknown parameter(s) for objective 'bag': alpha, zeta; accepted: survival_alpha"
     )
+    with pytest.raises(ValueError) as err:
+        registry.create_objective("attention_induction", margin=1.0)
+    assert str(err.value) == (
+        "unknown parameter(s) for objective 'attention_induction': margin; "
+        "accepted: weight, reduction, survival_alpha"
+    )
 
 
 def test_train_context_defaults():
