@@ -137,9 +137,22 @@ MODULES: dict[str, list[str]] = {
         "tests/models/test_threshold_pinned.py",
     ],
     # beyond the list: the other result-deciding code with pinned tests
-    "models/dsmil.py": ["tests/models/test_aux_pinned.py"],
-    "models/clam.py": ["tests/models/test_aux_pinned.py"],
-    "models/dtfd.py": ["tests/models/test_aux_pinned.py"],
+    "models/dsmil.py": [
+        "tests/models/test_aux_pinned.py",
+        "tests/models/test_architecture_pinned.py",
+        "tests/models/test_models_specific.py",
+        "tests/models/test_dsmil_class_aware.py",
+    ],
+    "models/clam.py": [
+        "tests/models/test_aux_pinned.py",
+        "tests/models/test_architecture_pinned.py",
+        "tests/models/test_models_specific.py",
+    ],
+    "models/dtfd.py": [
+        "tests/models/test_aux_pinned.py",
+        "tests/models/test_architecture_pinned.py",
+        "tests/models/test_models_specific.py",
+    ],
     "experiments/tables.py": [
         "tests/experiments/test_tables.py",
         "tests/experiments/test_tables_pinned.py",
