@@ -102,6 +102,13 @@ def test_clam_layers_and_defaults(name, c):
         "ce",
     )
     assert model.n_inst == k and model.attention_threshold == 0.0 and model.threshold_at_eval
+    assert model.in_dim == D and model.n_classes == c
+    other = create_model(
+        name, in_dim=D, n_classes=c, attention_threshold=0.5, threshold_at_eval=False
+    )
+    assert other.attention_threshold == 0.5 and other.threshold_at_eval is False
+    chosen = create_model(name, in_dim=D, n_classes=c, subtyping=True, inst_loss="svm")
+    assert chosen.subtyping is True and chosen.inst_loss == "svm"
     with pytest.raises(ValueError) as err:
         create_model(name, in_dim=D, n_classes=c, inst_loss="hinge")
     assert str(err.value) == "inst_loss must be 'ce' or 'svm', got 'hinge'"
@@ -128,6 +135,11 @@ def test_dtfd_layers_and_defaults(c):
     ]
     assert (model.n_groups, model.seed, model.bag_weight) == (4, 0, 0.5)
     assert model.attention_threshold == 0.0 and model.threshold_at_eval is True
+    assert model.in_dim == D and model.n_classes == c  # MHIM's projection probe reads in_dim
+    other = create_model(
+        "dtfd", in_dim=D, n_classes=c, attention_threshold=0.5, threshold_at_eval=False
+    )
+    assert other.attention_threshold == 0.5 and other.threshold_at_eval is False
     with pytest.raises(ValueError) as err:
         create_model("dtfd", in_dim=D, n_classes=c, n_groups=0)
     assert str(err.value) == "n_groups must be >= 1, got 0"
@@ -310,14 +322,17 @@ def test_dtfd_training_splits_advance_and_evaluation_splits_repeat():
 
 
 def test_dtfd_all_padding_bag_gets_a_zero_embedding():
+    """An all-padding bag first in the batch: zero embedding, the bias as logits, no loss; the
+    real bag after it is unaffected."""
     model = _model("dtfd", 3, attn_dim=5)
-    feats = torch.cat([_x(4)[None], torch.zeros(1, 4, D)])
-    mask = torch.tensor([[True] * 4, [False] * 4])
+    feats = torch.cat([torch.zeros(1, 4, D), _x(4)[None]])
+    mask = torch.tensor([[False] * 4, [True] * 4])
     with torch.no_grad():
-        out = model(feats, mask=mask, label=torch.tensor([1, 2]))
+        out = model(feats, mask=mask, label=torch.tensor([2, 1]))
         alone = model(_x(4)[None], label=torch.tensor([1]))
-    assert torch.equal(out.embedding[1], torch.zeros(12))
-    torch.testing.assert_close(out.logits[1], model.classifier2.bias)
-    torch.testing.assert_close(out.logits[0], alone.logits[0])
-    assert torch.equal(out.weights[1], torch.zeros(4, 1))
+    assert out.logits.shape == (2, 3)
+    assert torch.equal(out.embedding[0], torch.zeros(12))
+    torch.testing.assert_close(out.logits[0], model.classifier2.bias)
+    torch.testing.assert_close(out.logits[1], alone.logits[0])
+    assert torch.equal(out.weights[0], torch.zeros(4, 1))
     torch.testing.assert_close(out.aux_loss, alone.aux_loss / 2)  # the empty bag adds 0
