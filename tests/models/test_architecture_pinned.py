@@ -336,3 +336,16 @@ def test_dtfd_all_padding_bag_gets_a_zero_embedding():
     torch.testing.assert_close(out.logits[1], alone.logits[0])
     assert torch.equal(out.weights[0], torch.zeros(4, 1))
     torch.testing.assert_close(out.aux_loss, alone.aux_loss / 2)  # the empty bag adds 0
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_dsmil_all_padding_bag_has_max_instance_logits_0(c):
+    """No real instance: the max-instance logits are 0 (not -inf or a huge negative number),
+    so the max-instance loss of the batch stays finite."""
+    model = _model("dsmil", c)
+    feats = torch.cat([torch.zeros(1, 3, D), _x(3)[None]])
+    mask = torch.tensor([[False] * 3, [True] * 3])
+    with torch.no_grad():
+        out = model(feats, mask=mask, label=torch.tensor([0, 1]))
+    assert torch.equal(out.extras["max_instance_logits"][0], torch.zeros(c))
+    assert torch.isfinite(out.aux_loss)

@@ -98,6 +98,33 @@ def test_instance_scores_prefer_instance_logits_and_branches():
     torch.testing.assert_close(p0, torch.tensor([1 - _sig(0.5), 1 - _sig(-0.5)]))
 
 
+class _Own(_Head):
+    """A teacher with its own per-instance class logits (as TransMIL and DS-MIL): recorded
+    calls, fixed logits for N = 2 instances plus one appended token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list = []
+
+    def class_aware_logits(self, h, out=None):
+        self.calls.append((h, out))
+        return torch.tensor([[[2.0], [-0.5], [9.0]]])
+
+
+def test_instance_scores_use_the_models_own_class_aware_logits_first():
+    teacher = _Own()
+    h = torch.zeros(1, 2, 2)
+    out = _out(instance_logits=torch.tensor([[[7.0], [7.0], [7.0]]]))  # not used
+    got = instance_scores(teacher, out, h, target=1)
+    torch.testing.assert_close(got, torch.tensor([_sig(2.0), _sig(-0.5)]))  # token cut
+    ((h_seen, out_seen),) = teacher.calls
+    assert h_seen is h and out_seen is out  # the teacher's pass is reused, not recomputed
+    got0 = instance_scores(teacher, out, h, target=0)
+    torch.testing.assert_close(got0, torch.tensor([1 - _sig(2.0), 1 - _sig(-0.5)]))
+    best = instance_scores(teacher, out, h, target=None)
+    torch.testing.assert_close(best, torch.tensor([_sig(2.0), 1 - _sig(-0.5)]))
+
+
 def test_instance_score_errors_and_bag_head():
     teacher = _Head()
     h = torch.zeros(1, 2, 2)
