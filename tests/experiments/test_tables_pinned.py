@@ -3,9 +3,11 @@ module, p-values against scipy, marks and formatting by hand."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import mannwhitneyu
@@ -19,6 +21,7 @@ from histomil.experiments.tables import (
     pvalue,
     rank_marks,
     summary_frame,
+    write_outputs,
 )
 
 RI = [0.912, 0.887, 0.930, 0.901, 0.895]
@@ -85,3 +88,37 @@ def test_summary_frame_groups_in_order_seen():
     assert ri["acc_sd"] == pytest.approx(statistics.stdev([0.9, 0.8, 0.85, 0.95]))
     assert math.isnan(ri["missing_mean"]) and ri["n"] == 0  # n of the last metric
     assert frame.iloc[1]["acc_sd"] == 0.0
+
+
+def test_rank_marks_skip_missing_means():
+    """A method without a value (None from a summary, NaN) is never marked."""
+    assert rank_marks([0.9, None, 0.8]) == ["best", "", "second"]
+    assert rank_marks([None, 0.7, float("nan"), 0.7], higher_is_better=False) == [
+        "",
+        "best",
+        "",
+        "best",
+    ]
+
+
+def test_write_outputs_are_the_rows_the_table_and_strict_json(tmp_path):
+    rows = pd.DataFrame({"method": ["a", "b"], "fold": [0, 1], "auc": [0.5, float("nan")]})
+    summary = {
+        "auc": {"mean": np.float64(0.5), "sd": float("nan"), "n": np.int64(2)},
+        "p": (np.float32(0.25), float("inf"), -float("inf")),
+        1: [None, "x", {"deep": np.nan}],
+    }
+    write_outputs(tmp_path / "out", rows, "| t |\n", summary)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["results.csv", "summary.json", "table.md"]
+    assert (out / "results.csv").read_text() == "method,fold,auc\na,0,0.5\nb,1,\n"
+    assert (out / "table.md").read_text() == "| t |\n"
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    assert json.loads(text) == {
+        "auc": {"mean": 0.5, "sd": None, "n": 2},
+        "p": [0.25, None, None],
+        "1": [None, "x", {"deep": None}],
+    }
+    got = json.loads(text)
+    assert type(got["auc"]["n"]) is int and type(got["auc"]["mean"]) is float
