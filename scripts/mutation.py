@@ -74,6 +74,7 @@ MODULES: dict[str, list[str]] = {
     "objectives/mhim/recycle.py": [
         "tests/objectives/mhim/test_teacher_recycle.py",
         "tests/objectives/mhim/test_teacher_recycle_pinned.py",
+        "tests/perf/test_recycle_factored.py",  # the factored attention against torch's
     ],
     "objectives/mhim/config.py": [
         "tests/objectives/mhim/test_strategy.py",
