@@ -122,14 +122,15 @@ def test_clam_clustering_loss_binary(name, y):
 
 
 @pytest.mark.parametrize("svm", [False, True])
-def test_clam_clustering_loss_subtyping_multiclass(svm):
+@pytest.mark.parametrize("y", [0, 1, 2])  # every class is its own: not clamped, not label > 0
+def test_clam_clustering_loss_subtyping_multiclass(svm, y):
     model = _model(
         "clam_mb", n_classes=3, k_sample=2, subtyping=True, inst_loss="svm" if svm else "ce"
     )
     x = _x(10, seed=4)
     with torch.no_grad():
-        out = model(x, label=torch.tensor([1]))
-    want = _clam_reference(model, x, 1, 2, subtyping=True, svm=svm)
+        out = model(x, label=torch.tensor([y]))
+    want = _clam_reference(model, x, y, 2, subtyping=True, svm=svm)
     assert float(out.aux_loss) == pytest.approx(want, rel=1e-5)
 
 
@@ -146,6 +147,24 @@ def test_clam_k_is_capped_at_half_the_bag_and_masks_are_respected():
         mask = torch.tensor([[True] * 5 + [False] * 3])
         padded = model(pad, mask=mask, label=torch.tensor([1]))
     assert float(padded.aux_loss) == pytest.approx(float(out.aux_loss), rel=1e-5)
+    torch.testing.assert_close(padded.logits, out.logits)  # padding gets no attention weight
+
+
+@pytest.mark.parametrize("name", ["clam_sb", "clam_mb"])
+def test_clam_padding_first_and_a_one_instance_bag_in_a_batch(name):
+    """Padding before the real instances (the selected rows are mapped back through the mask),
+    and a bag with one real instance (no clustering loss) before a normal one: the batch's loss
+    is the mean over its bags."""
+    model = _model(name, k_sample=2)
+    x = _x(7, seed=6)
+    with torch.no_grad():
+        alone = model(x, label=torch.tensor([1]))
+        one = torch.cat([x[:1], torch.zeros(9, D)])
+        feats = torch.stack([one, torch.cat([50 * torch.ones(3, D), x])])
+        mask = torch.tensor([[True] + [False] * 9, [False] * 3 + [True] * 7])
+        batch = model(feats, mask=mask, label=torch.tensor([1, 1]))
+    torch.testing.assert_close(batch.logits[1], alone.logits[0])
+    assert float(batch.aux_loss) == pytest.approx(float(alone.aux_loss) / 2, rel=1e-5)
 
 
 def test_smooth_top1_svm_by_hand():
