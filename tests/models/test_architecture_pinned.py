@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import histomil.models.dtfd as dtfd_mod
 from histomil.models import create_model
 from histomil.models.dtfd import pseudo_bag_index
 
@@ -62,7 +63,7 @@ def test_dsmil_layers_and_defaults(c):
         ("fcc", "Conv1d", (c, c, 512)),
     ]
     assert model.q_scale == 128**-0.5 and model.bag_weight == 0.5
-    assert model.max_instance_loss is True and model.in_dim == D and model.n_classes == c
+    assert model.max_instance_loss is True
     assert model.attention_threshold == 0.0 and model.threshold_at_eval is True
     passing = create_model("dsmil", in_dim=D, n_classes=c, passing_v=True, hidden=32, q_dim=8)
     assert _layout(passing)[-3:] == [
@@ -71,10 +72,6 @@ def test_dsmil_layers_and_defaults(c):
         ("fcc", "Conv1d", (c, c, 32)),
     ]
     assert passing.q_scale == 8**-0.5
-    other = create_model(
-        "dsmil", in_dim=D, n_classes=c, attention_threshold=0.5, threshold_at_eval=False
-    )
-    assert other.attention_threshold == 0.5 and other.threshold_at_eval is False
 
 
 @pytest.mark.parametrize(
@@ -102,11 +99,6 @@ def test_clam_layers_and_defaults(name, c):
         "ce",
     )
     assert model.n_inst == k and model.attention_threshold == 0.0 and model.threshold_at_eval
-    assert model.in_dim == D and model.n_classes == c
-    other = create_model(
-        name, in_dim=D, n_classes=c, attention_threshold=0.5, threshold_at_eval=False
-    )
-    assert other.attention_threshold == 0.5 and other.threshold_at_eval is False
     chosen = create_model(name, in_dim=D, n_classes=c, subtyping=True, inst_loss="svm")
     assert chosen.subtyping is True and chosen.inst_loss == "svm"
     with pytest.raises(ValueError) as err:
@@ -135,15 +127,21 @@ def test_dtfd_layers_and_defaults(c):
     ]
     assert (model.n_groups, model.seed, model.bag_weight) == (4, 0, 0.5)
     assert model.attention_threshold == 0.0 and model.threshold_at_eval is True
-    assert model.in_dim == D and model.n_classes == c  # MHIM's projection probe reads in_dim
-    other = create_model(
-        "dtfd", in_dim=D, n_classes=c, attention_threshold=0.5, threshold_at_eval=False
-    )
-    assert other.attention_threshold == 0.5 and other.threshold_at_eval is False
     with pytest.raises(ValueError) as err:
         create_model("dtfd", in_dim=D, n_classes=c, n_groups=0)
     assert str(err.value) == "n_groups must be >= 1, got 0"
     assert create_model("dtfd", in_dim=D, n_classes=c, n_groups=1).n_groups == 1
+
+
+@pytest.mark.parametrize("name", ["dsmil", "clam_sb", "clam_mb", "dtfd"])
+@pytest.mark.parametrize("c", [1, 3])
+def test_sizes_and_threshold_settings_reach_the_base_class(name, c):
+    model = create_model(name, in_dim=D, n_classes=c)
+    assert model.in_dim == D and model.n_classes == c  # MHIM's projection probe reads in_dim
+    other = create_model(
+        name, in_dim=D, n_classes=c, attention_threshold=0.5, threshold_at_eval=False
+    )
+    assert other.attention_threshold == 0.5 and other.threshold_at_eval is False
 
 
 # -- forward passes by hand (float64 numpy from the model's weights) ------------------------------
@@ -284,7 +282,7 @@ def test_dtfd_forward_by_hand(c, n):
     assert out.aux_loss is None and abs(weights.sum() - 1) < 1e-9
 
 
-def test_dtfd_training_splits_advance_and_evaluation_splits_repeat():
+def test_dtfd_training_splits_advance_and_evaluation_splits_repeat(monkeypatch):
     model, x = _model("dtfd", 1, attn_dim=5, seed=7), _x(9)
     model.eval()
     with torch.no_grad():
@@ -303,17 +301,12 @@ def test_dtfd_training_splits_advance_and_evaluation_splits_repeat():
         seen.append(index)
         return index, valid
 
-    import histomil.models.dtfd as dtfd_mod
-
-    original, dtfd_mod.pseudo_bag_index = dtfd_mod.pseudo_bag_index, spy
-    try:
-        with torch.no_grad():
-            model(x)
-            model(x)
-            model.eval()
-            model(x)
-    finally:
-        dtfd_mod.pseudo_bag_index = original
+    monkeypatch.setattr(dtfd_mod, "pseudo_bag_index", spy)
+    with torch.no_grad():
+        model(x)
+        model(x)
+        model.eval()
+        model(x)
     assert torch.equal(seen[0], first) and torch.equal(seen[1], second)
     fresh = pseudo_bag_index(9, 4, torch.Generator().manual_seed(7))[0]
     assert torch.equal(seen[2], fresh) and not torch.equal(
