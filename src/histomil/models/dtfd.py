@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from histomil.models._common import check_dropout
 from histomil.models.base import MILModel, MILOutput, masked_softmax
 from histomil.nn.attention import AttentionScorer, weighted_sum
-from histomil.nn.dropout import Dropout
+from histomil.nn.projection import Projection
 
 
 def pseudo_bag_index(n: int, groups: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -50,6 +50,51 @@ def pseudo_bag_index(n: int, groups: int, generator: torch.Generator) -> tuple[T
     index = torch.zeros(g, length, dtype=torch.long)
     index[valid] = perm
     return index, valid
+
+
+class _Regroup(torch.autograd.Function):
+    """``h`` (R, H) -> pseudo-bag slots (S, H): slot ``j`` holds row ``slot_rows[j]``, or zeros
+    where ``empty`` (a shorter pseudo-bag's padding).
+
+    Hand-written because autograd's backward of ``h[index]`` is an accumulating scatter into a
+    zero-filled (R, H) buffer, serial on the CPU: with the forward gather it cost DTFD about
+    15 % of a training step at N = 8,000 (``benchmarks/README.md``, "Floors"). Every row sits in
+    at most one slot, so the backward is a gather too: each row reads its slot's gradient
+    (``row_slots``), rows in no slot (padding instances) get zero.
+    """
+
+    @staticmethod
+    def forward(ctx, h, slot_rows, empty_slots, row_slots, unplaced_rows):  # noqa: D102
+        out = h.index_select(0, slot_rows)
+        if empty_slots.numel():
+            out.index_fill_(0, empty_slots, 0.0)
+        ctx.save_for_backward(row_slots, unplaced_rows)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        row_slots, unplaced_rows = ctx.saved_tensors
+        gh = grad.index_select(0, row_slots)
+        if unplaced_rows.numel():
+            gh.index_fill_(0, unplaced_rows, 0.0)
+        return gh, None, None, None, None
+
+
+def regroup(h: Tensor, index: Tensor, valid: Tensor) -> Tensor:
+    """``h[index]`` (G, L, H) for a split from :func:`pseudo_bag_index` (``index`` into the rows
+    of ``h``, (G, L); ``valid`` (G, L)), with zeros in the invalid slots; the gradient as
+    indexing's, computed by gathers (:class:`_Regroup`)."""
+    g, length = index.shape
+    flat_valid = valid.reshape(-1)
+    slot_rows = torch.where(flat_valid, index.reshape(-1), 0)
+    empty_slots = (~flat_valid).nonzero()[:, 0]
+    placed = index.reshape(-1)[flat_valid]
+    row_slots = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+    row_slots[placed] = flat_valid.nonzero()[:, 0]
+    unplaced = torch.ones(h.shape[0], dtype=torch.bool, device=h.device)
+    unplaced[placed] = False
+    out = _Regroup.apply(h, slot_rows, empty_slots, row_slots, unplaced.nonzero()[:, 0])
+    return out.view(g, length, h.shape[1])
 
 
 class DTFD(MILModel):
@@ -73,9 +118,7 @@ class DTFD(MILModel):
         if n_groups < 1:
             raise ValueError(f"n_groups must be >= 1, got {n_groups}")
         self.n_groups, self.seed, self.bag_weight = int(n_groups), int(seed), 0.5
-        self.fc = nn.Sequential(
-            nn.Linear(in_dim, hidden, bias=False), nn.ReLU(), Dropout(check_dropout(dropout))
-        )
+        self.fc = Projection(in_dim, hidden, check_dropout(dropout), bias=False)
         self.attention1 = AttentionScorer(hidden, attn_dim, 1, gated=True)
         self.classifier1 = nn.Linear(hidden, n_classes)
         self.attention2 = AttentionScorer(hidden, attn_dim, 1, gated=True)
@@ -89,19 +132,21 @@ class DTFD(MILModel):
             self._train_generator = torch.Generator().manual_seed(self.seed)
         return self._train_generator
 
-    def _bag(self, h: Tensor, label: Tensor | None) -> tuple[Tensor, ...]:
-        """One bag's real instances h (n, H) -> logits (C,), z (H,), scores (n,), weights (n,), aux."""
-        index, valid = pseudo_bag_index(h.shape[0], self.n_groups, self._generator())
+    def _bag(self, h: Tensor, rows: Tensor | None, label: Tensor | None) -> tuple[Tensor, ...]:
+        """One bag: ``h`` (n_rows, H) and its real ``rows`` (n,) (None: every row) -> logits
+        (C,), z (H,), scores (n,), weights (n,) in the order of ``rows``, aux."""
+        n = h.shape[0] if rows is None else rows.numel()
+        index, valid = pseudo_bag_index(n, self.n_groups, self._generator())
         index, valid = index.to(h.device), valid.to(h.device)
-        hg = h[index]  # (G, L, H)
+        hg = regroup(h, index if rows is None else rows[index], valid)  # (G, L, H)
         s1 = self.attention1(hg)  # (G, L, 1)
         w1 = self.pool_weights(s1, valid)  # (G, L, 1)
         f = weighted_sum(hg, w1)[:, 0]  # (G, H) AFS distilled features
         s2 = self.attention2(f[None])  # (1, G, 1)
         w2 = masked_softmax(s2, None)[0]  # (G, 1)
         z = (w2 * f).sum(0)  # (H,)
-        scores = h.new_zeros(h.shape[0]).index_put((index[valid],), s1[..., 0][valid])
-        weights = h.new_zeros(h.shape[0]).index_put((index[valid],), (w1[..., 0] * w2)[valid])
+        scores = h.new_zeros(n).index_put((index[valid],), s1[..., 0][valid])
+        weights = h.new_zeros(n).index_put((index[valid],), (w1[..., 0] * w2)[valid])
         aux = h.new_zeros(())
         if label is not None:
             pseudo = self.classifier1(f)  # (G, C)
@@ -131,7 +176,10 @@ class DTFD(MILModel):
                 logits.append(self.classifier2(zs[-1]))
                 auxes.append(h.new_zeros(()))
                 continue
-            li, zi, si, wi, ai = self._bag(h[i, keep], None if label is None else label[i])
+            # one bag: its rows as a view (no select, whose backward fills a zero (B, N, H))
+            hi = h.reshape(n, -1) if b == 1 else h[i]
+            rows = None if keep.numel() == n else keep
+            li, zi, si, wi, ai = self._bag(hi, rows, None if label is None else label[i])
             scores = scores.index_put((torch.full_like(keep, i), keep), si)
             weights = weights.index_put((torch.full_like(keep, i), keep), wi)
             logits.append(li)
