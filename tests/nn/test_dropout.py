@@ -96,3 +96,28 @@ def test_mhim_recycle_network_uses_it():
 
     rec = GlobalRecycle(32, 4, 2, 0.9, 0.1, seed=0)
     assert [type(m) for m in rec.modules() if isinstance(m, nn.Dropout)] == [Dropout]
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (8000, 4)])
+def test_mask_is_the_raw_pcg64_stream_read_as_16_bit_integers(shape):
+    """Pinned by hand: one draw from torch's generator seeds PCG64; its raw 64-bit outputs, read
+    as consecutive 16-bit integers, are compared with round(p * 65536)."""
+    import numpy as np
+
+    p, n = 0.3, math.prod(shape)
+    torch.manual_seed(21)
+    seed = int(torch.randint(0, 2**62, (1,)).item())
+    words = np.random.PCG64(seed).random_raw(-(-n // 4))
+    expect = np.frombuffer(words.tobytes(), dtype=np.uint16)[:n] >= round(p * 65536)
+    torch.manual_seed(21)
+    got = keep_mask(shape, p)
+    assert got.shape == shape and got.dtype == torch.bool
+    assert torch.equal(got.reshape(-1), torch.from_numpy(expect))
+
+
+def test_neighbouring_elements_are_independent():
+    """Four mask elements come from one 64-bit word: neighbours must not be correlated."""
+    torch.manual_seed(5)
+    m = keep_mask((400_000,), 0.5).float()
+    both = (m[:-1] * m[1:]).mean().item()
+    assert abs(both - 0.25) < 6 * math.sqrt(0.25 * 0.75 / 400_000)
