@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from torch import nn
 
-from histomil.nn.dropout import Dropout
+from histomil.nn.projection import Projection
 
 
 def projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     """The first instance projection ``Linear(in_dim, hidden) + ReLU + Dropout`` (B, N, D) -> (B, N, H).
 
-    MHIM-v2 initialises exactly this layer from a trained baseline.
+    MHIM-v2 initialises exactly this layer from a trained baseline. One fused autograd node in
+    CPU training (:class:`histomil.nn.projection.Projection`).
     """
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), Dropout(dropout))
+    return Projection(in_dim, hidden, dropout)
 
 
 def check_dropout(dropout: float) -> float:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from histomil.models._common import check_dropout, projection
 from histomil.models.base import MILModel, MILOutput, masked_softmax
 from histomil.nn.attention import AttentionScorer
-from histomil.nn.dropout import Dropout
+from histomil.nn.projection import Projection
 from histomil.nn.regions import group_regions
 from histomil.nn.transformer import EncoderLayer
 
@@ -78,11 +78,11 @@ class HIPT(MILModel):
         self.local = nn.TransformerEncoder(layer, local_layers, enable_nested_tensor=False)
         self.local_norm = nn.LayerNorm(hidden)
         self.local_attn = AttentionScorer(hidden, hidden, 1, gated=True)
-        self.phi = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout))
+        self.phi = Projection(hidden, hidden, dropout)
         glayer = EncoderLayer(hidden, heads, hidden, dropout=dropout, batch_first=True)
         self.glob = nn.TransformerEncoder(glayer, 2, enable_nested_tensor=False)
         self.global_attn = AttentionScorer(hidden, hidden, 1, gated=True, dropout=dropout)
-        self.rho = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), Dropout(dropout))
+        self.rho = Projection(hidden, hidden, dropout)
         self.classifier = nn.Linear(hidden, n_classes)
 
     def _local(self, tokens: Tensor, valid: Tensor) -> Tensor:
