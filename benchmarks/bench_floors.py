@@ -30,6 +30,7 @@ use and ``uptime``. The MHIM paper's Table 6 ratios (RTX 3090) are printed besid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -204,11 +205,18 @@ def _numel(shape) -> int:
     return out
 
 
-def replay(calls: Counter, reps: int, step=None) -> tuple[float, float, float]:
-    """(floor seconds, FLOPs, step seconds): the recorded calls replayed back to back, best of
-    ``reps`` per distinct call, and ``step`` (when given) timed once per round between the
-    rounds of replays, best of ``reps``. Interleaving makes the floor and the step see the same
-    machine: timed minutes apart on a shared VM, their ratio moved by +-30 %."""
+def replay(calls: Counter, reps: int, step=None) -> tuple[float, float, float, float]:
+    """(floor seconds, per-call floor seconds, FLOPs, step seconds) of the recorded calls
+    replayed back to back.
+
+    **floor** = the best of ``reps`` rounds, a round being every recorded call once, back to
+    back, weighted by how often the step makes it: the same statistic as the step's time (best
+    of ``reps`` whole steps). **per-call floor** = the sum over distinct calls of each call's own
+    best, a lower bound of the floor: with many distinct calls whose times vary from round to
+    round (two threads on this VM) it adds up the luck of every call, which no single round or
+    step has. ``step`` (when given) is timed once per round between the rounds of replays, best
+    of ``reps``: interleaving makes the floor and the step see the same machine (timed minutes
+    apart on a shared VM, their ratio moved by +-30 %)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
@@ -219,19 +227,23 @@ def replay(calls: Counter, reps: int, step=None) -> tuple[float, float, float]:
             func(*a, **kw)  # warm-up (workspace, packing)
         prepared.append((func, a, kw, count, flops(func, args, shapes) * count))
     best = [float("inf")] * len(prepared)
-    step_best = float("inf")
+    round_best = step_best = float("inf")
     for _ in range(max(reps, 1)):
+        total = 0.0
         with torch.no_grad():
-            for i, (func, a, kw, _, _) in enumerate(prepared):
+            for i, (func, a, kw, count, _) in enumerate(prepared):
                 t0 = time.perf_counter()
                 func(*a, **kw)
-                best[i] = min(best[i], time.perf_counter() - t0)
+                dt = time.perf_counter() - t0
+                best[i] = min(best[i], dt)
+                total += dt * count
+        round_best = min(round_best, total)
         if step is not None:
             t0 = time.perf_counter()
             step()
             step_best = min(step_best, time.perf_counter() - t0)
-    total = sum(b * p[3] for b, p in zip(best, prepared, strict=True))
-    return total, sum(p[4] for p in prepared), step_best
+    per_call = sum(b * p[3] for b, p in zip(best, prepared, strict=True))
+    return round_best, per_call, sum(p[4] for p in prepared), step_best
 
 
 # -- machine description --------------------------------------------------------------------------
@@ -273,9 +285,9 @@ def time_point(config: str, n: int, reps: int, threads: int) -> dict:
     step, params = build_step(config, n)
     step()  # warm-up
     calls = record(step)
-    floor, fl, best = replay(calls, reps, step)
+    floor, per_call, fl, best = replay(calls, reps, step)
     return {"config": config, "n": n, "threads": threads, "params": params, "floor": floor,
-            "flops": fl, "time": best}  # fmt: skip
+            "floor_per_call": per_call, "flops": fl, "time": best}  # fmt: skip
 
 
 def memory_point(config: str, n: int) -> dict:
@@ -324,17 +336,19 @@ def time_table(cfgs: list[str], sizes: list[int], threads: list[int], reps: int)
 
         torch.set_num_threads(th)
         print(f"\n{machine()}\n")
-        print("| config | N | GFLOP | floor (s) | time (s) | time / floor | time x AB-MIL | "
-              "floor x AB-MIL | paper train time x AB-MIL |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| config | N | GFLOP | floor (s) | time (s) | time / floor | per-call floor (s) | "
+              "time / per-call floor | time x AB-MIL | floor x AB-MIL | "
+              "paper train time x AB-MIL |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         base = {r["n"]: r for r in rows if r["config"] == "abmil"}
         for r in rows:
             b = base.get(r["n"])
             tx = f"{r['time'] / b['time']:.2f}" if b else "-"
             fx = f"{r['floor'] / b['floor']:.2f}" if b else "-"
+            pc = r["floor_per_call"]
             print(f"| {r['config']} | {r['n']:,} | {r['flops'] / 1e9:.1f} | {r['floor']:.3f} | "
-                  f"{r['time']:.3f} | {r['time'] / r['floor']:.2f} | {tx} | {fx} | "
-                  f"{_paper(r['config'], 0)} |")  # fmt: skip
+                  f"{r['time']:.3f} | {r['time'] / r['floor']:.2f} | {pc:.3f} | "
+                  f"{r['time'] / pc:.2f} | {tx} | {fx} | {_paper(r['config'], 0)} |")  # fmt: skip
 
 
 def memory_table(cfgs: list[str], sizes: list[int]) -> None:
@@ -475,6 +489,61 @@ def recycle_ab(n: int, student: str, rounds: int) -> None:
               f"{best[name] / best['base']:.2f} |")  # fmt: skip
 
 
+@contextlib.contextmanager
+def before_session12():
+    """The implementation before the fused projection, the raw-bits dropout mask and DTFD's
+    gather-only regrouping (issue 17), patched in for an A/B in one process."""
+    import numpy as np
+    import torch
+
+    import histomil.models.dtfd as dtfd
+    import histomil.nn.dropout as dropout
+    from histomil.nn.projection import Projection
+
+    def old_bits(n: int, p: float):  # Generator.integers(dtype=uint16), as before
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+        bits = np.random.Generator(np.random.PCG64(seed)).integers(0, 65536, n, dtype=np.uint16)
+        return bits >= np.uint16(min(round(p * 65536), 65535))
+
+    def old_regroup(h, index, valid):  # h[i, keep] then h_i[index], differentiated by autograd
+        return h[torch.arange(h.shape[0], device=h.device)][index]
+
+    saved = (dropout._keep_bits, dtfd.regroup, Projection._fused)
+    dropout._keep_bits, dtfd.regroup, Projection._fused = old_bits, old_regroup, lambda s, x: False
+    try:
+        yield
+    finally:
+        dropout._keep_bits, dtfd.regroup, Projection._fused = saved
+
+
+def fusion_ab(cfgs: list[str], n: int, rounds: int, threads: int) -> None:
+    """Training step of each configuration before and after the session-12 changes (fused
+    projection, raw-bits dropout mask, DTFD regrouping by gathers), interleaved in one process,
+    best of ``rounds``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    steps = {c: build_step(c, n)[0] for c in cfgs}
+    best = {(c, v): float("inf") for c in cfgs for v in ("before", "after")}
+    for step in steps.values():  # warm-up both
+        with before_session12():
+            step()
+        step()
+    for _ in range(rounds):
+        for c, step in steps.items():
+            for v in ("before", "after"):
+                ctx = before_session12() if v == "before" else contextlib.nullcontext()
+                with ctx:
+                    t0 = time.perf_counter()
+                    step()
+                    best[c, v] = min(best[c, v], time.perf_counter() - t0)
+    print(f"\n{machine()}\nN = {n:,}, training step, best of {rounds} interleaved\n")
+    print("| config | before (s) | after (s) | after / before |\n|---|---|---|---|")
+    for c in cfgs:
+        b, a = best[c, "before"], best[c, "after"]
+        print(f"| {c} | {b:.4f} | {a:.4f} | {a / b:.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000])
@@ -487,6 +556,9 @@ def main() -> None:
     ap.add_argument("--inference", action="store_true", help="inference speed table (no grad)")
     ap.add_argument(
         "--paired", action="store_true", help="training steps interleaved in one process"
+    )
+    ap.add_argument(
+        "--fusion-ab", action="store_true", help="before/after the fused projection (issue 17)"
     )
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-point", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -505,7 +577,10 @@ def main() -> None:
     if args.list:
         print("\n".join(cfgs))
         return
-    if args.inference:
+    if args.fusion_ab:
+        for th in args.threads:
+            fusion_ab(cfgs, args.sizes[-1], args.reps, th)
+    elif args.inference:
         for th in args.threads:
             inference_table(cfgs, args.sizes[-1], args.reps, th)
     elif args.paired:

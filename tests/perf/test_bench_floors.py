@@ -3,9 +3,11 @@ by hand (depthwise convolutions at their real cost, not as dense ones)."""
 
 from __future__ import annotations
 
+import collections
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -35,11 +37,31 @@ def test_replay_times_every_recorded_call() -> None:
     lin = torch.nn.Linear(8, 4)
     x = torch.randn(10, 8)
     calls = bench_floors.record(lambda: lin(x).sum().backward())
-    seconds, flops, step = bench_floors.replay(calls, reps=1)
+    seconds, per_call, flops, step = bench_floors.replay(calls, reps=1)
     assert seconds > 0 and flops == 2 * 10 * 8 * 4 * 2 and step == float("inf")
+    assert per_call == pytest.approx(seconds)  # one round: the same calls, the same times
     ran = []
-    _, _, step = bench_floors.replay(calls, reps=3, step=lambda: ran.append(1))
+    seconds, per_call, _, step = bench_floors.replay(calls, reps=3, step=lambda: ran.append(1))
     assert ran == [1, 1, 1] and 0 < step < 1  # one timed step per round of replays
+    assert 0 < per_call <= seconds  # each call's best is no worse than the best round's
+
+
+def test_floor_is_the_best_round_and_per_call_floor_adds_each_calls_best(monkeypatch) -> None:
+    """Two calls whose times swap between rounds. Round 1: a 3 s, b 1 s (made twice by the
+    step) = 5 s; round 2: a 1 s, b 3 s = 7 s. Floor = the best round, 5 s; per-call floor =
+    a's best + 2 x b's best = 3 s, luck that no single round had."""
+
+    def a():
+        pass
+
+    def b():
+        pass
+
+    calls = collections.Counter({(a, (), (), ()): 1, (b, (), (), ()): 2})
+    clock = iter([0, 3, 3, 4, 10, 11, 11, 14])
+    monkeypatch.setattr(bench_floors.time, "perf_counter", lambda: next(clock))
+    floor, per_call, flops, step = bench_floors.replay(calls, reps=2)
+    assert (floor, per_call, flops, step) == (5, 3, 0, float("inf"))
 
 
 def test_interleaved_best_calls_each_function_once_per_round_after_the_warmup():
