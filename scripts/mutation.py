@@ -153,7 +153,11 @@ MODULES: dict[str, list[str]] = {
         "tests/models/test_aux_pinned.py",
         "tests/models/test_architecture_pinned.py",
         "tests/models/test_models_specific.py",
+        "tests/models/test_dtfd_regroup.py",
     ],
+    # the fused projection and the dropout mask of every model (issue 17)
+    "nn/projection.py": ["tests/nn/test_projection.py"],
+    "nn/dropout.py": ["tests/nn/test_dropout.py", "tests/nn/test_projection.py"],
     "experiments/tables.py": [
         "tests/experiments/test_tables.py",
         "tests/experiments/test_tables_pinned.py",
