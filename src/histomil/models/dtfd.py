@@ -57,10 +57,10 @@ class _Regroup(torch.autograd.Function):
     where ``empty`` (a shorter pseudo-bag's padding).
 
     Hand-written because autograd's backward of ``h[index]`` is an accumulating scatter into a
-    zero-filled (R, H) buffer, serial on the CPU: with the forward gather it cost DTFD about
-    15 % of a training step at N = 8,000 (``benchmarks/README.md``, "Floors"). Every row sits in
-    at most one slot, so the backward is a gather too: each row reads its slot's gradient
-    (``row_slots``), rows in no slot (padding instances) get zero.
+    zero-filled (R, H) buffer, serial on the CPU (with the fused projection, this change made
+    a DTFD training step at N = 8,000 5-9 % faster; ``benchmarks/README.md``, "Floors").
+    Every row sits in at most one slot, so the backward is a gather too: each row reads its
+    slot's gradient (``row_slots``), rows in no slot (padding instances) get zero.
     """
 
     @staticmethod
