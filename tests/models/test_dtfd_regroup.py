@@ -64,19 +64,7 @@ def _grads(model, x, fn):
     return out, x.grad, {k: p.grad.clone() for k, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize(
-    ("lengths", "n"),
-    [((8,), 8), ((9,), 9), ((3,), 3), ((1,), 1), ((5, 11), 11), ((0, 7), 7), ((4, 4), 4)],
-)
-def test_regroup_matches_indexing_in_outputs_and_gradients(lengths, n):
-    torch.manual_seed(len(lengths) * 100 + n)
-    model = create_model("dtfd", D, 3, attn_dim=4, hidden=10).eval()
-    x = torch.randn(len(lengths), n, D)
-    mask = torch.tensor([[j < k for j in range(n)] for k in lengths])
-    if all(k == n for k in lengths):
-        mask = None
-    label = torch.tensor([2, 1][: len(lengths)])
-
+def _check_against_reference(model, x, mask, label):
     def new(xx):
         out = model(xx, mask=mask, label=label)
         return out.logits, out.scores[..., 0], out.weights[..., 0], out.aux_loss
@@ -91,6 +79,33 @@ def test_regroup_matches_indexing_in_outputs_and_gradients(lengths, n):
         torch.testing.assert_close(new_gp[k], ref_gp[k], rtol=1e-5, atol=1e-6, msg=k)
     if mask is not None:  # padding instances get no gradient at all
         assert torch.equal(new_gx[~mask], torch.zeros_like(new_gx[~mask]))
+
+
+@pytest.mark.parametrize(
+    ("lengths", "n"),
+    [((8,), 8), ((9,), 9), ((3,), 3), ((1,), 1), ((5, 11), 11), ((0, 7), 7), ((4, 4), 4)],
+)
+def test_regroup_matches_indexing_in_outputs_and_gradients(lengths, n):
+    torch.manual_seed(len(lengths) * 100 + n)
+    model = create_model("dtfd", D, 3, attn_dim=4, hidden=10).eval()
+    x = torch.randn(len(lengths), n, D)
+    mask = torch.tensor([[j < k for j in range(n)] for k in lengths])
+    if all(k == n for k in lengths):
+        mask = None
+    label = torch.tensor([2, 1][: len(lengths)])
+    _check_against_reference(model, x, mask, label)
+
+
+def test_regroup_with_padding_before_and_between_real_instances():
+    """Real instances that are not the first rows of the bag: the split indexes the real
+    instances, so the rows gathered must be ``keep[index]``, not ``index``."""
+    torch.manual_seed(5)
+    model = create_model("dtfd", D, 3, attn_dim=4, hidden=10).eval()
+    x = torch.randn(2, 9, D)
+    mask = torch.tensor(
+        [[True, False, True, True, False, True, True, True, False], [False, False] + [True] * 7]
+    )
+    _check_against_reference(model, x, mask, torch.tensor([2, 1]))
 
 
 def test_regroup_by_hand():
