@@ -98,21 +98,44 @@ def test_mhim_recycle_network_uses_it():
     assert [type(m) for m in rec.modules() if isinstance(m, nn.Dropout)] == [Dropout]
 
 
-@pytest.mark.parametrize("shape", [(7,), (3, 5), (8000, 4)])
-def test_mask_is_the_raw_pcg64_stream_read_as_16_bit_integers(shape):
+@pytest.mark.parametrize(
+    ("shape", "p"), [((7,), 0.3), ((3, 5), 0.3), ((8000, 4), 0.3), ((9000, 40), 1 - 1e-7)]
+)
+def test_mask_is_the_raw_pcg64_stream_read_as_16_bit_integers(shape, p):
     """Pinned by hand: one draw from torch's generator seeds PCG64; its raw 64-bit outputs, read
-    as consecutive 16-bit integers, are compared with round(p * 65536)."""
+    as consecutive 16-bit integers, are compared with round(p * 65536), capped at 65535 so that
+    a p just below 1 keeps 1 in 65536 (65536 would wrap to 0 in 16 bits and keep everything)."""
     import numpy as np
 
-    p, n = 0.3, math.prod(shape)
+    n = math.prod(shape)
     torch.manual_seed(21)
     seed = int(torch.randint(0, 2**62, (1,)).item())
     words = np.random.PCG64(seed).random_raw(-(-n // 4))
-    expect = np.frombuffer(words.tobytes(), dtype=np.uint16)[:n] >= round(p * 65536)
+    expect = np.frombuffer(words.tobytes(), dtype=np.uint16)[:n] >= min(round(p * 65536), 65535)
     torch.manual_seed(21)
     got = keep_mask(shape, p)
     assert got.shape == shape and got.dtype == torch.bool
     assert torch.equal(got.reshape(-1), torch.from_numpy(expect))
+    if p > 0.5:  # about 1 in 65536 kept, not all of them
+        assert 0 < int(expect.sum()) < n / 1000
+
+
+def test_p_of_one_drops_everything_and_above_one_is_refused():
+    """p >= 1 goes to torch's dropout: all zeros at 1 (nothing to draw), an error above."""
+    x = torch.randn(5, 4)
+    assert torch.equal(dropout(x, 1.0), torch.zeros(5, 4))
+    assert torch.equal(dropout(x, 1.0, training=False), x)
+    with pytest.raises(ValueError, match="probability"):
+        dropout(x, 1.5)
+
+
+def test_use_fast_dropout_keeps_inplace():
+    seq = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.2, inplace=True), nn.Dropout(0.3))
+    use_fast_dropout(seq)
+    assert [(type(m), m.p, m.inplace) for m in seq[1:]] == [
+        (Dropout, 0.2, True),
+        (Dropout, 0.3, False),
+    ]
 
 
 def test_neighbouring_elements_are_independent():
