@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import subprocess
 import sys
@@ -491,14 +492,23 @@ def recycle_ab(n: int, student: str, rounds: int) -> None:
 
 @contextlib.contextmanager
 def before_session12():
-    """The implementation before the fused projection, the raw-bits dropout mask and DTFD's
-    gather-only regrouping (issue 17), patched in for an A/B in one process."""
+    """The implementation before the fused projection, the raw-bits dropout mask, DTFD's
+    gather-only regrouping and the Nystrom layout change (issue 17), patched in for an A/B in
+    one process."""
     import numpy as np
     import torch
 
     import histomil.models.dtfd as dtfd
     import histomil.nn.dropout as dropout
+    from histomil.nn.nystrom import NystromAttention
     from histomil.nn.projection import Projection
+
+    # Nystrom attention before its layout change: the test keeps it as the reference
+    spec = importlib.util.spec_from_file_location(
+        "nystrom_reference", Path(__file__).resolve().parents[1] / "tests/nn/test_nystrom_layout.py"
+    )
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
 
     def old_bits(n: int, p: float):  # Generator.integers(dtype=uint16), as before
         seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -509,11 +519,14 @@ def before_session12():
         return h[torch.arange(h.shape[0], device=h.device)][index]
 
     saved = (dropout._keep_bits, dtfd.regroup, Projection._fused)
+    nystrom = NystromAttention.forward_with_query_logits
     dropout._keep_bits, dtfd.regroup, Projection._fused = old_bits, old_regroup, lambda s, x: False
+    NystromAttention.forward_with_query_logits = ref._reference
     try:
         yield
     finally:
         dropout._keep_bits, dtfd.regroup, Projection._fused = saved
+        NystromAttention.forward_with_query_logits = nystrom
 
 
 def fusion_ab(cfgs: list[str], n: int, rounds: int, threads: int) -> None:

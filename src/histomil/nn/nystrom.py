@@ -62,8 +62,10 @@ class NystromAttention(nn.Module):
         )
 
     def _split(self, t: Tensor) -> Tensor:
+        # contiguous (B, h, n, d): each of q, k, v is read by several matrix products and the
+        # landmark means, which copied a strided view once per use (issue 17)
         b, n, _ = t.shape
-        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2)  # (B, h, n, d)
+        return t.view(b, n, self.heads, self.dim_head).transpose(1, 2).contiguous()
 
     def forward_with_query_logits(self, x: Tensor, index: int = 0) -> tuple[Tensor, Tensor]:
         """x (B, N, dim) -> (out (B, N, dim), logits (B, h, N)).
@@ -77,17 +79,19 @@ class NystromAttention(nn.Module):
         if pad:
             x = F.pad(x, (0, 0, pad, 0))  # zeros at the front, as in TransMIL
         q, k, v = (self._split(t) for t in self.to_qkv(x).chunk(3, dim=-1))  # (B, h, n', d)
-        q = q * self.scale
+        # the 1/sqrt(d) scale of the queries is applied where it costs (m, d), not (n', d): to
+        # the query landmarks and, for the full queries, to the key landmarks (q s . k = q . k s)
         seg = x.shape[1] // m
-        q_l = q.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3)  # (B, h, m, d)
-        k_l = k.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3)
-        a1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)  # (B, h, n', m)
+        q_l = q.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3) * self.scale
+        k_l = k.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3)  # (B, h, m, d)
+        a1 = torch.softmax(q @ (k_l * self.scale).transpose(-1, -2), dim=-1)  # (B, h, n', m)
         a2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # (B, h, m, m)
         a3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # (B, h, m, n')
         out = (a1 @ iterative_pinv(a2, self.pinv_iters)) @ (a3 @ v)  # (B, h, n', d)
         out = out + self.res_conv(v)
         out = out.transpose(1, 2).reshape(b, -1, self.heads * self.dim_head)[:, pad:]
-        logits = q[:, :, pad + index : pad + index + 1] @ k[:, :, pad:].transpose(-1, -2)
+        q_i = q[:, :, pad + index : pad + index + 1] * self.scale  # (B, h, 1, d)
+        logits = q_i @ k[:, :, pad:].transpose(-1, -2)
         return self.to_out(out), logits[:, :, 0]  # (B, N, dim), (B, h, N)
 
     def forward(self, x: Tensor) -> Tensor:
