@@ -34,6 +34,16 @@ def _keep_bits(n: int, p: float) -> np.ndarray:
     return bits >= np.uint16(min(round(p * _LEVELS), _LEVELS - 1))
 
 
+def scaled_keep_mask(n: int, p: float, dtype: torch.dtype) -> Tensor:
+    """Float (n,) in ``dtype``: 0 where dropped, ``1 / (1 - p)`` where kept (bf16/half: rounded
+    from float32), as torch's CPU dropout multiplies by. Built in one NumPy pass from the bool
+    draw; multiplying by the bool mask instead is 3x slower (the dtype promotion is not
+    vectorised)."""
+    dt = np.float64 if dtype == torch.float64 else np.float32
+    scale = np.multiply(_keep_bits(n, p), dt(1.0 / (1.0 - p)), dtype=dt)
+    return torch.from_numpy(scale).to(dtype)
+
+
 def keep_mask(shape: torch.Size | tuple[int, ...], p: float) -> Tensor:
     """Bool tensor of ``shape``: the elements :func:`dropout` keeps."""
     return torch.from_numpy(_keep_bits(int(np.prod(shape, dtype=np.int64)), p)).view(tuple(shape))
@@ -45,13 +55,8 @@ def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return nn.functional.dropout(x, p, training)
-    # a float mask holding 0 or 1 / (1 - p), as torch's CPU dropout keeps for the backward pass
-    # (multiplying by a bool tensor is 3x slower: the dtype promotion is not vectorised); built
-    # in one NumPy pass from the bool draw
-    keep = _keep_bits(x.numel(), p)
-    dt = np.float64 if x.dtype == torch.float64 else np.float32  # bf16/half: rounded from f32
-    scale = np.multiply(keep, dt(1.0 / (1.0 - p)), dtype=dt)
-    return x * torch.from_numpy(scale).view(x.shape).to(x.dtype)
+    # the float mask is what torch's CPU dropout keeps for the backward pass too
+    return x * scaled_keep_mask(x.numel(), p, x.dtype).view(x.shape)
 
 
 class Dropout(nn.Dropout):

@@ -19,12 +19,11 @@ backward) the module runs as the plain sequence.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from histomil.nn.dropout import Dropout, _keep_bits
+from histomil.nn.dropout import Dropout, scaled_keep_mask
 
 
 class _LinearReLUDropout(torch.autograd.Function):
@@ -80,12 +79,8 @@ class Projection(nn.Sequential):
         p = drop.p if drop.training else 0.0
         x2 = x.reshape(-1, x.shape[-1])
         mask, scale = None, 1.0
-        if p > 0.0:
-            n = x2.shape[0] * lin.out_features
-            dt = np.float64 if x.dtype == torch.float64 else np.float32
-            scale = 1.0 / (1.0 - p)
-            keep = _keep_bits(n, p)  # the same draw as histomil.nn.dropout.dropout
-            mask = torch.from_numpy(np.multiply(keep, dt(scale), dtype=dt))
-            mask = mask.view(x2.shape[0], lin.out_features)
+        if p > 0.0:  # the same draw as histomil.nn.dropout.dropout
+            mask = scaled_keep_mask(x2.shape[0] * lin.out_features, p, x.dtype)
+            mask, scale = mask.view(x2.shape[0], lin.out_features), 1.0 / (1.0 - p)
         y = _LinearReLUDropout.apply(x2, lin.weight, lin.bias, mask, scale)
         return y.view(*x.shape[:-1], lin.out_features)
