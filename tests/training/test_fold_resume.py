@@ -141,9 +141,10 @@ def test_interrupted_mhim_fold_resumes_with_its_teacher_and_generator(tmp_path, 
         assert torch.equal(got[2][key], value), key
 
 
-def test_resume_identity_changes_with_every_input_it_names(tmp_path):
+def test_resume_identity_changes_with_every_input_it_names(tmp_path, monkeypatch):
     """The identity a resume state must match: the run's provenance file, the config, the fold
-    and its slide ids, and the baseline's weights (each change alone gives another identity)."""
+    and its slide ids, the baseline's weights and the dropout mask stream (each change alone
+    gives another identity)."""
     from histomil.training.split_files import FoldSplit
 
     config = _config(tmp_path)
@@ -173,6 +174,10 @@ def test_resume_identity_changes_with_every_input_it_names(tmp_path):
         ident(baseline=None),
     ]
     assert len({now, *others}) == len(others) + 1
+    import histomil.nn.dropout as dropout_mod
+
+    monkeypatch.setattr(dropout_mod, "MASK_STREAM", "another draw")
+    assert ident() not in {now, *others}
 
 
 def test_read_resume_state_returns_only_a_matching_state_and_says_why(tmp_path, caplog):

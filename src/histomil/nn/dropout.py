@@ -23,6 +23,9 @@ import torch
 from torch import Tensor, nn
 
 _LEVELS = 65536  # the mask compares uniform 16-bit integers with round(p * 65536)
+# Names the mask stream. It is part of a training fold's resume identity (an interrupted fold is
+# not continued with other masks), so change it whenever the draw changes.
+MASK_STREAM = "pcg64-raw64-as-4x16"
 
 
 def _keep_bits(n: int, p: float) -> np.ndarray:

@@ -282,13 +282,14 @@ def resume_identity(
 ) -> str:
     """SHA-256 of everything an epoch-level resume state depends on: the run's recorded
     provenance (resolved config with defaults, splits, manifest and bag file identities), this
-    fold's slide ids, the baseline's weights, and the histomil and torch versions. A state with
-    another identity is never resumed."""
+    fold's slide ids, the baseline's weights, the histomil and torch versions, and the dropout
+    mask stream. A state with another identity is never resumed."""
     import hashlib
 
     import torch
 
     from histomil import __version__
+    from histomil.nn import dropout
     from histomil.training.cohort import resolved_settings, split_record
 
     digest = hashlib.sha256()
@@ -303,6 +304,7 @@ def resume_identity(
         "split": split_record(split)["sha256"],
         "histomil": __version__,
         "torch": torch.__version__,
+        "dropout_mask": dropout.MASK_STREAM,
     }
     digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for key in sorted(baseline or {}):  # the teacher's weights (MHIM)
