@@ -3,17 +3,17 @@
 torch's CPU dropout draws its Bernoulli mask from the default generator one element at a time
 (mt19937): about 13 ns per element here, 52-60 ms for one 8,000 x 512 activation, which was the
 largest cost outside the matrix multiplies in every model of the zoo (``benchmarks/README.md``,
-"Floors"). NumPy's PCG64 makes 64 random bits in about 2 ns, so on CPU tensors the mask comes from a
-PCG64 stream seeded from torch's default generator (one draw per call): each raw 64-bit output
-is read as four uniform 16-bit integers (in the machine's byte order), about 20x faster than
-torch's draw and 3x faster than ``Generator.integers(..., dtype=uint16)``, which spends most of
-its time on bounded-range logic that a range of exactly 2**16 does not need. Runs stay
-reproducible under ``torch.manual_seed`` and the mask is independent of NumPy's global state.
-Each element is kept with probability ``1 - round(p * 65536) / 65536`` (``p`` to within 8e-6;
-exact for multiples of 1/65536 such as 0.25 and 0.5) and scaled by ``1 / (1 - p)``, as
-:func:`torch.nn.functional.dropout`, whose CPU path likewise multiplies by a float mask of 0
-and ``1 / (1 - p)`` and keeps it for the backward pass. Other devices (CUDA: Philox, already
-fast) and in-place dropout use :func:`torch.nn.functional.dropout` unchanged.
+"Floors"). NumPy's PCG64 makes 64 random bits in about 2 ns, so on CPU tensors the mask comes from
+a PCG64 stream seeded from torch's default generator (one draw per call): each raw 64-bit output is
+read as four uniform 16-bit integers (in the machine's byte order), about 20x faster than torch's
+draw and 3x faster than ``Generator.integers(..., dtype=uint16)``, which spends most of its time on
+bounded-range logic that a range of exactly 2**16 does not need. Runs stay reproducible under
+``torch.manual_seed`` and the mask is independent of NumPy's global state. Each element is kept
+with probability ``1 - round(p * 65536) / 65536`` (``p`` to within 8e-6; exact for multiples of
+1/65536 such as 0.25 and 0.5) and scaled by ``1 / (1 - p)``, as
+:func:`torch.nn.functional.dropout`, whose CPU path likewise multiplies by a float mask of 0 and
+``1 / (1 - p)`` and keeps it for the backward pass. Other devices (CUDA: Philox, already fast) and
+in-place dropout use :func:`torch.nn.functional.dropout` unchanged.
 """
 
 from __future__ import annotations
