@@ -154,7 +154,47 @@ def record(step) -> Counter:
 
     with Rec():
         step()
-    return calls
+    out: Counter = Counter()
+    for key, count in calls.items():
+        gemms = _attention_gemms(key[0], key[1])
+        for gemm in gemms or [key]:
+            out[gemm] += count
+    return out
+
+
+def _attention_gemms(func, args) -> list | None:
+    """torch's fused CPU attention as the batched products the same attention makes written out:
+    forward ``S = Q K^T`` and ``P V``; backward ``dV = P^T dO``, ``dP = dO V^T``, ``dQ = dS K``
+    and ``dK^T = Q^T dS``, with the shapes and layouts autograd gives them. Its softmax, its
+    scaling and the recomputation of ``Q K^T`` in its backward are not arithmetic of the floor:
+    replaying the kernel itself would count them as floor. ``None`` for any other call."""
+    import torch
+
+    name = str(func)
+    if "flash_attention" not in name:
+        return None
+    backward = "backward" in name
+    q, k, v = (a[1] for a in (args[1:4] if backward else args[:3]))
+    dtype = args[1][3]
+    *lead, length, e = q
+    s_len, ev = k[-2], v[-1]
+    bh = _numel(lead)
+
+    def t(rows, cols, transposed=False):  # (bh, rows, cols), optionally a transposed view
+        if transposed:
+            return ("T", (bh, rows, cols), (rows * cols, 1, rows), dtype)
+        return ("T", (bh, rows, cols), (rows * cols, cols, 1), dtype)
+
+    products = [(t(length, e), t(e, s_len, True)), (t(length, s_len), t(s_len, ev))]
+    if backward:
+        products = [
+            (t(s_len, length, True), t(length, ev)),  # dV = P^T dO
+            (t(length, ev), t(ev, s_len, True)),  # dP = dO V^T
+            (t(length, s_len), t(s_len, e)),  # dQ = dS K
+            (t(e, length, True), t(length, s_len)),  # dK^T = Q^T dS
+        ]
+    bmm = torch.ops.aten.bmm.default
+    return [(bmm, pair, (), ((bh, pair[0][1][1], pair[1][1][2]),)) for pair in products]
 
 
 def _make(spec, gen):
@@ -192,10 +232,6 @@ def flops(func, args, shapes) -> float:
     if "convolution" in name:
         weight = t[1][1]
         return 2.0 * _numel(shapes[0]) * weight[1] * _numel(weight[2:])
-    if "flash_attention" in name:  # q (B, H, L, E), k (B, H, S, E)
-        q, k = t[0][1], t[1][1]
-        fwd = 4.0 * q[0] * q[1] * q[2] * k[2] * q[3]
-        return 2.0 * fwd if "backward" in name else fwd
     return 0.0
 
 
@@ -490,6 +526,30 @@ def recycle_ab(n: int, student: str, rounds: int) -> None:
               f"{best[name] / best['base']:.2f} |")  # fmt: skip
 
 
+def _nystrom_references():
+    """The earlier Nystrom attention forwards, which its test keeps as references: ``_reference``
+    (before the layout change) and ``_materialized`` (before the fused attention)."""
+    path = Path(__file__).resolve().parents[1] / "tests/nn/test_nystrom_layout.py"
+    spec = importlib.util.spec_from_file_location("nystrom_reference", path)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    return ref
+
+
+@contextlib.contextmanager
+def materialized_nystrom():
+    """Nystrom attention with its (n' x m) kernels stored and multiplied left to right, as before
+    the fused attention (issue 17), patched in for an A/B in one process."""
+    from histomil.nn.nystrom import NystromAttention
+
+    fused = NystromAttention.forward_with_query_logits
+    NystromAttention.forward_with_query_logits = _nystrom_references()._materialized
+    try:
+        yield
+    finally:
+        NystromAttention.forward_with_query_logits = fused
+
+
 @contextlib.contextmanager
 def before_session12():
     """The implementation before the fused projection, the raw-bits dropout mask, DTFD's
@@ -503,12 +563,7 @@ def before_session12():
     from histomil.nn.nystrom import NystromAttention
     from histomil.nn.projection import Projection
 
-    # Nystrom attention before its layout change: the test keeps it as the reference
-    spec = importlib.util.spec_from_file_location(
-        "nystrom_reference", Path(__file__).resolve().parents[1] / "tests/nn/test_nystrom_layout.py"
-    )
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
+    ref = _nystrom_references()  # Nystrom attention before its layout change
 
     def old_bits(n: int, p: float):  # Generator.integers(dtype=uint16), as before
         seed = int(torch.randint(0, 2**62, (1,)).item())
@@ -529,23 +584,23 @@ def before_session12():
         NystromAttention.forward_with_query_logits = nystrom
 
 
-def fusion_ab(cfgs: list[str], n: int, rounds: int, threads: int) -> None:
-    """Training step of each configuration before and after the session-12 changes (fused
-    projection, raw-bits dropout mask, DTFD regrouping by gathers), interleaved in one process,
-    best of ``rounds``."""
+def ab_table(cfgs: list[str], n: int, rounds: int, threads: int, before) -> None:
+    """Training step of each configuration with the implementation that the context manager
+    ``before`` patches in and with the current one, interleaved in one process, best of
+    ``rounds``."""
     import torch
 
     torch.set_num_threads(threads)
     steps = {c: build_step(c, n)[0] for c in cfgs}
     best = {(c, v): float("inf") for c in cfgs for v in ("before", "after")}
     for step in steps.values():  # warm-up both
-        with before_session12():
+        with before():
             step()
         step()
     for _ in range(rounds):
         for c, step in steps.items():
             for v in ("before", "after"):
-                ctx = before_session12() if v == "before" else contextlib.nullcontext()
+                ctx = before() if v == "before" else contextlib.nullcontext()
                 with ctx:
                     t0 = time.perf_counter()
                     step()
@@ -573,6 +628,11 @@ def main() -> None:
     ap.add_argument(
         "--fusion-ab", action="store_true", help="before/after the fused projection (issue 17)"
     )
+    ap.add_argument(
+        "--attention-ab",
+        action="store_true",
+        help="Nystrom attention with stored kernels vs fused (issue 17)",
+    )
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-point", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -590,9 +650,10 @@ def main() -> None:
     if args.list:
         print("\n".join(cfgs))
         return
-    if args.fusion_ab:
+    if args.fusion_ab or args.attention_ab:
+        before = before_session12 if args.fusion_ab else materialized_nystrom
         for th in args.threads:
-            fusion_ab(cfgs, args.sizes[-1], args.reps, th)
+            ab_table(cfgs, args.sizes[-1], args.reps, th, before)
     elif args.inference:
         for th in args.threads:
             inference_table(cfgs, args.sizes[-1], args.reps, th)

@@ -70,3 +70,23 @@ def test_interleaved_best_calls_each_function_once_per_round_after_the_warmup():
     best = bench_floors.interleaved_best(fns, rounds=3, warmup=2)
     assert order == ["a", "a", "b", "b"] + ["a", "b"] * 3
     assert set(best) == {"a", "b"} and all(0 <= v < 1 for v in best.values())
+
+
+def test_fused_attention_is_recorded_as_the_products_of_the_written_out_attention() -> None:
+    """Its floor is the products the attention needs, forward and backward: not the fused
+    kernel itself (whose softmax and recomputed ``Q K^T`` are not arithmetic of the floor)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, n, 8, requires_grad=True) for n in (40, 24, 24))
+
+    def fused():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3).sin().sum().backward()
+
+    def written_out():
+        (torch.softmax(q @ k.transpose(-1, -2) * 0.3, -1) @ v).sin().sum().backward()
+
+    calls = bench_floors.record(fused)
+    assert {str(f) for f, *_ in calls} == {"aten.bmm.default"}
+    assert calls == bench_floors.record(written_out)  # the same shapes and layouts
+    assert _gflop(fused) == _gflop(written_out) == 6 * (2 * 6 * 40 * 24 * 8)
+    floor, *_ = bench_floors.replay(calls, reps=1)
+    assert floor > 0

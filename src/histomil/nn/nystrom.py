@@ -80,14 +80,17 @@ class NystromAttention(nn.Module):
             x = F.pad(x, (0, 0, pad, 0))  # zeros at the front, as in TransMIL
         q, k, v = (self._split(t) for t in self.to_qkv(x).chunk(3, dim=-1))  # (B, h, n', d)
         # the 1/sqrt(d) scale of the queries is applied where it costs (m, d), not (n', d): to
-        # the query landmarks and, for the full queries, to the key landmarks (q s . k = q . k s)
+        # the query landmarks and, for the full queries, inside the fused attention below
         seg = x.shape[1] // m
         q_l = q.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3) * self.scale
         k_l = k.reshape(b, self.heads, m, seg, self.dim_head).mean(dim=3)  # (B, h, m, d)
-        a1 = torch.softmax(q @ (k_l * self.scale).transpose(-1, -2), dim=-1)  # (B, h, n', m)
         a2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # (B, h, m, m)
-        a3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)  # (B, h, m, n')
-        out = (a1 @ iterative_pinv(a2, self.pinv_iters)) @ (a3 @ v)  # (B, h, n', d)
+        # out = softmax(q k_l^T s) pinv(a2) softmax(q_l k^T) v, multiplied right to left: the
+        # two (n' x m) kernels are applied to (m x d) matrices by torch's fused attention, which
+        # never stores them, and no (n' x m) @ (m x m) product is made (issue 17)
+        a3v = F.scaled_dot_product_attention(q_l, k, v, scale=1.0)  # (B, h, m, d)
+        w = iterative_pinv(a2, self.pinv_iters) @ a3v  # (B, h, m, d)
+        out = F.scaled_dot_product_attention(q, k_l, w, scale=self.scale)  # (B, h, n', d)
         out = out + self.res_conv(v)
         out = out.transpose(1, 2).reshape(b, -1, self.heads * self.dim_head)[:, pad:]
         q_i = q[:, :, pad + index : pad + index + 1] * self.scale  # (B, h, 1, d)
