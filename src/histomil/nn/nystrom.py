@@ -5,7 +5,9 @@ sequence, the pseudo-inverse of the landmark kernel is computed with the iterati
 Moore-Penrose scheme (6 iterations), and a depthwise 1-D convolution over the values
 (kernel 33) is added as a residual. Deviation: the pseudo-inverse initialisation is
 normalised per matrix rather than by the maximum over the whole batch, so a bag's output
-does not depend on the other bags of the batch.
+does not depend on the other bags of the batch. The product of the three kernels with the
+values is taken right to left, the two (n x landmarks) kernels applied by torch's fused
+attention, so neither is stored (the same map up to float rounding).
 """
 
 from __future__ import annotations
