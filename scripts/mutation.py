@@ -158,6 +158,19 @@ MODULES: dict[str, list[str]] = {
     # the fused projection and the dropout mask of every model (issue 17)
     "nn/projection.py": ["tests/nn/test_projection.py"],
     "nn/dropout.py": ["tests/nn/test_dropout.py", "tests/nn/test_projection.py"],
+    # TransMIL, its Nystrom attention and MHIM's reuse of its first layer (issue 17)
+    "nn/nystrom.py": [
+        "tests/nn/test_nystrom_layout.py",
+        "tests/nn/test_ppeg.py",
+        "tests/nn/test_blocks.py",
+        "tests/models/test_architecture_pinned.py",
+    ],
+    "models/transmil.py": [
+        "tests/models/test_transmil_first_layer.py",
+        "tests/models/test_architecture_pinned.py",
+        "tests/models/test_models_specific.py",
+        "tests/objectives/mhim/test_class_aware.py",
+    ],
     "experiments/tables.py": [
         "tests/experiments/test_tables.py",
         "tests/experiments/test_tables_pinned.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from histomil.nn.attention import AttentionScorer, weighted_sum
@@ -56,3 +57,61 @@ def test_attention_scorer_shapes_and_gating() -> None:
         assert s.shape == (2, 5, 3)
     w = torch.softmax(torch.randn(2, 5, 3), 1)
     torch.testing.assert_close(weighted_sum(h, w)[:, 1], (w[..., 1:2] * h).sum(1))
+
+
+def _pinv_reference(a: torch.Tensor, iters: int) -> torch.Tensor:
+    """The iteration written out one matrix at a time: ``z0 = a^T / (||a||_1 ||a||_inf)`` (each
+    matrix its own norms), then ``z <- z (13 I - 15 az + 7 (az)^2 - (az)^3) / 4``."""
+    flat = a.reshape(-1, *a.shape[-2:])
+    eye = torch.eye(a.shape[-1], dtype=a.dtype)
+    out = []
+    for m in flat:
+        z = m.T / (m.abs().sum(dim=0).max() * m.abs().sum(dim=1).max())
+        for _ in range(iters):
+            x = m @ z
+            z = 0.25 * z @ (13 * eye - 15 * x + 7 * x @ x - x @ x @ x)
+        out.append(z)
+    return torch.stack(out).reshape(a.shape)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 6])
+def test_iterative_pinv_matches_the_iteration_written_out_before_it_converges(iters) -> None:
+    torch.manual_seed(iters)
+    # softmax kernels of different sharpness, one of them not square-summing like the others:
+    # after 1-2 iterations (and for the sharp ones after 6) the start still shows
+    logits = (
+        torch.randn(2, 3, 6, 6, dtype=torch.float64) * torch.tensor([0.5, 3.0, 8.0])[:, None, None]
+    )
+    a = torch.softmax(logits, dim=-1)
+    a[1, 2] *= 5.0  # another scale: a batch-wide normalisation would change the others
+    got = iterative_pinv(a, iters)
+    torch.testing.assert_close(got, _pinv_reference(a, iters), rtol=1e-10, atol=1e-12)
+    if iters == 6:
+        torch.testing.assert_close(iterative_pinv(a), got, rtol=0, atol=0)  # 6 by default
+    # per matrix: a bag's pseudo-inverse does not depend on the other matrices of the batch
+    torch.testing.assert_close(iterative_pinv(a[1:, 2:], iters), got[1:, 2:], rtol=1e-12, atol=0)
+
+
+def test_nystrom_defaults_are_transmils() -> None:
+    attn = NystromAttention(512)
+    assert (attn.heads, attn.landmarks, attn.pinv_iters, attn.dim_head) == (8, 256, 6, 64)
+    assert attn.scale == 64**-0.5 and attn.to_qkv.bias is None and attn.res_conv.bias is None
+    assert attn.to_out[1].p == 0.1 and attn.res_conv.kernel_size == (33, 1)
+    with pytest.raises(ValueError, match="divisible by heads 3"):
+        NystromAttention(16, heads=3)
+
+
+def test_nystrom_layer_passes_its_arguments_and_gives_the_class_token_logits() -> None:
+    from histomil.nn.nystrom import NystromLayer
+
+    torch.manual_seed(0)
+    layer = NystromLayer(16, heads=2, landmarks=4, dropout=0.0).eval()
+    assert (layer.attn.heads, layer.attn.landmarks, layer.attn.to_out[1].p) == (2, 4, 0.0)
+    x = torch.randn(1, 9, 16)
+    out, logits = layer.forward_with_query_logits(x)  # index 0 by default
+    torch.testing.assert_close(out, x + layer.attn(layer.norm(x)))
+    torch.testing.assert_close(out, layer(x))
+    q, k, _ = (layer.attn._split(t) for t in layer.attn.to_qkv(layer.norm(x)).chunk(3, dim=-1))
+    torch.testing.assert_close(
+        logits, ((q[:, :, :1] * layer.attn.scale) @ k.transpose(-1, -2))[:, :, 0]
+    )
