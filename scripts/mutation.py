@@ -167,6 +167,7 @@ MODULES: dict[str, list[str]] = {
     ],
     "models/transmil.py": [
         "tests/models/test_transmil_first_layer.py",
+        "tests/models/test_transmil_pinned.py",
         "tests/models/test_architecture_pinned.py",
         "tests/models/test_models_specific.py",
         "tests/objectives/mhim/test_class_aware.py",

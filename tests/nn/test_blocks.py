@@ -115,3 +115,15 @@ def test_nystrom_layer_passes_its_arguments_and_gives_the_class_token_logits() -
     torch.testing.assert_close(
         logits, ((q[:, :, :1] * layer.attn.scale) @ k.transpose(-1, -2))[:, :, 0]
     )
+
+
+def test_nystrom_layer_defaults_and_query_index() -> None:
+    from histomil.nn.nystrom import NystromLayer
+
+    assert (NystromLayer(64).attn.heads, NystromLayer(64).attn.landmarks) == (8, 256)
+    torch.manual_seed(1)
+    layer = NystromLayer(16, heads=2, landmarks=4, dropout=0.0).eval()
+    x = torch.randn(1, 9, 16)
+    _, logits = layer.forward_with_query_logits(x, index=3)
+    torch.testing.assert_close(logits, layer.attn.forward_with_query_logits(layer.norm(x), 3)[1])
+    assert not torch.allclose(logits, layer.forward_with_query_logits(x)[1])
