@@ -44,21 +44,27 @@ def _run(attn, fn, x, index):
     return out.detach(), logits.detach(), x.grad, {k: p.grad for k, p in attn.named_parameters()}
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize(("b", "n", "index"), [(1, 24, 0), (1, 29, 0), (2, 13, 3), (1, 5, 4)])
-def test_layout_change_matches_the_reference(dtype, b, n, index):
-    torch.manual_seed(n)
+def _assert_matches(reference, dtype, b, n, index, seed):
+    """Outputs, class-token logits, input and parameter gradients of the current forward
+    against ``reference(attn, x, index)``."""
+    torch.manual_seed(seed)
     attn = NystromAttention(16, heads=2, landmarks=8, residual_kernel=5, dropout=0.0)
     attn = attn.to(dtype).eval()
     x = torch.randn(b, n, 16, dtype=dtype)
     got = _run(attn, attn.forward_with_query_logits, x, index)
-    ref = _run(attn, lambda xx, i: _reference(attn, xx, i), x, index)
+    ref = _run(attn, lambda xx, i: reference(attn, xx, i), x, index)
     tol = {"rtol": 1e-9, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 1e-5}
     for a, r in zip(got[:3], ref[:3], strict=True):
         torch.testing.assert_close(a, r, **tol)
     assert got[3].keys() == ref[3].keys()
     for k in ref[3]:
         torch.testing.assert_close(got[3][k], ref[3][k], **tol, msg=k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("b", "n", "index"), [(1, 24, 0), (1, 29, 0), (2, 13, 3), (1, 5, 4)])
+def test_layout_change_matches_the_reference(dtype, b, n, index):
+    _assert_matches(_reference, dtype, b, n, index, seed=n)
 
 
 def _materialized(self, x, index=0):
@@ -87,17 +93,7 @@ def _materialized(self, x, index=0):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize(("b", "n", "index"), [(1, 24, 0), (1, 29, 0), (2, 13, 3), (1, 300, 7)])
 def test_fused_attention_matches_the_materialized_kernels(dtype, b, n, index):
-    torch.manual_seed(n + 1)
-    attn = NystromAttention(16, heads=2, landmarks=8, residual_kernel=5, dropout=0.0)
-    attn = attn.to(dtype).eval()
-    x = torch.randn(b, n, 16, dtype=dtype)
-    got = _run(attn, attn.forward_with_query_logits, x, index)
-    ref = _run(attn, lambda xx, i: _materialized(attn, xx, i), x, index)
-    tol = {"rtol": 1e-9, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 1e-5}
-    for a, r in zip(got[:3], ref[:3], strict=True):
-        torch.testing.assert_close(a, r, **tol)
-    for k in ref[3]:
-        torch.testing.assert_close(got[3][k], ref[3][k], **tol, msg=k)
+    _assert_matches(_materialized, dtype, b, n, index, seed=n + 1)
 
 
 def test_transmil_with_fused_attention_matches_the_materialized_kernels(monkeypatch):
