@@ -9,9 +9,11 @@ Usage::
 training step (forward + backward, MHIM: teacher pass, masking, student, recycle network,
 consistency loss, EMA update) runs once under a ``TorchDispatchMode`` that records every
 ``mm``/``addmm``/``bmm``/``baddbmm``/``convolution``/``convolution_backward``/attention kernel
-with its shapes and strides (forward *and* backward, as autograd issues them); the recorded calls
-are then replayed back to back on random tensors of the same layout, each distinct call timed
-(best of ``--reps``) and multiplied by how often the step makes it. **Time** = best of
+with its shapes and strides (forward *and* backward, as autograd issues them; torch's fused
+attention as the products of the written-out attention); the recorded calls are then
+replayed back to back on random tensors of the same layout, each weighted by how often the
+step makes it, and the floor is the best of ``--reps`` such rounds (the "per-call floor"
+beside it sums each distinct call's own best). **Time** = best of
 ``--reps`` real steps after a warm-up, one step after each round of replays (interleaved, so
 that both see the same load). ``ratio`` = time / floor: what the step spends outside
 its matrix arithmetic (elementwise work, softmax, sorting, Python). FLOPs are counted by hand
