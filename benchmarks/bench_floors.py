@@ -627,10 +627,11 @@ def main() -> None:
     ap.add_argument(
         "--paired", action="store_true", help="training steps interleaved in one process"
     )
-    ap.add_argument(
+    ab = ap.add_mutually_exclusive_group()
+    ab.add_argument(
         "--fusion-ab", action="store_true", help="before/after the fused projection (issue 17)"
     )
-    ap.add_argument(
+    ab.add_argument(
         "--attention-ab",
         action="store_true",
         help="Nystrom attention with stored kernels vs fused (issue 17)",
