@@ -92,6 +92,76 @@ def test_iterative_pinv_matches_the_iteration_written_out_before_it_converges(it
     torch.testing.assert_close(iterative_pinv(a[1:, 2:], iters), got[1:, 2:], rtol=1e-12, atol=0)
 
 
+def _pinv_by_autograd(a: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iterative_pinv`` before issue 17 kept fewer tensors: the loop differentiated by autograd."""
+    abs_a = a.abs()
+    col = abs_a.sum(dim=-1).amax(dim=-1, keepdim=True)
+    row = abs_a.sum(dim=-2).amax(dim=-1, keepdim=True)
+    z = a.transpose(-1, -2) / (col * row).unsqueeze(-1)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype)
+    for _ in range(iters):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - az @ (15 * eye - az @ (7 * eye - az)))
+    return z
+
+
+def _eps(dtype) -> float:
+    return 1e-12 if dtype == torch.float64 else 1e-6
+
+
+def _saved_bytes(fn) -> int:
+    seen = {}
+
+    def pack(t):
+        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("iters", [0, 1, 2, 6])
+def test_iterative_pinv_gradient_is_autograds_of_the_loop(dtype, iters) -> None:
+    """The hand-written backward pass: the same output and the same gradient as autograd of the
+    loop (to float rounding), for a batch of kernels of different sharpness."""
+    torch.manual_seed(10 + iters)
+    scale = torch.tensor([0.5, 2.0, 6.0], dtype=dtype)[:, None, None, None]
+    a0 = torch.softmax(torch.randn(3, 2, 24, 24, dtype=dtype) * scale, dim=-1)
+    g = torch.randn(3, 2, 24, 24, dtype=dtype)
+    got, want = [], []
+    for fn, out in ((iterative_pinv, got), (_pinv_by_autograd, want)):
+        a = a0.clone().requires_grad_()
+        z = fn(a, iters)
+        z.backward(g)
+        out += [z.detach(), a.grad]
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)  # the same forward arithmetic
+    # the products (c I - t) are taken as c X - X t: float rounding of the same sums, so the
+    # tolerance is relative to the gradient's scale (up to ~1e3 for the sharp kernels)
+    scale = float(want[1].abs().max())
+    assert scale > 0
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=scale * _eps(dtype))
+    with torch.no_grad():  # the plain loop when nothing is differentiated
+        torch.testing.assert_close(iterative_pinv(a0, iters), got[0], rtol=0, atol=0)
+    one = a0[1, 0].clone().requires_grad_()  # a single (M, M) matrix, no batch dimensions
+    iterative_pinv(one, iters).backward(g[1, 0])
+    torch.testing.assert_close(one.grad, want[1][1, 0], rtol=1e-5, atol=scale * _eps(dtype))
+
+
+def test_iterative_pinv_keeps_four_matrices_per_iteration() -> None:
+    """z and the three products of each iteration, not the differences with the identity nor
+    ``z / 4``: 4 instead of 6 (M x M) matrices per iteration (48 MiB per TransMIL step)."""
+    a = torch.softmax(torch.randn(2, 8, 32, 32), dim=-1).requires_grad_()
+    mat = a.numel() * 4
+    for iters in (1, 6):
+        ours = _saved_bytes(lambda k=iters: iterative_pinv(a, k))
+        loop = _saved_bytes(lambda k=iters: _pinv_by_autograd(a, k))
+        small = 4 * (a.numel() // 32) * 4  # the start's column and row sums (vectors)
+        assert ours <= (4 * iters + 1) * mat + small < loop
+        assert loop - ours >= 2 * iters * mat
+
+
 def test_nystrom_defaults_are_transmils() -> None:
     attn = NystromAttention(512)
     assert (attn.heads, attn.landmarks, attn.pinv_iters, attn.dim_head) == (8, 256, 6, 64)
