@@ -151,3 +151,96 @@ def test_every_projection_in_the_zoo_is_fused(name):
     ]
     assert plain == [], plain
     assert type(model.fc) is Projection
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("p", [0.0, 0.5])
+@pytest.mark.parametrize("b", [1, 3])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_rows_equal_selecting_first(dtype, p, b, input_grad):
+    """``fc(x, rows)`` is ``fc(x.index_select(1, rows))``: the same output (the same mask draw),
+    the same gradients, for every bag of a batch, with repeated and unsorted rows."""
+    fused, _ = _pair(12, 9, p, True, dtype)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(b, 40, 12, generator=gen, dtype=dtype).requires_grad_(input_grad)
+    rows = torch.tensor([31, 2, 2, 17, 0, 39, 8])
+    g = torch.randn(b, rows.numel(), 9, generator=gen, dtype=dtype)
+    fused.train()
+
+    def run(select_first):
+        fused.zero_grad(set_to_none=True)
+        xi = x.detach().clone().requires_grad_(input_grad)
+        torch.manual_seed(7)
+        y = fused(xi.index_select(1, rows)) if select_first else fused(xi, rows)
+        assert _fused_ran(y)
+        y.backward(g)
+        return y.detach(), xi.grad, {k: q.grad for k, q in fused.named_parameters()}
+
+    y1, gx1, gp1 = run(False)
+    y2, gx2, gp2 = run(True)
+    assert y1.shape == (b, rows.numel(), 9) and torch.equal(y1, y2)
+    assert (y1 == 0).any() and (y1 > 0).any()
+    if input_grad:  # index_select's backward: a repeated row gets both gradients, others zero
+        torch.testing.assert_close(gx1, gx2)
+        unselected = torch.ones(40, dtype=torch.bool).index_fill_(0, rows, False)
+        assert gx1[:, unselected].abs().sum() == 0 and gx1[:, rows].abs().sum() > 0
+    else:
+        assert gx1 is None and gx2 is None
+    for k in gp1:
+        torch.testing.assert_close(gp1[k], gp2[k], msg=k)
+
+
+def test_rows_keep_the_input_not_a_copy_for_backward():
+    """The point of ``rows``: the node keeps the caller's input (which exists anyway), not the
+    selected copy, so a step keeps (n x in) floats less."""
+    fused, _ = _pair(16, 64, 0.25, True, torch.float32)
+    x = torch.randn(1, 500, 16)
+    rows = torch.arange(0, 500, 2)
+
+    def saved(select_first):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fused.train()(x.index_select(1, rows)) if select_first else fused.train()(x, rows)
+        return seen
+
+    by_rows, by_copy = saved(False), saved(True)
+    assert x.untyped_storage().data_ptr() in by_rows  # the input itself
+    assert x.untyped_storage().data_ptr() not in by_copy
+    copy = 250 * 16 * 4
+    assert sum(by_copy.values()) - copy == sum(by_rows.values()) - x.untyped_storage().nbytes()
+
+
+def test_rows_fall_back_to_selecting_first_where_the_fused_node_does_not_apply():
+    fused, ref = _pair(6, 5, 0.25, True, torch.float32)
+    x = torch.randn(2, 10, 6)
+    rows = torch.tensor([9, 0, 4])
+    with torch.no_grad():
+        torch.manual_seed(2)
+        a = fused.train()(x, rows)
+        torch.manual_seed(2)
+        assert torch.equal(a, ref.train()(x.index_select(1, rows)))
+    strided = x.transpose(0, 1).contiguous().transpose(0, 1)  # not contiguous: select first
+    torch.manual_seed(2)
+    y = fused(strided, rows)
+    torch.manual_seed(2)
+    assert _fused_ran(y) and torch.equal(y, fused(x.index_select(1, rows)))
+    with pytest.raises(ValueError, match=r"\(B, N, D\) bags; got shape \(10, 6\)"):
+        fused(x[0], rows)
+
+
+@pytest.mark.parametrize("name", names())
+def test_every_model_projects_selected_rows_as_the_selected_bag(name):
+    model = create_model(name, 32, 1).train()
+    x = torch.randn(1, 30, 32)
+    rows = torch.tensor([5, 1, 29, 12])
+    torch.manual_seed(0)
+    a = model.project(x, rows)
+    torch.manual_seed(0)
+    assert torch.equal(a, model.project(x.index_select(1, rows)))
+    model.fc = nn.Sequential(nn.Linear(32, 7))  # not a Projection: selected first
+    assert model.project(x, rows).shape == (1, 4, 7)

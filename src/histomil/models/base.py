@@ -29,6 +29,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from histomil.nn.projection import Projection
+
 
 @dataclass
 class MILOutput:
@@ -150,12 +152,17 @@ class MILModel(nn.Module):
         self.fallback_events: Tensor | None = None
 
     # -- to implement -------------------------------------------------------------------------
-    def project(self, x: Tensor) -> Tensor:
-        """First instance projection: (B, N, D) -> (B, N, H).
+    def project(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """First instance projection: (B, N, D) -> (B, N, H); with ``rows`` (n,), of those
+        instances only, (B, n, H), as ``project(x.index_select(1, rows))``.
 
         Every model keeps this layer as ``self.fc`` (MHIM initialises exactly it from a baseline).
         """
-        return self.fc(x)
+        if rows is None:
+            return self.fc(x)
+        if isinstance(self.fc, Projection):  # keeps x, not the selected copy, for backward
+            return self.fc(x, rows)
+        return self.fc(x.index_select(1, rows))
 
     def aggregate(
         self,

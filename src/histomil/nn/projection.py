@@ -19,6 +19,8 @@ backward) the module runs as the plain sequence.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
@@ -28,15 +30,17 @@ from histomil.nn.dropout import Dropout, scaled_keep_mask
 
 class _LinearReLUDropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x2, weight, bias, mask, scale):  # noqa: D102
-        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+    def forward(ctx, x2, weight, bias, mask, scale, rows):  # noqa: D102
+        xs = x2 if rows is None else x2.index_select(0, rows)
+        y = torch.addmm(bias, xs, weight.t()) if bias is not None else xs @ weight.t()
         if mask is not None:  # 0 or 1 / (1 - p), as torch's dropout
             y.mul_(mask)
         # then ReLU, in place: relu(z * m) = relu(z) * m for m >= 0
         y.clamp_min_(0)
         ctx.scale = scale
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(x2, weight, y)
+        ctx.rows = rows
+        ctx.save_for_backward(x2, weight, y)  # x2, not the selected copy: see Projection.forward
         return y
 
     @staticmethod
@@ -46,10 +50,16 @@ class _LinearReLUDropout(torch.autograd.Function):
         gz = torch.ops.aten.threshold_backward(grad, y, 0)
         if ctx.scale != 1.0:
             gz.mul_(ctx.scale)
-        gx = gz @ weight if ctx.needs_input_grad[0] else None
-        gw = gz.t() @ x2 if ctx.needs_input_grad[1] else None
+        rows = ctx.rows
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = gz @ weight
+            if rows is not None:  # index_select's backward
+                gx = x2.new_zeros(x2.shape).index_add_(0, rows, gx)
+        if ctx.needs_input_grad[1]:
+            gw = gz.t() @ (x2 if rows is None else x2.index_select(0, rows))
         gb = gz.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None
+        return gx, gw, gb, None, None, None
 
 
 class Projection(nn.Sequential):
@@ -72,15 +82,31 @@ class Projection(nn.Sequential):
             and not self[2].inplace
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rows: Tensor | None = None) -> Tensor:
+        """(B, N, in) -> (B, N, out); with ``rows`` (n,) only those instances: the same as
+        ``forward(x.index_select(1, rows))``, but the fused node keeps ``x`` (which the caller
+        holds anyway) instead of the selected copy and selects again in the backward pass.
+        MHIM-v2's student projects all but a few instances of the bag this way: the copy was
+        its largest tensor kept for the backward pass beside the model's own (31 MiB at
+        N = 8,000, 1024-d; issue 17)."""
+        if rows is not None and x.dim() != 3:
+            raise ValueError(f"rows select instances of (B, N, D) bags; got shape {tuple(x.shape)}")
+        if rows is not None and not (self._fused(x) and x.is_contiguous()):
+            x, rows = x.index_select(1, rows), None  # select first: nothing to save by keeping x
         if not self._fused(x):
             return super().forward(x)
         lin, drop = self[0], self[2]
         p = drop.p if drop.training else 0.0
         x2 = x.reshape(-1, x.shape[-1])
+        shape, flat = x.shape[:-1], None
+        if rows is not None:  # row indices into the flattened (B * N, in) input
+            rows = rows.to(x.device)
+            shape = (x.shape[0], rows.numel())
+            flat = (torch.arange(x.shape[0], device=x.device)[:, None] * x.shape[1] + rows).view(-1)
+        count = math.prod(shape)
         mask, scale = None, 1.0
         if p > 0.0:  # the same draw as histomil.nn.dropout.dropout
-            mask = scaled_keep_mask(x2.shape[0] * lin.out_features, p, x.dtype)
-            mask, scale = mask.view(x2.shape[0], lin.out_features), 1.0 / (1.0 - p)
-        y = _LinearReLUDropout.apply(x2, lin.weight, lin.bias, mask, scale)
-        return y.view(*x.shape[:-1], lin.out_features)
+            mask = scaled_keep_mask(count * lin.out_features, p, x.dtype)
+            mask, scale = mask.view(count, lin.out_features), 1.0 / (1.0 - p)
+        y = _LinearReLUDropout.apply(x2, lin.weight, lin.bias, mask, scale, flat)
+        return y.view(*shape, lin.out_features)

@@ -250,9 +250,10 @@ class MHIM(Objective):
         keep, rec = result.keep.to(dev), result.recycled.to(dev)
         use_recycle = self.recycle is not None and rec.numel() > 0
         idx = torch.cat([keep, rec]) if use_recycle else keep
-        # index_select copies whole rows (about 3x faster on CPU than x[:, idx]); split's
+        # the projection selects the rows itself (index_select copies whole rows, about 3x
+        # faster on CPU than x[:, idx]) and keeps x, not the copy, for backward; split's
         # backward concatenates the two gradients instead of zero-filling two full copies
-        h = model.project(x.index_select(1, idx))  # (1, n_keep [+ n_rec], H)
+        h = model.project(x, idx)  # (1, n_keep [+ n_rec], H)
         n_keep = keep.numel()
         tokens = h
         if use_recycle:
