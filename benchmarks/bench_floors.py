@@ -21,9 +21,13 @@ from the recorded shapes (``2 m k n`` per product; a convolution ``2 * outputs *
 kernel``, so depthwise convolutions are counted as what they are: torch's flop counter counts
 their backward as dense).
 
-``--memory``: each (configuration, N) point in a fresh process; peak extra RSS of one step (as
-``bench_models.py``) beside the bytes autograd saves for the backward pass (activations by
-count: every distinct storage handed to ``saved_tensors_hooks``).
+``--memory``: each (configuration, N) point in ``--reps`` fresh processes; the peak bytes torch's
+allocator holds during a step (from the profiler's memory events: deterministic, the analogue of
+the GPU peak the MHIM paper reports), the median peak extra RSS of a step (as
+``bench_models.py``; it also counts fragmentation and BLAS scratch memory and varies by tens of
+MiB between identical processes), and the bytes autograd saves for the backward pass
+(activations by count: every distinct storage handed to ``saved_tensors_hooks``, the bag's
+input included).
 
 Every table is printed with the CPU's flags (avx2/avx512*/amx*), torch's threads, the BLAS in
 use and ``uptime``. The MHIM paper's Table 6 ratios (RTX 3090) are printed beside ours.
@@ -35,6 +39,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,6 +47,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's GPU probe errors on a CPU machine
 
 from bench_models import D, make_bag_inputs, model_step, peak_point  # noqa: E402
 
@@ -329,8 +335,29 @@ def time_point(config: str, n: int, reps: int, threads: int) -> dict:
             "floor_per_call": per_call, "flops": fl, "time": best}  # fmt: skip
 
 
+def torch_peak_mb(step) -> float:
+    """Peak of the bytes torch's CPU allocator holds during one call of ``step``, above what it
+    held before (the analogue of ``torch.cuda.max_memory_allocated``): the profiler's memory
+    events summed in time order. Deterministic, unlike RSS, which also counts allocator
+    fragmentation and BLAS scratch memory."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    cpu = torch._C._autograd.DeviceType.CPU
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        if e.device_type() == cpu:
+            live += e.nbytes()
+            peak = max(peak, live)
+    return peak / 2**20
+
+
 def memory_point(config: str, n: int) -> dict:
-    """Peak extra RSS of one step beside the bytes saved for backward (fresh process)."""
+    """Peak extra RSS of one step (fresh process), the peak torch allocates in the next step,
+    and the bytes saved for backward."""
     import torch
 
     torch.set_num_threads(1)
@@ -347,7 +374,8 @@ def memory_point(config: str, n: int) -> dict:
             step()
 
     _, peak = peak_point(counted, 0)
-    return {"config": config, "n": n, "peak_mb": peak, "saved_mb": sum(saved.values()) / 2**20}
+    return {"config": config, "n": n, "peak_mb": peak, "alloc_mb": torch_peak_mb(step),
+            "saved_mb": sum(saved.values()) / 2**20}  # fmt: skip
 
 
 def _subprocess(args: list[str]) -> dict | None:
@@ -390,26 +418,41 @@ def time_table(cfgs: list[str], sizes: list[int], threads: list[int], reps: int)
                   f"{r['time'] / pc:.2f} | {tx} | {fx} | {_paper(r['config'], 0)} |")  # fmt: skip
 
 
-def memory_table(cfgs: list[str], sizes: list[int]) -> None:
+def memory_table(cfgs: list[str], sizes: list[int], reps: int) -> None:
+    """Each point in ``reps`` fresh processes: the median peak extra RSS (it varies by tens of
+    MiB between identical processes), the allocator peak and saved bytes (the same in each)."""
+    import statistics
+
     rows = []
     for n in sizes:
         for c in cfgs:
-            r = _subprocess(["--memory-point", c, str(n)])
-            if r:
+            runs = [r for _ in range(reps) if (r := _subprocess(["--memory-point", c, str(n)]))]
+            if runs:
+                r = dict(runs[0], peak_mb=statistics.median(x["peak_mb"] for x in runs))
+                r["peak_mb_range"] = (
+                    min(x["peak_mb"] for x in runs),
+                    max(x["peak_mb"] for x in runs),
+                )
                 rows.append(r)
                 print(f"# {json.dumps(r)}", file=sys.stderr, flush=True)
     import torch
 
     torch.set_num_threads(1)  # as in memory_point, so the header says what was measured
     print(f"\n{machine()}\n")
-    print("| config | N | peak extra RSS (MiB) | saved for backward (MiB) | peak x AB-MIL | "
-          "paper memory x AB-MIL |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    base = {r["n"]: r for r in rows if r["config"] == "abmil"}
+    print(f"| config | N | peak allocated (MiB) | allocated x AB-MIL | allocated x student | "
+          f"peak extra RSS (MiB, median of {reps}) | RSS range | saved for backward (MiB) | "
+          "RSS x AB-MIL | paper memory x AB-MIL |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    by = {(r["config"], r["n"]): r for r in rows}
     for r in rows:
-        b = base.get(r["n"])
+        b = by.get(("abmil", r["n"]))
+        ax = f"{r['alloc_mb'] / b['alloc_mb']:.2f}" if b else "-"
         px = f"{r['peak_mb'] / b['peak_mb']:.2f}" if b and b["peak_mb"] > 0 else "-"
-        print(f"| {r['config']} | {r['n']:,} | {r['peak_mb']:.0f} | {r['saved_mb']:.0f} | {px} | "
+        student = by.get((r["config"].split(":", 1)[1], r["n"])) if ":" in r["config"] else None
+        sx = f"{r['alloc_mb'] / student['alloc_mb']:.2f}" if student else "-"
+        lo, hi = r["peak_mb_range"]
+        print(f"| {r['config']} | {r['n']:,} | {r['alloc_mb']:.0f} | {ax} | {sx} | "
+              f"{r['peak_mb']:.0f} | {lo:.0f}-{hi:.0f} | {r['saved_mb']:.0f} | {px} | "
               f"{_paper(r['config'], 1)} |")  # fmt: skip
 
 
@@ -528,14 +571,18 @@ def recycle_ab(n: int, student: str, rounds: int) -> None:
               f"{best[name] / best['base']:.2f} |")  # fmt: skip
 
 
+def _test_module(name: str):
+    path = Path(__file__).resolve().parents[1] / "tests/nn" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"reference_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def _nystrom_references():
     """The earlier Nystrom attention forwards, which its test keeps as references: ``_reference``
     (before the layout change) and ``_materialized`` (before the fused attention)."""
-    path = Path(__file__).resolve().parents[1] / "tests/nn/test_nystrom_layout.py"
-    spec = importlib.util.spec_from_file_location("nystrom_reference", path)
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
-    return ref
+    return _test_module("test_nystrom_layout")
 
 
 @contextlib.contextmanager
@@ -586,6 +633,27 @@ def before_session12():
         NystromAttention.forward_with_query_logits = nystrom
 
 
+@contextlib.contextmanager
+def before_saving():
+    """What the step kept for backward before session 14 (issue 17), patched in for an A/B in one
+    process: the pseudo-inverse loop differentiated by autograd (six matrices per iteration,
+    kept in its test as the reference) and MHIM's student projecting a copy of the selected
+    instances (``project(x.index_select(1, rows))``, the copy kept)."""
+    import histomil.nn.nystrom as nystrom
+    from histomil.models.base import MILModel
+
+    def select_first(self, x, rows=None):
+        return self.fc(x if rows is None else x.index_select(1, rows))
+
+    saved = (nystrom.iterative_pinv, MILModel.project)
+    nystrom.iterative_pinv = _test_module("test_blocks")._pinv_by_autograd
+    MILModel.project = select_first
+    try:
+        yield
+    finally:
+        nystrom.iterative_pinv, MILModel.project = saved
+
+
 def ab_table(cfgs: list[str], n: int, rounds: int, threads: int, before) -> None:
     """Training step of each configuration with the implementation that the context manager
     ``before`` patches in and with the current one, interleaved in one process, best of
@@ -607,11 +675,18 @@ def ab_table(cfgs: list[str], n: int, rounds: int, threads: int, before) -> None
                     t0 = time.perf_counter()
                     step()
                     best[c, v] = min(best[c, v], time.perf_counter() - t0)
+    peak = {}
+    for c, step in steps.items():  # allocator peaks: deterministic, one step each
+        with before():
+            peak[c, "before"] = torch_peak_mb(step)
+        peak[c, "after"] = torch_peak_mb(step)
     print(f"\n{machine()}\nN = {n:,}, training step, best of {rounds} interleaved\n")
-    print("| config | before (s) | after (s) | after / before |\n|---|---|---|---|")
+    print("| config | before (s) | after (s) | after / before | peak allocated before (MiB) | "
+          "after (MiB) | after / before |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for c in cfgs:
         b, a = best[c, "before"], best[c, "after"]
-        print(f"| {c} | {b:.4f} | {a:.4f} | {a / b:.3f} |")
+        pb, pa = peak[c, "before"], peak[c, "after"]
+        print(f"| {c} | {b:.4f} | {a:.4f} | {a / b:.3f} | {pb:.0f} | {pa:.0f} | {pa / pb:.3f} |")
 
 
 def main() -> None:
@@ -636,6 +711,11 @@ def main() -> None:
         action="store_true",
         help="Nystrom attention with stored kernels vs fused (issue 17)",
     )
+    ab.add_argument(
+        "--saving-ab",
+        action="store_true",
+        help="pseudo-inverse and MHIM projection keeping more for backward vs less (issue 17)",
+    )
     ap.add_argument("--point", nargs=2, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-point", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -653,8 +733,14 @@ def main() -> None:
     if args.list:
         print("\n".join(cfgs))
         return
-    if args.fusion_ab or args.attention_ab:
-        before = before_session12 if args.fusion_ab else materialized_nystrom
+    if args.fusion_ab or args.attention_ab or args.saving_ab:
+        before = (
+            before_session12
+            if args.fusion_ab
+            else materialized_nystrom
+            if args.attention_ab
+            else before_saving
+        )
         for th in args.threads:
             ab_table(cfgs, args.sizes[-1], args.reps, th, before)
     elif args.inference:
@@ -664,7 +750,7 @@ def main() -> None:
         for th in args.threads:
             paired_table(cfgs, args.sizes[-1], args.reps, th)
     elif args.memory:
-        memory_table(cfgs, args.sizes)
+        memory_table(cfgs, args.sizes, args.reps)
     else:
         time_table(cfgs, args.sizes, args.threads, args.reps)
 

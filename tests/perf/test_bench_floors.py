@@ -90,3 +90,49 @@ def test_fused_attention_is_recorded_as_the_products_of_the_written_out_attentio
     assert _gflop(fused) == _gflop(written_out) == 6 * (2 * 6 * 40 * 24 * 8)
     floor, *_ = bench_floors.replay(calls, reps=1)
     assert floor > 0
+
+
+def test_torch_peak_is_the_most_bytes_live_at_once_during_the_step() -> None:
+    kept = torch.zeros(1)  # allocated before the step: not counted
+
+    def step():
+        a = torch.empty(2**20, dtype=torch.uint8)  # 1 MiB
+        b = torch.empty(3 * 2**20, dtype=torch.uint8)  # 3 MiB: 4 live
+        del a
+        c = torch.empty(2 * 2**20, dtype=torch.uint8)  # 5 live
+        del b, c
+        d = torch.empty(4 * 2**20, dtype=torch.uint8)  # 4 live
+        del d
+
+    assert bench_floors.torch_peak_mb(step) == pytest.approx(5.0, abs=0.01)
+    assert kept.numel() == 1
+
+
+def test_before_saving_patches_in_the_old_pinv_and_projection_and_restores_them() -> None:
+    import histomil.nn.nystrom as nystrom
+    from histomil.models import create_model
+    from histomil.models.base import MILModel
+
+    current = (nystrom.iterative_pinv, MILModel.project)
+    model = create_model("abmil", 16, 1).train()
+    x, rows = torch.randn(1, 30, 16, requires_grad=False), torch.tensor([3, 0, 7])
+
+    def saved():  # bytes kept for backward by the projection of the selected rows
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model.project(x, rows)
+        return seen
+
+    with bench_floors.before_saving():
+        assert nystrom.iterative_pinv is not current[0] and MILModel.project is not current[1]
+        old = saved()
+        a = torch.softmax(torch.randn(2, 8, 8), -1)
+        torch.testing.assert_close(nystrom.iterative_pinv(a, 3), current[0](a, 3))
+    assert (nystrom.iterative_pinv, MILModel.project) == current
+    new = saved()
+    assert x.untyped_storage().data_ptr() in new and x.untyped_storage().data_ptr() not in old
