@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
@@ -47,7 +46,6 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's GPU probe errors on a CPU machine
 
 from bench_models import D, make_bag_inputs, model_step, peak_point  # noqa: E402
 
@@ -336,23 +334,11 @@ def time_point(config: str, n: int, reps: int, threads: int) -> dict:
 
 
 def torch_peak_mb(step) -> float:
-    """Peak of the bytes torch's CPU allocator holds during one call of ``step``, above what it
-    held before (the analogue of ``torch.cuda.max_memory_allocated``): the profiler's memory
-    events summed in time order. Deterministic, unlike RSS, which also counts allocator
-    fragmentation and BLAS scratch memory."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
+    """Peak MiB torch's allocator holds during one call of ``step`` (deterministic, unlike RSS;
+    ``histomil.hardware.peak_allocated_bytes``)."""
+    from histomil.hardware import peak_allocated_bytes
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    cpu = torch._C._autograd.DeviceType.CPU
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    live = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        if e.device_type() == cpu:
-            live += e.nbytes()
-            peak = max(peak, live)
-    return peak / 2**20
+    return peak_allocated_bytes(step) / 2**20
 
 
 def memory_point(config: str, n: int) -> dict:

@@ -132,3 +132,33 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
         keep_freed_memory.cache_clear()
     monkeypatch.delenv("HISTOMIL_KEEP_FREED_MEMORY")
     assert keep_freed_memory() is sys.platform.startswith("linux")  # glibc here
+
+
+def test_peak_allocated_is_the_most_bytes_live_at_once_during_the_call() -> None:
+    held = torch.zeros(2**20, dtype=torch.uint8)  # allocated before the call: not counted
+
+    def step():
+        a = torch.empty(2**20, dtype=torch.uint8)  # 1 MiB live
+        b = torch.empty(3 * 2**20, dtype=torch.uint8)  # 4 MiB live
+        del a
+        c = torch.empty(2 * 2**20, dtype=torch.uint8)  # 5 MiB live: the peak
+        del b, c
+        d = torch.empty(4 * 2**20, dtype=torch.uint8)  # 4 MiB live
+        del d
+
+    assert hardware.peak_allocated_bytes(step) == 5 * 2**20
+    assert hardware.peak_allocated_bytes(lambda: held.add_(1)) < 64  # in place: a scalar only
+
+
+def test_peak_allocated_of_a_training_step_is_the_same_every_time() -> None:
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(500, 64)
+
+    def step():
+        torch.relu(lin(x)).sum().backward()
+        lin.zero_grad(set_to_none=True)
+
+    first = hardware.peak_allocated_bytes(step)
+    assert first >= 500 * 32 * 4  # at least the activation
+    assert hardware.peak_allocated_bytes(step) == first

@@ -77,3 +77,39 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl or another libc
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+
+
+def peak_allocated_bytes(fn, device="cpu") -> int:  # noqa: ANN001
+    """The most bytes torch's allocator holds at once while ``fn()`` runs, above what it held
+    when ``fn`` started: the memory a training step needs, the same in every run.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU: torch keeps no peak counter,
+    so the profiler's memory events (every allocation and free, with its size) are summed in
+    time order. Unlike the process's peak RSS, this leaves out allocator fragmentation and
+    BLAS scratch memory, which vary by tens of MiB between identical runs.
+    """
+    import os
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return max(0, torch.cuda.max_memory_allocated(device) - before)
+    from torch.profiler import ProfilerActivity, profile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # its GPU probe logs errors on a CPU machine
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    cpu = torch._C._autograd.DeviceType.CPU
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        if e.device_type() == cpu:
+            live += e.nbytes()
+            peak = max(peak, live)
+    return peak

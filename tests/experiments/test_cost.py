@@ -25,8 +25,14 @@ def test_measure_cost_on_tiny_bags(tmp_path: Path) -> None:
     assert table["parameters_ratio"].iloc[0] == 1.0
     assert table["parameters"].iloc[1] > table["parameters"].iloc[0]  # + recycle network
     assert table["paper_parameters_ratio"].iloc[1] == pytest.approx(1.64 / 0.66)
+    # memory: a training step's allocator peak (deterministic) beside the process's peak RSS
+    assert (table["step_peak_alloc_mb"] > 0).all() and (table["peak_memory_mb"] >= 0).all()
+    ratio = table["step_peak_alloc_mb"].iloc[1] / table["step_peak_alloc_mb"].iloc[0]
+    assert table["step_peak_alloc_mb_ratio"].iloc[1] == pytest.approx(ratio)
+    assert table["paper_step_peak_alloc_mb_ratio"].iloc[1] == pytest.approx(2.8 / 2.3)
     md = (tmp_path / "out" / "cost.md").read_text()
     assert "MHIM-v2(AB-MIL)" in md and (tmp_path / "out" / "cost.csv").is_file()
+    assert "| step peak allocated (MB) | peak memory (MB) |" in md
     assert "'warmup_steps': 2" in md  # untimed steps before the timed epoch, stated
     cold = CostSettings(epochs=1, max_bags=4, isolate=False, warmup_steps=0)
     assert len(measure_cost(manifest, None, None, methods[:1], cold)) == 1
