@@ -128,6 +128,15 @@ def _arith_ops():
     return ops
 
 
+def _inplace_products() -> dict:
+    """Accumulating in-place products (``X.baddbmm_(A, B)``, as in the pseudo-inverse's
+    backward) and the out-of-place op they are recorded and replayed as: the same product."""
+    import torch
+
+    aten = torch.ops.aten
+    return {aten.addmm_.default: aten.addmm.default, aten.baddbmm_.default: aten.baddbmm.default}
+
+
 def _spec(a):
     import torch
 
@@ -143,19 +152,23 @@ def record(step) -> Counter:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    ops = _arith_ops()
+    ops, inplace = _arith_ops(), _inplace_products()
     calls: Counter = Counter()
 
     class Rec(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            # the layout of an in-place op's first argument, before the op writes to it
+            spec = _spec(tuple(args)) if func in ops or func in inplace else None
             out = func(*args, **(kwargs or {}))
+            if func in inplace:
+                func = inplace[func]
             if func in ops:
                 outs = out if isinstance(out, (list, tuple)) else (out,)
                 shapes = tuple(
                     tuple(o.shape) if isinstance(o, torch.Tensor) else None for o in outs
                 )
                 kw = tuple(sorted((k, _spec(v)) for k, v in (kwargs or {}).items()))
-                calls[(func, _spec(tuple(args)), kw, shapes)] += 1
+                calls[(func, spec, kw, shapes)] += 1
             return out
 
     with Rec():

@@ -127,3 +127,25 @@ def test_before_saving_patches_in_the_old_pinv_and_projection_and_restores_them(
     assert (nystrom.iterative_pinv, MILModel.project) == current
     new = saved()
     assert x.untyped_storage().data_ptr() in new and x.untyped_storage().data_ptr() not in old
+
+
+def test_in_place_accumulating_products_are_counted_as_their_products() -> None:
+    """``X.baddbmm_(A, B)`` (the pseudo-inverse's backward) and ``X.addmm_(A, B)`` are products of
+    the floor: recorded as the out-of-place op, with the same shapes."""
+    a, b = torch.randn(3, 5, 7), torch.randn(3, 7, 4)
+    m, n = torch.randn(6, 7), torch.randn(7, 2)
+
+    def in_place():
+        torch.zeros(3, 5, 4).baddbmm_(a, b, alpha=-1)
+        torch.zeros(6, 2).addmm_(m, n)
+
+    def out_of_place():
+        torch.baddbmm(torch.zeros(3, 5, 4), a, b, alpha=-1)
+        torch.addmm(torch.zeros(6, 2), m, n)
+
+    calls = bench_floors.record(in_place)
+    assert {str(f) for f, *_ in calls} == {"aten.baddbmm.default", "aten.addmm.default"}
+    assert calls == bench_floors.record(out_of_place)
+    assert _gflop(in_place) == 2 * 3 * 5 * 7 * 4 + 2 * 6 * 7 * 2
+    floor, *_ = bench_floors.replay(calls, reps=1)
+    assert floor > 0
